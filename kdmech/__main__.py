@@ -1,0 +1,5 @@
+import sys
+
+from kdmech.cli import main
+
+sys.exit(main())

@@ -1,0 +1,101 @@
+"""Node ablation (SPEC §3).
+
+A head is ablated by replacing its slice of `hook_z` (its output before W_O); an MLP by
+replacing the block's MLP output. Sequence positions and residual-stream slices are never
+zeroed. The replacement depends on the `AblationKind`.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from enum import Enum
+
+import torch
+
+from kdmech.analysis.bridge import Bridged, logits_at
+from kdmech.analysis.nodes import Node
+from kdmech.tasks.prompt_set import PromptSet
+
+
+class AblationKind(str, Enum):
+    MEAN = "mean"
+    """Per-position mean of the activation over the corrupted prompt set (the default)."""
+    ZERO = "zero"
+    """All zeros."""
+    RESAMPLE = "resample"
+    """The activation the paired corrupted prompt produces."""
+
+
+def _ablated_hook(name: str) -> bool:
+    return name.endswith("attn.hook_z") or name.endswith("hook_mlp_out")
+
+
+@dataclass
+class CorruptedActivations:
+    """What ablations patch in, from one run over the corrupted prompts. `means[h]` has
+    shape [T, ...]; `full[h]` ([N, T, ...]) is kept only for resample ablation."""
+
+    means: dict[str, torch.Tensor]
+    full: dict[str, torch.Tensor] | None = None
+
+
+@torch.no_grad()
+def corrupted_activations(bridged: Bridged, prompts: PromptSet, keep_full: bool = False,
+                          batch_size: int = 64) -> CorruptedActivations:
+    sums: dict[str, torch.Tensor] = {}
+    full: dict[str, list] = defaultdict(list)
+    for i in range(0, len(prompts), batch_size):
+        _, cache = bridged.bridge.run_with_cache(prompts.corrupted[i:i + batch_size],
+                                                 names_filter=_ablated_hook)
+        for name in cache.keys():
+            act = cache[name]
+            sums[name] = sums.get(name, 0) + act.sum(0)
+            if keep_full:
+                full[name].append(act)
+    means = {k: v / len(prompts) for k, v in sums.items()}
+    return CorruptedActivations(means, {k: torch.cat(v) for k, v in full.items()} if keep_full else None)
+
+
+def ablation_hooks(nodes: list[Node], kind: AblationKind, source: CorruptedActivations | None):
+    """Hook factories for `logits_at`: each takes the batch slice and returns a TL hook."""
+    kind = AblationKind(kind)
+    by_hook: dict[str, list[Node]] = defaultdict(list)
+    for node in nodes:
+        by_hook[node.hook].append(node)
+
+    def factory(hook_name: str, group: list[Node]):
+        heads = [n.head for n in group if n.is_head]
+
+        def make(sl: slice):
+            def hook(act, hook):
+                if kind is AblationKind.ZERO:
+                    new = torch.zeros_like(act)
+                elif kind is AblationKind.MEAN:
+                    new = source.means[hook_name].expand_as(act)
+                else:
+                    new = source.full[hook_name][sl]
+                act = act.clone()
+                if heads:
+                    act[:, :, heads] = new[:, :, heads]
+                else:
+                    act[:] = new
+                return act
+            return hook
+        return make
+
+    return [(name, factory(name, group)) for name, group in by_hook.items()]
+
+
+def logit_diff(logits: torch.Tensor, prompts: PromptSet) -> torch.Tensor:
+    """Per-prompt logit(correct) − logit(incorrect) from logits [N, V] at the positions."""
+    rows = torch.arange(logits.shape[0])
+    return logits[rows, prompts.answers] - logits[rows, prompts.wrong_answers]
+
+
+def ablated_logit_diff(bridged: Bridged, prompts: PromptSet, nodes: list[Node],
+                       kind: AblationKind = AblationKind.MEAN,
+                       source: CorruptedActivations | None = None) -> float:
+    """Mean LD over the clean prompts with every node in `nodes` ablated at once."""
+    hooks = ablation_hooks(nodes, kind, source) if nodes else []
+    return logit_diff(logits_at(bridged, prompts.clean, prompts.positions, hooks), prompts).mean().item()

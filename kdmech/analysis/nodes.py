@@ -1,0 +1,54 @@
+"""Components a circuit is made of (SPEC §3): attention heads and MLP layers.
+
+Names are ``L{layer}.H{head}`` and ``L{layer}.MLP``. Node order everywhere is layer by layer,
+heads 0..H−1 then the MLP, so dense score tensors line up with `all_nodes`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from kdmech.errors import KdmechError
+
+_NAME = re.compile(r"^L(\d+)\.(?:H(\d+)|MLP)$")
+
+
+@dataclass(frozen=True, order=True)
+class Node:
+    layer: int
+    head: int | None = None
+    """Head index, or None for the layer's MLP."""
+
+    def __post_init__(self):
+        if self.layer < 0 or (self.head is not None and self.head < 0):
+            raise KdmechError(f"node indices must be ≥ 0, got layer {self.layer}, head {self.head}")
+
+    @property
+    def is_head(self) -> bool:
+        return self.head is not None
+
+    @property
+    def name(self) -> str:
+        return f"L{self.layer}.H{self.head}" if self.is_head else f"L{self.layer}.MLP"
+
+    @property
+    def hook(self) -> str:
+        """The TransformerLens hook this node's ablation edits."""
+        return (f"blocks.{self.layer}.attn.hook_z" if self.is_head
+                else f"blocks.{self.layer}.hook_mlp_out")
+
+    @classmethod
+    def parse(cls, name: str) -> "Node":
+        m = _NAME.match(name)
+        if not m:
+            raise KdmechError(f"node name {name!r} is not of the form L<layer>.H<head> or L<layer>.MLP")
+        return cls(int(m[1]), int(m[2]) if m[2] is not None else None)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def all_nodes(n_layers: int, n_heads: int) -> list[Node]:
+    return [n for layer in range(n_layers)
+            for n in [*(Node(layer, h) for h in range(n_heads)), Node(layer)]]

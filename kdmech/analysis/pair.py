@@ -1,0 +1,84 @@
+"""One teacher–student comparison at one checkpoint: the record behind
+`analysis/<student>/step_<N>.json` (keys are part of kdmech's output contract)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+from kdmech.analysis.alignment import Alignment, Normalisation, alignment
+from kdmech.analysis.influence import Influence
+from kdmech.analysis.matching import (Direction, Match, MlpSimilarity, assign, head_similarity,
+                                      merges, mlp_similarity)
+from kdmech.analysis.profile import ModelProfile
+
+
+@dataclass(frozen=True)
+class PairAnalysis:
+    step: int
+    task: str
+    ablation: str
+    logit_diff: dict[str, float]
+    influence: dict[str, dict[str, float]]
+    matching: list[Match]
+    alignment: Alignment
+    worst_drop: dict
+    options: dict = field(default_factory=dict)
+    merges: dict[str, list[str]] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {"step": self.step, "task": self.task, "ablation": self.ablation,
+                "logit_diff": self.logit_diff, "influence": self.influence,
+                "matching": [m.to_json() for m in self.matching],
+                "alignment": self.alignment.to_json(), "worst_drop": self.worst_drop,
+                "merges": self.merges, "options": self.options}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "PairAnalysis":
+        return cls(d["step"], d["task"], d["ablation"], d["logit_diff"], d["influence"],
+                   [Match(**m) for m in d["matching"]], Alignment(**d["alignment"]),
+                   d["worst_drop"], d.get("options", {}), d.get("merges", {}))
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.to_json(), indent=1))
+        tmp.replace(path)
+
+
+def _worst(infl: Influence) -> dict:
+    node, value = infl.worst
+    return {"node": node, "value": value}
+
+
+def compare(teacher: ModelProfile, student: ModelProfile, step: int, task: str,
+            direction: Direction = "student_to_teacher", mlp_method: MlpSimilarity = "auto",
+            normalisation: Normalisation = "sum") -> PairAnalysis:
+    """Match the student's nodes to the teacher's and score the alignment."""
+    if teacher.influence.ablation != student.influence.ablation:
+        raise ValueError("teacher and student profiles use different ablations")
+    s_heads = [n for n in student.nodes if n.is_head]
+    t_heads = [n for n in teacher.nodes if n.is_head]
+    s_mlps = [n for n in student.nodes if not n.is_head]
+    t_mlps = [n for n in teacher.nodes if not n.is_head]
+    head_sim = head_similarity(student.patterns, teacher.patterns)
+    mlp_sim, mlp_used = mlp_similarity(student.mlp_out, teacher.mlp_out, mlp_method)
+    matches = assign(head_sim, s_heads, t_heads, direction) + assign(mlp_sim, s_mlps, t_mlps, direction)
+    s_inf, t_inf = student.influence.influence, teacher.influence.influence
+    worst_t, worst_s = _worst(teacher.influence), _worst(student.influence)
+    ratio = worst_s["value"] / worst_t["value"] if worst_t["value"] > 0 else float("inf")
+    return PairAnalysis(
+        step=step, task=task, ablation=student.influence.ablation,
+        logit_diff={"teacher": teacher.logit_diff, "student": student.logit_diff},
+        influence={"teacher": t_inf, "student": s_inf},
+        matching=matches, alignment=alignment(matches, s_inf, t_inf, normalisation),
+        worst_drop={"teacher": worst_t, "student": worst_s, "ratio": ratio,
+                    "flag_2x": bool(ratio > 2.0)},
+        options={"matching_direction": direction, "mlp_similarity": mlp_used,
+                 "head_similarity": "pattern_row_cosine", "normalisation": normalisation},
+        merges=merges(matches),
+    )
+
+

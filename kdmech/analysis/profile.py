@@ -1,0 +1,65 @@
+"""Everything one model contributes to a teacher–student comparison, computed in one place:
+intact LD, single-node influence, mean head patterns and MLP outputs on the clean prompts.
+
+A teacher's profile does not change during distillation, so it is computed once and reused
+at every checkpoint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from kdmech.analysis.ablation import AblationKind, corrupted_activations, logit_diff
+from kdmech.analysis.bridge import Bridged, boot
+from kdmech.analysis.influence import Influence, influence
+from kdmech.analysis.nodes import Node
+from kdmech.tasks.prompt_set import PromptSet
+
+
+@dataclass
+class ModelProfile:
+    influence: Influence
+    patterns: torch.Tensor
+    """Mean attention pattern per head over the clean prompts, [L, H, T, T]."""
+    mlp_out: torch.Tensor
+    """MLP outputs over all clean prompts and positions, [L, N·T, d]."""
+    nodes: list[Node]
+
+    @property
+    def logit_diff(self) -> float:
+        return self.influence.logit_diff
+
+
+def _pattern_or_mlp(name: str) -> bool:
+    return name.endswith("attn.hook_pattern") or name.endswith("hook_mlp_out")
+
+
+@torch.no_grad()
+def clean_run(bridged: Bridged, prompts: PromptSet, batch_size: int = 64):
+    """(per-prompt LD [N], mean patterns [L, H, T, T], MLP outputs [L, N·T, d])."""
+    lds, pattern_sum, mlps = [], None, [[] for _ in range(bridged.n_layers)]
+    for i in range(0, len(prompts), batch_size):
+        sl = slice(i, i + batch_size)
+        logits, cache = bridged.bridge.run_with_cache(prompts.clean[sl], names_filter=_pattern_or_mlp)
+        at = logits[torch.arange(logits.shape[0]), prompts.positions[sl]]
+        lds.append(logit_diff(at, prompts.subset(list(range(len(prompts)))[sl])))
+        pats = torch.stack([cache[f"blocks.{l}.attn.hook_pattern"].sum(0)
+                            for l in range(bridged.n_layers)])
+        pattern_sum = pats if pattern_sum is None else pattern_sum + pats
+        for l in range(bridged.n_layers):
+            mlps[l].append(cache[f"blocks.{l}.hook_mlp_out"].flatten(0, 1))
+    return (torch.cat(lds), pattern_sum / len(prompts),
+            torch.stack([torch.cat(m) for m in mlps]))
+
+
+def profile(model, tokenizer, prompts: PromptSet,
+            ablation: AblationKind = AblationKind.MEAN) -> ModelProfile:
+    bridged = boot(model, tokenizer)
+    ablation = AblationKind(ablation)
+    source = (None if ablation is AblationKind.ZERO else
+              corrupted_activations(bridged, prompts, keep_full=ablation is AblationKind.RESAMPLE))
+    lds, patterns, mlp_out = clean_run(bridged, prompts)
+    infl = influence(bridged, prompts, lds.mean().item(), ablation, source)
+    return ModelProfile(infl, patterns, mlp_out, bridged.nodes)

@@ -1,0 +1,91 @@
+"""Lightning callbacks: thin adapters that call kdmech.analysis at checkpoints."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import lightning as L
+
+from kdmech.analysis import AblationKind, PairAnalysis, compare, profile
+from kdmech.report.heatmap import influence_figure, save_influence_png
+from kdmech.tasks.prompt_set import PromptSet
+
+
+class CircuitAnalysisCallback(L.Callback):
+    """Every `every_n_steps` optimizer steps, before training and at the end, on rank 0:
+    profile the student on `prompts`, compare it with the (once-computed) teacher profile,
+    write `out_dir/step_<N>.json` and an influence heatmap, and log to the trainer's logger."""
+
+    def __init__(self, teacher, tokenizer, prompts: PromptSet, out_dir: str | Path,
+                 every_n_steps: int = 100, ablation: AblationKind = AblationKind.MEAN,
+                 compare_options: dict | None = None):
+        self.teacher, self.tokenizer, self.prompts = teacher, tokenizer, prompts
+        self.out_dir = Path(out_dir)
+        self.every, self.ablation = every_n_steps, AblationKind(ablation)
+        self.compare_options = compare_options or {}
+        self.teacher_profile = None
+        self.done: set[int] = set()
+        self.results: list[PairAnalysis] = []
+
+    def _analyse(self, trainer: L.Trainer, pl_module) -> None:
+        step = trainer.global_step
+        if not trainer.is_global_zero or step in self.done:
+            return
+        self.done.add(step)
+        start = time.perf_counter()
+        if self.teacher_profile is None:
+            self.teacher_profile = profile(self.teacher, self.tokenizer, self.prompts, self.ablation)
+        student = profile(pl_module.student, self.tokenizer, self.prompts, self.ablation)
+        result = compare(self.teacher_profile, student, step, self.prompts.task,
+                         **self.compare_options)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        result.save(self.out_dir / f"step_{step}.json")
+        save_influence_png(self.out_dir / f"influence_step_{step}.png",
+                           result.influence["teacher"], result.influence["student"],
+                           f"influence at step {step}")
+        self.results.append(result)
+        self._log(trainer, result)
+        print(f"[analysis] step {step}: LD teacher {result.logit_diff['teacher']:.2f} "
+                       f"student {result.logit_diff['student']:.2f}, A {result.alignment.A:.3f}, "
+                       f"worst drop {result.worst_drop['student']['value']:.1f}% "
+                       f"({result.worst_drop['student']['node']}) "
+                       f"[{time.perf_counter() - start:.1f}s]")
+
+    def _log(self, trainer: L.Trainer, r: PairAnalysis) -> None:
+        logger = trainer.logger
+        if logger is None:
+            return
+        a = r.alignment
+        logger.log_metrics({
+            "analysis/ld_teacher": r.logit_diff["teacher"], "analysis/ld_student": r.logit_diff["student"],
+            "analysis/A": a.A, "analysis/A_heads": a.A_heads, "analysis/A_mlp": a.A_mlp,
+            "analysis/mean_similarity": a.mean_similarity,
+            "analysis/worst_drop_student": r.worst_drop["student"]["value"],
+            "analysis/worst_drop_teacher": r.worst_drop["teacher"]["value"],
+            "analysis/worst_drop_ratio": r.worst_drop["ratio"],
+        }, step=r.step)
+        if not hasattr(logger, "log_table"):
+            return
+        t_inf, s_inf = r.influence["teacher"], r.influence["student"]
+        rows = [[m.student, s_inf[m.student], m.teacher, t_inf[m.teacher], m.similarity]
+                for m in r.matching]
+        logger.log_table("analysis/nodes", columns=["student_node", "influence_student",
+                                                    "matched_teacher_node", "influence_teacher",
+                                                    "similarity"], data=rows, step=r.step)
+        import matplotlib.pyplot as plt
+        import wandb
+
+        fig = influence_figure(t_inf, s_inf, f"influence at step {r.step}")
+        logger.log_image("analysis/influence", images=[wandb.Image(fig)], step=r.step)
+        plt.close(fig)
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._analyse(trainer, pl_module)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.every > 0 and trainer.global_step % self.every == 0:
+            self._analyse(trainer, pl_module)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._analyse(trainer, pl_module)

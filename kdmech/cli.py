@@ -1,0 +1,60 @@
+"""The `kdmech` command line: jsonargparse turns the command functions (their type hints and
+docstrings) into subcommands, each with `--config FILE.yaml`. Bad input ends in one line on
+stderr and exit status 2, never a traceback."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from kdmech.errors import KdmechError
+
+
+def _commands() -> dict:
+    from kdmech.commands.distil import distill
+    from kdmech.commands.quickstart import quickstart
+    from kdmech.commands.train_teacher import train_teacher
+
+    return {"train-teacher": train_teacher, "distill": distill, "quickstart": quickstart}
+
+
+def _one_line(message: str) -> str:
+    lines = [l.strip() for l in str(message).strip().splitlines() if l.strip()]
+    return " ".join(lines)
+
+
+FLAGS = ("--resume", "--fresh")
+
+
+def _bare_flags(argv: list[str]) -> list[str]:
+    """Let `--resume`/`--fresh` stand alone, as users type them (jsonargparse wants a value)."""
+    out = []
+    for i, arg in enumerate(argv):
+        out.append(arg)
+        nxt = argv[i + 1] if i + 1 < len(argv) else None
+        if arg in FLAGS and (nxt is None or nxt.startswith("-")):
+            out.append("true")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("WANDB_SILENT", "true")
+    from jsonargparse import ArgumentError, auto_cli
+
+    argv = _bare_flags(sys.argv[1:] if argv is None else list(argv))
+    try:
+        auto_cli(_commands(), args=argv, exit_on_error=False, as_positional=False)
+    except ArgumentError as e:
+        print(f"kdmech: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except KdmechError as e:
+        print(f"kdmech: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as e:
+        print(f"kdmech: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

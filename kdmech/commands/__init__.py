@@ -1,0 +1,1 @@
+"""The verbs of the `kdmech` command line, as plain functions (also usable from Python)."""

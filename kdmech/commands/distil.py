@@ -1,0 +1,169 @@
+"""`kdmech distill`: one student at one capacity, analysed at checkpoints.
+
+Writes, under the run folder `out`:
+  students/<name>/              save_pretrained student + tokenizer + provenance.json
+  students/<name>/checkpoints/  Lightning checkpoints (last.ckpt resumes with --resume)
+  analysis/<name>/step_<N>.json one PairAnalysis per checkpoint, plus prompts.json
+  wandb/offline-run-*           the W&B run (group = capacity)
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from kdmech.analysis import AblationKind
+from kdmech.callbacks import CircuitAnalysisCallback
+from kdmech.commands.common import atomic_dir, quiet_lightning, trainer
+from kdmech.distill import CorpusDataModule, DistillationModule, LossWeights
+from kdmech.errors import KdmechError
+from kdmech.models import CapacitySpec, build_gpt2_student, load_causal_lm
+from kdmech.models.capacity import InitStrategy
+from kdmech.tasks import check_same_tokenization, get_task
+from kdmech.tasks.filtering import accuracy_and_ld, filter_by_teacher
+from kdmech.tracking import WandbMode, finish, make_logger
+
+
+@dataclass(frozen=True)
+class DistillTraining:
+    """Optimisation of a student."""
+
+    steps: int = 600
+    batch_size: int = 64
+    lr: float = 2e-3
+    warmup_steps: int = 50
+    n_train: int = 20000
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class AnalysisSchedule:
+    """What the checkpoint analysis computes and how often."""
+
+    every_n_steps: int = 200
+    """Analyse every N optimizer steps (also before training and at the end); 0 = only those."""
+    task: str = "numerals"
+    per_type: int = 128
+    """Prompts per prompt type."""
+    ablation: str = "mean"
+    """mean, zero or resample."""
+    filter_prompts: bool = True
+    """Keep only prompts the teacher gets right with p(correct) > 2·p(wrong)."""
+    matching_direction: str = "student_to_teacher"
+    mlp_similarity: str = "auto"
+    normalisation: str = "sum"
+
+    def __post_init__(self):
+        AblationKind_values = [k.value for k in AblationKind]
+        if self.ablation not in AblationKind_values:
+            raise KdmechError(f"ablation {self.ablation!r} is unknown; accepted: {AblationKind_values}")
+        if self.every_n_steps < 0:
+            raise KdmechError(f"every_n_steps must be ≥ 0, got {self.every_n_steps}")
+
+
+@dataclass(frozen=True)
+class StudentResult:
+    name: str
+    parameters: int
+    teacher_parameters: int
+    logit_diff: float
+    top1: float
+    A: float
+    worst_drop: float
+    worst_node: str
+    teacher_worst_drop: float
+    seconds: float
+    steps: list[int] = field(default_factory=list)
+
+
+def _prompts(teacher, tokenizer, schedule: AnalysisSchedule):
+    texts = get_task(schedule.task, per_type=schedule.per_type).prompts()
+    prompts = check_same_tokenization(tokenizer, tokenizer, texts)
+    return filter_by_teacher(teacher, prompts) if schedule.filter_prompts else prompts
+
+
+def distill(teacher: str, out: Path, capacity: CapacitySpec = CapacitySpec(),
+            name: str | None = None, init: InitStrategy = "every_k",
+            loss: LossWeights = LossWeights(), training: DistillTraining = DistillTraining(),
+            analysis: AnalysisSchedule = AnalysisSchedule(), strategy: str = "auto",
+            devices: int = 1, resume: bool = False, wandb: WandbMode = "auto",
+            progress: bool = True) -> StudentResult:
+    """Distil one student from `teacher` and analyse it at checkpoints.
+
+    Args:
+        teacher: Hub name (e.g. gpt2) or a save_pretrained folder.
+        out: Run folder; the student goes to out/students/<name>.
+        capacity: Student size relative to the teacher (ratios in (0, 1]).
+        name: Student name (default: the capacity's name, e.g. d0.5-w1-h1).
+        init: Initialisation from the teacher: every_k, first_k or random.
+        loss: Distillation loss weights and temperature.
+        training: Optimisation settings.
+        analysis: Checkpoint analysis settings.
+        strategy: Lightning strategy (auto, ddp, ddp_spawn, fsdp, ...).
+        devices: Number of devices (CPU processes on this machine).
+        resume: Continue from students/<name>/checkpoints/last.ckpt if it exists.
+        wandb: W&B mode: auto (offline unless a key is configured), online, offline, disabled.
+        progress: Show the progress bar.
+    """
+    quiet_lightning()
+    start = time.perf_counter()
+    out = Path(out)
+    name = name or capacity.name
+    teacher_model, tokenizer = load_causal_lm(teacher)
+    L.seed_everything(training.seed, verbose=False)
+    student, provenance = build_gpt2_student(teacher_model, capacity, init, seed=training.seed)
+    prompts = _prompts(teacher_model, tokenizer, analysis)
+    student_dir, analysis_dir = out / "students" / name, out / "analysis" / name
+    ckpt_dir = out / "checkpoints" / name
+    last = ckpt_dir / "last.ckpt"
+    ckpt_path = str(last) if resume and last.exists() else None
+    run_id_file = ckpt_dir / "wandb_run_id"
+    run_id = run_id_file.read_text().strip() if ckpt_path and run_id_file.exists() else None
+
+    module = DistillationModule(teacher_model, student, [int(v) for v in provenance["layer_map"].values()],
+                                loss, training.lr, training.warmup_steps)
+    callback = CircuitAnalysisCallback(
+        teacher_model, tokenizer, prompts, analysis_dir, analysis.every_n_steps, analysis.ablation,
+        {"direction": analysis.matching_direction, "mlp_method": analysis.mlp_similarity,
+         "normalisation": analysis.normalisation})
+    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0,
+                                 every_n_train_steps=max(1, analysis.every_n_steps or 100))
+    logger = make_logger(out, name=name, group=capacity.name, mode=wandb, run_id=run_id,
+                         config={"teacher": teacher, "capacity": asdict(capacity), "init": init,
+                                 "loss": asdict(loss), "training": asdict(training),
+                                 "analysis": asdict(analysis)})
+    data = CorpusDataModule(tokenizer, training.n_train, 500, training.batch_size, training.seed)
+    fit = trainer(training.steps, logger, [callback, checkpoint], strategy, devices,
+                  default_root_dir=out, progress=progress, val_every=None)
+    try:
+        if fit.is_global_zero:
+            analysis_dir.mkdir(parents=True, exist_ok=True)
+            prompts.save(analysis_dir / "prompts.json")
+            if logger is not None:
+                ckpt_dir.mkdir(parents=True, exist_ok=True)
+                run_id_file.write_text(logger.experiment.id)
+        fit.fit(module, data, ckpt_path=ckpt_path)
+    finally:
+        finish()
+    if not fit.is_global_zero:
+        return None
+    scores = accuracy_and_ld(student, prompts)
+    with atomic_dir(student_dir) as tmp:
+        student.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "provenance.json").write_text(json.dumps(provenance, indent=1))
+    final = callback.results[-1] if callback.results else None
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    return StudentResult(
+        name=name, parameters=count(student), teacher_parameters=count(teacher_model),
+        logit_diff=scores["logit_diff"], top1=scores["top1"],
+        A=final.alignment.A if final else float("nan"),
+        worst_drop=final.worst_drop["student"]["value"] if final else float("nan"),
+        worst_node=final.worst_drop["student"]["node"] if final else "",
+        teacher_worst_drop=final.worst_drop["teacher"]["value"] if final else float("nan"),
+        seconds=time.perf_counter() - start, steps=[r.step for r in callback.results])

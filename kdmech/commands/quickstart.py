@@ -1,0 +1,90 @@
+"""`kdmech quickstart`: tiny teacher → students at three depths → analysis → summary.
+
+Everything runs offline in a few minutes on two CPU cores. A teacher already in
+`out/teacher` is reused unless `fresh` is set; students are always trained anew.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Literal
+
+from kdmech.commands.distil import AnalysisSchedule, DistillTraining, distill
+from kdmech.commands.train_teacher import TeacherTraining, train_teacher
+from kdmech.errors import KdmechError
+from kdmech.models import CapacitySpec, TinyGPT2Spec
+from kdmech.tracking import WandbMode, resolve_mode
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.rjust(w) if j else c.ljust(w) for j, (c, w) in enumerate(zip(r, widths)))
+             for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def quickstart(out: Path = Path("runs/quickstart"), family: Literal["gpt2"] = "gpt2",
+               depths: list[float] = [0.25, 0.5, 0.75],  # noqa: B006 - jsonargparse needs a literal
+               teacher: TinyGPT2Spec = TinyGPT2Spec(),
+               teacher_training: TeacherTraining = TeacherTraining(steps=800),
+               student_training: DistillTraining = DistillTraining(steps=400),
+               analysis: AnalysisSchedule = AnalysisSchedule(every_n_steps=100),
+               fresh: bool = False, wandb: WandbMode = "auto", progress: bool = True) -> dict:
+    """Train a tiny teacher, distil students at several depth ratios, analyse them.
+
+    Args:
+        out: Run folder (teacher/, students/, analysis/, wandb/, summary.json).
+        family: Model family of the tiny teacher (gpt2).
+        depths: Student depth ratios, each in (0, 1].
+        teacher: Tiny teacher architecture.
+        teacher_training: Teacher optimisation.
+        student_training: Student optimisation.
+        analysis: Checkpoint analysis settings.
+        fresh: Retrain the teacher even if out/teacher exists.
+        wandb: W&B mode: auto (offline unless a key is configured), online, offline, disabled.
+        progress: Show progress bars.
+    """
+    if family != "gpt2":
+        raise KdmechError(f"family {family!r} is not available yet; accepted: gpt2")
+    capacities = [CapacitySpec(depth=d) for d in depths]  # validates every ratio up front
+    out = Path(out)
+    start = time.perf_counter()
+    teacher_dir = out / "teacher"
+    if fresh or not (teacher_dir / "eval.json").exists():
+        print(f"== training the tiny teacher ({teacher.n_layer} layers, {teacher.n_head} heads, "
+              f"d_model {teacher.n_embd}) for {teacher_training.steps} steps")
+        teacher_eval = train_teacher(teacher_dir, teacher, teacher_training, wandb, out, progress)
+    else:
+        teacher_eval = json.loads((teacher_dir / "eval.json").read_text())
+        print(f"== reusing the teacher in {teacher_dir} (held-out top-1 {teacher_eval['top1']:.3f}); "
+              f"--fresh retrains it")
+    results = []
+    for i, capacity in enumerate(capacities, 1):
+        print(f"== student {i}/{len(capacities)}: depth ratio {capacity.depth:g} "
+              f"({student_training.steps} steps, analysis every {analysis.every_n_steps})")
+        results.append(distill(str(teacher_dir), out, capacity, training=student_training,
+                               analysis=analysis, wandb=wandb, progress=progress))
+    summary = {"teacher": {"path": str(teacher_dir), **teacher_eval},
+               "students": [asdict(r) for r in results],
+               "wall_seconds": time.perf_counter() - start, "wandb_mode": resolve_mode(wandb)}
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    rows = [["student", "params", "LD", "top-1", "A", "worst drop", "teacher worst", "ratio"]]
+    rows.append(["teacher", f"{results[0].teacher_parameters:,}" if results else "",
+                 f"{teacher_eval['logit_diff']:.2f}", f"{teacher_eval['top1']:.3f}",
+                 "", "", "", ""])
+    for r in results:
+        rows.append([r.name, f"{r.parameters:,}", f"{r.logit_diff:.2f}", f"{r.top1:.3f}", f"{r.A:.3f}",
+                     f"{r.worst_drop:.1f}% {r.worst_node}", f"{r.teacher_worst_drop:.1f}%",
+                     f"{r.worst_drop / r.teacher_worst_drop:.2f}" if r.teacher_worst_drop else "inf"])
+    print()
+    print(_table(rows))
+    print(f"\nfinished in {summary['wall_seconds']:.0f}s; results in {out}/summary.json and "
+          f"{out}/analysis/<student>/step_<N>.json")
+    if summary["wandb_mode"] == "offline":
+        print(f"W&B runs are offline in {out}/wandb: view them with `wandb leet {out}/wandb`, "
+              f"upload them with `wandb sync {out}/wandb/offline-run-*`")
+    return summary

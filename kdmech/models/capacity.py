@@ -1,0 +1,158 @@
+"""Student capacity and construction from a teacher (SPEC §11).
+
+`CapacitySpec` scales depth, width (d_model and d_mlp together) and the number of heads.
+`build_student` makes the student config from the teacher's and initialises it:
+
+- ``every_k``: student layer i copies teacher layer ``round(i·(L−1)/(L_s−1))`` — for 12 → 6
+  layers this is DistilGPT2's [0, 2, 4, 7, 9, 11];
+- ``first_k``: student layer i copies teacher layer i;
+- ``random``: fresh initialisation, nothing copied.
+
+When the student is narrower or has fewer heads, weights are copied by slicing (the first
+heads, and the first dimensions of each kept head, of d_model and of d_mlp); a tensor that
+cannot be sliced from the teacher (a head grown wider than the teacher's) stays random. Every
+student tensor's origin is written to `provenance` — teacher tensor and slice, or "random".
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from kdmech.errors import KdmechError
+
+InitStrategy = Literal["every_k", "first_k", "random"]
+
+
+@dataclass(frozen=True)
+class CapacitySpec:
+    """How big a student is relative to its teacher; every ratio lies in (0, 1]."""
+
+    depth: float = 0.5
+    """Fraction of the teacher's layers (rounded, at least one)."""
+    width: float = 1.0
+    """Fraction of d_model and d_mlp."""
+    heads: float = 1.0
+    """Fraction of attention heads per layer."""
+
+    def __post_init__(self):
+        for name in ("depth", "width", "heads"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not 0.0 < value <= 1.0:
+                raise KdmechError(f"capacity {name} ratio {value!r} is outside (0, 1]; "
+                                  f"a student cannot be larger than its teacher")
+
+    @property
+    def name(self) -> str:
+        return f"d{self.depth:g}-w{self.width:g}-h{self.heads:g}"
+
+    def shape(self, n_layer: int, d_model: int, d_mlp: int, n_head: int) -> dict[str, int]:
+        layers = max(1, round(self.depth * n_layer))
+        heads = max(1, round(self.heads * n_head))
+        width = max(heads, round(self.width * d_model))
+        if width % heads:
+            raise KdmechError(f"capacity {self.name}: student width {width} is not divisible by "
+                              f"its {heads} heads; choose width/heads ratios that divide")
+        return {"n_layer": layers, "d_model": width, "d_mlp": max(1, round(self.width * d_mlp)),
+                "n_head": heads}
+
+
+def layer_map(n_teacher: int, n_student: int, init: InitStrategy) -> list[int]:
+    """Teacher layer each student layer is copied from and distilled against."""
+    if init == "first_k":
+        return list(range(n_student))
+    if n_student == 1:
+        return [0]
+    return [int(x) for x in np.round(np.linspace(0, n_teacher - 1, n_student))]
+
+
+def _slice_copy(dst: torch.Tensor, src: torch.Tensor, index: list) -> list:
+    """dst ← src[index] when shapes allow; returns the slice recorded in the provenance."""
+    part = src[tuple(index)]
+    if part.shape != dst.shape:
+        raise ValueError(f"slice {part.shape} ≠ {dst.shape}")
+    dst.copy_(part)
+    return [_ranges(i) if isinstance(i, torch.Tensor) else [[i.start or 0, i.stop or src.shape[d]]]
+            for d, i in enumerate(index)]
+
+
+def _ranges(idx: torch.Tensor) -> list[list[int]]:
+    """Sorted indices as half-open [start, stop) runs, e.g. [0,1,2,8,9] → [[0,3],[8,10]]."""
+    runs, values = [], idx.tolist()
+    for v in values:
+        if runs and runs[-1][1] == v:
+            runs[-1][1] = v + 1
+        else:
+            runs.append([v, v + 1])
+    return runs
+
+
+def _head_columns(n_head_t: int, d_head_t: int, n_head_s: int, d_head_s: int) -> torch.Tensor:
+    """Teacher columns kept for the student's heads: head h keeps its first d_head_s dims."""
+    return torch.cat([torch.arange(h * d_head_t, h * d_head_t + d_head_s) for h in range(n_head_s)])
+
+
+def build_gpt2_student(teacher: GPT2LMHeadModel, capacity: CapacitySpec,
+                       init: InitStrategy = "every_k", seed: int = 0):
+    """(student, provenance dict) — see module docstring."""
+    if init not in ("every_k", "first_k", "random"):
+        raise KdmechError(f"init {init!r} is unknown; accepted: every_k, first_k, random")
+    tc: GPT2Config = teacher.config
+    d_mlp_t = tc.n_inner or 4 * tc.n_embd
+    shape = capacity.shape(tc.n_layer, tc.n_embd, d_mlp_t, tc.n_head)
+    sc = copy.deepcopy(tc)
+    sc.n_layer, sc.n_embd, sc.n_head, sc.n_inner = (shape["n_layer"], shape["d_model"],
+                                                    shape["n_head"], shape["d_mlp"])
+    torch.manual_seed(seed)
+    student = GPT2LMHeadModel(sc).eval()
+    layers = layer_map(tc.n_layer, sc.n_layer, init)
+    prov = {"teacher": getattr(tc, "_name_or_path", ""), "capacity": asdict(capacity),
+            "init": init, "shape": shape, "layer_map": {str(i): t for i, t in enumerate(layers)},
+            "tensors": {}}
+    if init == "random":
+        prov["tensors"] = {n: "random" for n, _ in student.named_parameters()}
+        return student, prov
+
+    d_t, d_s = tc.n_embd, sc.n_embd
+    dh_t, dh_s = d_t // tc.n_head, d_s // sc.n_head
+    heads = _head_columns(tc.n_head, dh_t, sc.n_head, dh_s) if dh_s <= dh_t else None
+    model_dim, mlp_dim = slice(0, d_s), slice(0, sc.n_inner)
+    qkv = (torch.cat([heads + k * d_t for k in range(3)]) if heads is not None else None)
+
+    def index_for(name: str, ndim: int):
+        # GPT-2 uses Conv1D: weights are [in, out].
+        if "attn.c_attn" in name:
+            return [model_dim, qkv] if ndim == 2 else [qkv]
+        if "attn.c_proj" in name:
+            return [heads, model_dim] if ndim == 2 else [model_dim]
+        if "mlp.c_fc" in name:
+            return [model_dim, mlp_dim] if ndim == 2 else [mlp_dim]
+        if "mlp.c_proj" in name:
+            return [mlp_dim, model_dim] if ndim == 2 else [model_dim]
+        if name.endswith(("wte.weight", "wpe.weight")):
+            return [slice(0, None), model_dim]
+        return [model_dim]  # LayerNorm weights and biases
+
+    teacher_params = dict(teacher.named_parameters())
+    with torch.no_grad():
+        for name, param in student.named_parameters():
+            src_name = name
+            if name.startswith("transformer.h."):
+                i = int(name.split(".")[2])
+                src_name = name.replace(f"transformer.h.{i}.", f"transformer.h.{layers[i]}.", 1)
+            src = teacher_params.get(src_name)
+            index = index_for(name, param.ndim)
+            if src is None or any(ix is None for ix in index):
+                prov["tensors"][name] = "random"
+                continue
+            sl = _slice_copy(param, src, index)
+            whole = list(param.shape) == list(src.shape)
+            prov["tensors"][name] = {"from": src_name, **({} if whole else {"slice": sl})}
+    if tc.tie_word_embeddings:
+        student.tie_weights()
+    return student, prov

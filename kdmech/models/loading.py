@@ -1,0 +1,85 @@
+"""Load a teacher or student: a Hugging Face hub name or a local `save_pretrained` folder.
+
+The same code path serves `gpt2` from the hub and the tiny teachers kdmech trains itself; the
+tests exercise it on folders they write. Failures are `KdmechError`s naming the value.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from pathlib import Path
+from urllib.parse import urlparse
+
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+from kdmech.errors import KdmechError
+
+CAUSAL_TYPES = {"gpt2"}
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+def _check_source(name_or_path: str) -> None:
+    path = Path(name_or_path)
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise KdmechError(f"model folder {name_or_path!r} has no config.json; expected a "
+                              f"folder written by save_pretrained or a hub name such as 'gpt2'")
+        return
+    looks_local = name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1
+    if looks_local or not _HUB_ID.match(name_or_path):
+        raise KdmechError(f"model {name_or_path!r} is neither an existing folder nor a hub name "
+                          f"(like 'gpt2' or 'org/model')")
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """A quick TCP probe of the hub, so an offline machine fails in seconds instead of
+    sitting through huggingface_hub's retries."""
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        return False
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        with socket.create_connection((url.hostname, url.port or 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _local_only(name_or_path: str) -> bool:
+    """True when the files must come from disk: a folder, or a hub name already cached or
+    unreachable (then a cache miss is reported at once)."""
+    if Path(name_or_path).exists():
+        return True
+    try:
+        AutoConfig.from_pretrained(name_or_path, local_files_only=True)
+        return True
+    except (OSError, ValueError):
+        pass
+    if not hub_reachable():
+        raise KdmechError(f"model {name_or_path!r} is not in the local Hugging Face cache and "
+                          f"the hub cannot be reached; pass a local save_pretrained folder")
+    return False
+
+
+def load_causal_lm(name_or_path: str | Path):
+    """(model in eval mode, tokenizer) for a GPT-2-family causal LM."""
+    name_or_path = str(name_or_path)
+    _check_source(name_or_path)
+    local = _local_only(name_or_path)
+    try:
+        config = AutoConfig.from_pretrained(name_or_path, local_files_only=local)
+    except (OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise KdmechError(f"cannot load model {name_or_path!r}: {first}") from None
+    if config.model_type not in CAUSAL_TYPES:
+        raise KdmechError(f"model {name_or_path!r} is a {config.model_type!r}; causal teachers "
+                          f"and students must be one of {sorted(CAUSAL_TYPES)}")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(name_or_path, attn_implementation="eager",
+                                                     local_files_only=local)
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, local_files_only=local)
+    except (OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0]
+        raise KdmechError(f"cannot load model {name_or_path!r}: {first}") from None
+    return model.eval(), tokenizer

@@ -1,0 +1,44 @@
+"""A word-level tokenizer over the task vocabulary, for the tiny offline teachers.
+
+Built with the `tokenizers` library and wrapped as a `PreTrainedTokenizerFast`, so it saves and
+loads with `save_pretrained`/`AutoTokenizer.from_pretrained` like any hub tokenizer. Words split
+on whitespace and punctuation, so ``"3."`` is ``["3", "."]`` and ``" 5"`` is one token, as the
+numeral task needs.
+"""
+
+from __future__ import annotations
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
+
+from kdmech.tasks import numerals
+
+SPECIALS = ["<pad>", "<unk>", "<bos>", "[MASK]", "[CLS]", "[SEP]"]
+NUMBER_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
+                "ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen",
+                "seventeen", "eighteen", "nineteen", "twenty"]
+MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August",
+          "September", "October", "November", "December"]
+DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+PUNCTUATION = [".", ",", "?", "!"]
+
+
+def task_vocabulary() -> list[str]:
+    """Specials first (fixed ids), then every word the tasks can produce, numbers 0..99 and
+    the zero-padded 00..09 (so unseen ranges and formats exist as tokens, untrained)."""
+    words = set(numerals.words()) | set(NUMBER_WORDS) | set(MONTHS) | set(DAYS)
+    numbers = [str(i) for i in range(100)] + [f"{i:02d}" for i in range(10)]
+    return SPECIALS + PUNCTUATION + numbers + sorted(words - set(numbers))
+
+
+def build_word_tokenizer(name: str = "kdmech-word") -> PreTrainedTokenizerFast:
+    vocab = {w: i for i, w in enumerate(dict.fromkeys(task_vocabulary()))}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    core.decoder = decoders.WordPiece()  # joins words with spaces
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core, name_or_path=name, pad_token="<pad>", unk_token="<unk>",
+        bos_token="<bos>", eos_token="<bos>", mask_token="[MASK]", cls_token="[CLS]",
+        sep_token="[SEP]",
+        # The bridge rebuilds a tokenizer from the hub unless BOS prepending is already on.
+        add_bos_token=True)

@@ -1,0 +1,19 @@
+"""Tasks: prompt generators and the prompt-set type (SPEC §2)."""
+
+from kdmech.errors import KdmechError
+from kdmech.tasks.numerals import NumeralTask
+from kdmech.tasks.prompt_set import (PromptSet, PromptTexts, check_same_tokenization,
+                                     tokenize_prompts)
+
+TASKS = {"numerals": NumeralTask}
+
+
+def get_task(name: str, **kwargs):
+    """A task generator by name; a one-line error lists the accepted names."""
+    if name not in TASKS:
+        raise KdmechError(f"task {name!r} is unknown; accepted: {sorted(TASKS)}")
+    return TASKS[name](**kwargs)
+
+
+__all__ = ["NumeralTask", "PromptSet", "PromptTexts", "TASKS", "check_same_tokenization",
+           "get_task", "tokenize_prompts"]

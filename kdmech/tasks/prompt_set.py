@@ -1,0 +1,169 @@
+"""The prompt-set type every analysis consumes (SPEC §2).
+
+A prompt set is text first (what a task generates) and token ids second (what a model sees).
+`tokenize_prompts` turns the text into ids for one tokenizer and enforces the task contract:
+answers and wrong answers are single tokens, clean and corrupted prompts have equal length,
+and every prompt of the set has one length (so per-position means exist). A violation is a
+`KdmechError` naming the offending prompt, never a silent skip.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from kdmech.errors import KdmechError
+
+ModelKind = Literal["causal", "masked"]
+
+
+@dataclass(frozen=True)
+class PromptTexts:
+    """A task's prompts as text. `answers`/`wrong_answers` are continuations as a tokenizer
+    should see them (with the leading space GPT-2 style tokenizers need, e.g. ``" 5"``)."""
+
+    task: str
+    clean: list[str]
+    corrupted: list[str]
+    answers: list[str]
+    wrong_answers: list[str]
+    groups: list[str] = field(default_factory=list)
+
+    def __post_init__(self):
+        n = len(self.clean)
+        sizes = {len(self.corrupted), len(self.answers), len(self.wrong_answers)}
+        if sizes != {n} or (self.groups and len(self.groups) != n):
+            raise KdmechError(f"task {self.task!r}: clean, corrupted, answers and wrong answers "
+                              f"must have one length each, got {n} and {sorted(sizes)}")
+        if n == 0:
+            raise KdmechError(f"task {self.task!r} produced no prompts")
+
+    def subset(self, keep: list[int]) -> "PromptTexts":
+        pick = lambda xs: [xs[i] for i in keep]  # noqa: E731
+        return PromptTexts(self.task, pick(self.clean), pick(self.corrupted), pick(self.answers),
+                           pick(self.wrong_answers), pick(self.groups) if self.groups else [])
+
+
+@dataclass(frozen=True)
+class PromptSet:
+    """Token ids of a task for one tokenizer. Shapes: clean/corrupted [N, T]; answers,
+    wrong_answers and positions [N]. `positions` is where the logit difference is read."""
+
+    texts: PromptTexts
+    clean: torch.Tensor
+    corrupted: torch.Tensor
+    answers: torch.Tensor
+    wrong_answers: torch.Tensor
+    positions: torch.Tensor
+    kind: ModelKind = "causal"
+
+    @property
+    def task(self) -> str:
+        return self.texts.task
+
+    def __len__(self) -> int:
+        return self.clean.shape[0]
+
+    @property
+    def seq_len(self) -> int:
+        return self.clean.shape[1]
+
+    def subset(self, keep: list[int]) -> "PromptSet":
+        idx = torch.as_tensor(keep, dtype=torch.long)
+        return PromptSet(self.texts.subset(list(keep)), self.clean[idx], self.corrupted[idx],
+                         self.answers[idx], self.wrong_answers[idx], self.positions[idx], self.kind)
+
+    def to_json(self) -> dict:
+        return {
+            "task": self.task, "kind": self.kind,
+            "clean_ids": self.clean.tolist(), "corrupted_ids": self.corrupted.tolist(),
+            "answer_ids": self.answers.tolist(), "wrong_answer_ids": self.wrong_answers.tolist(),
+            "positions": self.positions.tolist(),
+            "clean_text": self.texts.clean, "corrupted_text": self.texts.corrupted,
+            "answer_text": self.texts.answers, "wrong_answer_text": self.texts.wrong_answers,
+            "groups": self.texts.groups,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict) -> "PromptSet":
+        texts = PromptTexts(d["task"], d["clean_text"], d["corrupted_text"], d["answer_text"],
+                            d["wrong_answer_text"], d.get("groups", []))
+        t = lambda k: torch.tensor(d[k], dtype=torch.long)  # noqa: E731
+        return cls(texts, t("clean_ids"), t("corrupted_ids"), t("answer_ids"),
+                   t("wrong_answer_ids"), t("positions"), d["kind"])
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_json()))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "PromptSet":
+        return cls.from_json(json.loads(Path(path).read_text()))
+
+
+def _single_token(tokenizer, text: str, what: str, prompt: str) -> int:
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    if len(ids) != 1 or ids[0] == tokenizer.unk_token_id:
+        raise KdmechError(f"{what} {text!r} of prompt {prompt!r} is {len(ids)} tokens "
+                          f"{tokenizer.convert_ids_to_tokens(ids)} for tokenizer "
+                          f"{tokenizer.name_or_path!r}; the task needs single known tokens")
+    return ids[0]
+
+
+def _encode_prompt(tokenizer, text: str, kind: ModelKind) -> list[int]:
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    if tokenizer.unk_token_id is not None and tokenizer.unk_token_id in ids:
+        raise KdmechError(f"prompt {text!r} has words outside the vocabulary of tokenizer "
+                          f"{tokenizer.name_or_path!r}: {tokenizer.convert_ids_to_tokens(ids)}")
+    if kind == "causal":
+        # Causal models read from a BOS token, as TransformerLens does by default.
+        return ([tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []) + ids
+    return [tokenizer.cls_token_id, *ids, tokenizer.sep_token_id]
+
+
+def tokenize_prompts(texts: PromptTexts, tokenizer, kind: ModelKind = "causal") -> PromptSet:
+    """Tokenize and validate a task's prompts for one tokenizer (see module docstring)."""
+    clean, corrupted, answers, wrongs, positions = [], [], [], [], []
+    length = None
+    for c, r, a, w in zip(texts.clean, texts.corrupted, texts.answers, texts.wrong_answers):
+        ci, ri = _encode_prompt(tokenizer, c, kind), _encode_prompt(tokenizer, r, kind)
+        if len(ci) != len(ri):
+            raise KdmechError(f"clean prompt {c!r} ({len(ci)} tokens) and its corrupted prompt "
+                              f"{r!r} ({len(ri)} tokens) differ in length for tokenizer "
+                              f"{tokenizer.name_or_path!r}; they must be equal")
+        length = len(ci) if length is None else length
+        if len(ci) != length:
+            raise KdmechError(f"prompt {c!r} is {len(ci)} tokens but the set's prompts are "
+                              f"{length}; every prompt of a set must have one length")
+        if kind == "masked":
+            if ci.count(tokenizer.mask_token_id) != 1:
+                raise KdmechError(f"masked prompt {c!r} must hold exactly one "
+                                  f"{tokenizer.mask_token!r}")
+            positions.append(ci.index(tokenizer.mask_token_id))
+        else:
+            positions.append(len(ci) - 1)
+        answers.append(_single_token(tokenizer, a, "answer", c))
+        wrongs.append(_single_token(tokenizer, w, "wrong answer", c))
+        clean.append(ci)
+        corrupted.append(ri)
+    t = lambda x: torch.tensor(x, dtype=torch.long)  # noqa: E731
+    return PromptSet(texts, t(clean), t(corrupted), t(answers), t(wrongs), t(positions), kind)
+
+
+def check_same_tokenization(teacher_tok, student_tok, texts: PromptTexts,
+                            kind: ModelKind = "causal") -> PromptSet:
+    """Tokenize for both models and insist the ids agree: matching and alignment compare the
+    two models position by position, which only means something on identical tokens."""
+    a = tokenize_prompts(texts, teacher_tok, kind)
+    b = tokenize_prompts(texts, student_tok, kind)
+    for name in ("clean", "corrupted", "answers", "wrong_answers"):
+        x, y = getattr(a, name), getattr(b, name)
+        if x.shape != y.shape or not torch.equal(x, y):
+            rows = (x != y).reshape(x.shape[0], -1).any(1).nonzero() if x.shape == y.shape else [[0]]
+            i = int(rows[0][0])
+            raise KdmechError(f"teacher and student tokenize prompt {texts.clean[i]!r} "
+                              f"differently ({name}); a pair must share one tokenization")
+    return a
