@@ -142,6 +142,8 @@ def distill(teacher: str, out: Path, capacity: CapacitySpec = CapacitySpec(),
                   default_root_dir=out, progress=progress, val_every=None)
     try:
         if fit.is_global_zero:
+            if fit.world_size > 1:
+                print(f"distributed: {fit.world_size} processes, strategy {strategy}")
             analysis_dir.mkdir(parents=True, exist_ok=True)
             prompts.save(analysis_dir / "prompts.json")
             if logger is not None:

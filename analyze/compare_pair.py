@@ -1,0 +1,31 @@
+"""Compare a saved teacher and student on the numeral task with the plain analysis functions.
+
+    python analyze/compare_pair.py runs/quickstart/teacher runs/quickstart/students/d0.5-w1-h1
+"""
+
+import json
+import sys
+
+from kdmech.analysis import compare, profile
+from kdmech.errors import KdmechError
+from kdmech.models import load_causal_lm
+from kdmech.tasks import NumeralTask, check_same_tokenization
+
+
+def run(teacher_path: str, student_path: str) -> dict:
+    teacher, t_tok = load_causal_lm(teacher_path)
+    student, s_tok = load_causal_lm(student_path)
+    prompts = check_same_tokenization(t_tok, s_tok, NumeralTask().prompts())
+    result = compare(profile(teacher, t_tok, prompts), profile(student, s_tok, prompts),
+                     step=0, task="numerals")
+    return result.to_json()
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3:
+        sys.exit("usage: compare_pair.py TEACHER STUDENT")
+    try:
+        out = run(*sys.argv[1:])
+    except KdmechError as e:
+        sys.exit(f"compare_pair: error: {e}")
+    print(json.dumps({k: out[k] for k in ("logit_diff", "alignment", "worst_drop", "merges")}, indent=1))

@@ -1,0 +1,47 @@
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.setdefault("WANDB_MODE", "offline")  # tests never reach for a network
+
+from kdmech.models import TinyGPT2Spec, build_word_tokenizer  # noqa: E402
+from kdmech.tasks import NumeralTask, tokenize_prompts  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    return build_word_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2(tokenizer):
+    """A random 2-layer, 4-head, 32-wide GPT-2: analysis tests need shapes, not skill. Weights
+    are drawn wider than GPT-2's 0.02 init so every component moves the logits visibly."""
+    model = TinyGPT2Spec(n_layer=2, n_head=4, n_embd=32, n_positions=64).build(tokenizer, seed=0)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.ndim == 2:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def prompts(tokenizer):
+    return tokenize_prompts(NumeralTask(per_type=8, seed=3).prompts(), tokenizer)
+
+
+@pytest.fixture(scope="session")
+def trained_teacher(tmp_path_factory):
+    """The quickstart's tiny teacher, trained once for the whole session (about a minute)."""
+    from kdmech.commands.train_teacher import TeacherTraining, train_teacher
+
+    out = tmp_path_factory.mktemp("run") / "teacher"
+    scores = train_teacher(out, training=TeacherTraining(steps=800), wandb="disabled", progress=False)
+    return out, scores
+
+
+def pytest_configure(config):
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))

@@ -1,0 +1,51 @@
+"""The distillation module: frozen teacher, optimizer contents, checkpoint contents."""
+
+import torch
+
+from kdmech.distill import DistillationModule, LossWeights
+from kdmech.models import CapacitySpec, TinyGPT2Spec, build_gpt2_student
+
+
+def make(tokenizer, width=1.0):
+    teacher = TinyGPT2Spec(n_layer=2, n_head=2, n_embd=16).build(tokenizer, seed=0)
+    student, prov = build_gpt2_student(teacher, CapacitySpec(depth=0.5, width=width, heads=1.0 if width == 1 else 0.5))
+    return DistillationModule(teacher, student, list(prov["layer_map"].values()), LossWeights()), teacher
+
+
+def test_teacher_is_frozen_and_outside_the_optimizer(tokenizer):
+    module, teacher = make(tokenizer)
+    module.train()
+    assert not teacher.training and module.student.training
+    assert not any(p.requires_grad for p in teacher.parameters())
+    opt = module.configure_optimizers()["optimizer"]
+    in_opt = {id(p) for g in opt.param_groups for p in g["params"]}
+    assert not in_opt & {id(p) for p in teacher.parameters()}
+    assert in_opt == {id(p) for p in module.student.parameters()}
+
+
+def test_checkpoints_hold_no_teacher_weights(tokenizer):
+    module, _ = make(tokenizer)
+    ckpt = {"state_dict": module.state_dict()}
+    module.on_save_checkpoint(ckpt)
+    assert ckpt["state_dict"] and not any(k.startswith("teacher.") for k in ckpt["state_dict"])
+
+
+def test_total_loss_is_the_weighted_sum_and_only_the_student_gets_gradients(tokenizer):
+    module, teacher = make(tokenizer)
+    ids = torch.randint(0, len(tokenizer), (3, 9))
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    terms = module.losses(batch)
+    w = module.weights
+    expected = w.alpha_kl * terms["kl"].item() + w.alpha_ce * terms["ce"].item() + w.alpha_cos * terms["cos"].item()
+    assert abs(terms["loss"].item() - expected) < 1e-5
+    terms["loss"].backward()
+    assert all(p.grad is None for p in teacher.parameters())
+    assert any(p.grad is not None for p in module.student.parameters())
+
+
+def test_narrow_student_trains_a_projection(tokenizer):
+    module, _ = make(tokenizer, width=0.5)
+    assert module.projection is not None and module.projection.in_features == 8
+    opt = module.configure_optimizers()["optimizer"]
+    in_opt = {id(p) for g in opt.param_groups for p in g["params"]}
+    assert id(module.projection.weight) in in_opt

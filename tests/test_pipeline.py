@@ -1,0 +1,120 @@
+"""End to end on the real tiny teacher: training quality, the output contract, W&B offline
+contents, resuming, and DDP on two CPU processes."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from kdmech.commands.distil import AnalysisSchedule, DistillTraining, distill
+from kdmech.models import CapacitySpec, load_causal_lm
+from kdmech.tasks import NumeralTask, PromptSet, tokenize_prompts
+from kdmech.tasks.filtering import model_logits
+
+SMALL = AnalysisSchedule(every_n_steps=20, per_type=16)
+
+
+def test_teacher_reaches_99_percent_on_held_out_prompts(trained_teacher):
+    path, scores = trained_teacher
+    assert {"model.safetensors", "config.json", "tokenizer.json", "eval.json"} <= {p.name for p in path.iterdir()}
+    model, tok = load_causal_lm(path)
+    held_out = tokenize_prompts(NumeralTask(seed=98765).prompts(), tok)
+    logits = model_logits(model, held_out)
+    top1 = (logits.argmax(-1) == held_out.answers).float().mean().item()
+    assert top1 >= 0.99 and scores["top1"] >= 0.99
+
+
+@pytest.fixture(scope="module")
+def distilled(trained_teacher, tmp_path_factory):
+    teacher, _ = trained_teacher
+    out = tmp_path_factory.mktemp("distil")
+    result = distill(str(teacher), out, CapacitySpec(depth=0.5), training=DistillTraining(steps=40),
+                     analysis=SMALL, wandb="offline", progress=False)
+    return teacher, out, result
+
+
+def test_output_contract(distilled):
+    teacher, out, result = distilled
+    name = "d0.5-w1-h1"
+    assert result.name == name and result.steps == [0, 20, 40]
+    student_dir = out / "students" / name
+    assert {"model.safetensors", "config.json", "provenance.json", "tokenizer.json"} <= {p.name for p in student_dir.iterdir()}
+    prov = json.loads((student_dir / "provenance.json").read_text())
+    assert prov["layer_map"] == {"0": 0, "1": 3}
+    for step in (0, 20, 40):
+        d = json.loads((out / "analysis" / name / f"step_{step}.json").read_text())
+        assert {"step", "task", "ablation", "logit_diff", "influence", "matching", "alignment"} <= set(d)
+        assert d["step"] == step and d["ablation"] == "mean" and d["task"] == "numerals"
+        assert set(d["influence"]["teacher"]) == {f"L{l}.H{h}" for l in range(4) for h in range(4)} | {f"L{l}.MLP" for l in range(4)}
+        assert len(d["matching"]) == 2 * 5 and 0 < d["alignment"]["A"] <= 1
+
+
+def test_logged_numbers_recompute_from_prompts_json(distilled):
+    """LD in the final step JSON equals an independent HF forward on prompts.json's ids."""
+    teacher, out, _ = distilled
+    name = "d0.5-w1-h1"
+    prompts = PromptSet.load(out / "analysis" / name / "prompts.json")
+    final = json.loads((out / "analysis" / name / "step_40.json").read_text())
+    for who, path in (("teacher", teacher), ("student", out / "students" / name)):
+        model, _ = load_causal_lm(path)
+        with torch.no_grad():
+            logits = model(input_ids=prompts.clean).logits
+        rows = torch.arange(len(prompts))
+        at = logits[rows, prompts.positions]
+        ld = (at[rows, prompts.answers] - at[rows, prompts.wrong_answers]).mean().item()
+        assert final["logit_diff"][who] == pytest.approx(ld, rel=1e-4), who
+
+
+def test_teacher_weights_did_not_move(distilled):
+    teacher, out, _ = distilled
+    before, _ = load_causal_lm(teacher)
+    ckpt = torch.load(out / "checkpoints" / "d0.5-w1-h1" / "last.ckpt", weights_only=False)
+    assert not any(k.startswith("teacher.") for k in ckpt["state_dict"])
+    assert ckpt["global_step"] == 40
+    # the teacher on disk is what the analysis saw at every step
+    steps = [json.loads((out / "analysis" / "d0.5-w1-h1" / f"step_{s}.json").read_text()) for s in (0, 40)]
+    assert steps[0]["influence"]["teacher"] == steps[1]["influence"]["teacher"]
+
+
+def test_wandb_offline_run_holds_the_logged_keys(distilled):
+    _, out, _ = distilled
+    runs = sorted((out / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    data = next(runs[0].glob("run-*.wandb")).read_bytes()
+    for key in (b"analysis/A", b"analysis/ld_teacher", b"analysis/ld_student", b"analysis/worst_drop_student",
+                b"train/kl", b"train/ce", b"train/cos", b"analysis/nodes", b"analysis/influence"):
+        assert key in data, key
+    tables = list((runs[0] / "files" / "media" / "table" / "analysis").glob("nodes_*.table.json"))
+    assert len(tables) == 3
+    table = json.loads(tables[0].read_text())
+    assert table["columns"] == ["student_node", "influence_student", "matched_teacher_node",
+                                "influence_teacher", "similarity"]
+    assert len(list((runs[0] / "files" / "media" / "images" / "analysis").glob("influence_*.png"))) == 3
+
+
+def test_resume_continues_from_the_last_checkpoint(trained_teacher, tmp_path):
+    teacher, _ = trained_teacher
+    kw = dict(capacity=CapacitySpec(depth=0.25), analysis=SMALL, wandb="disabled", progress=False)
+    first = distill(str(teacher), tmp_path, training=DistillTraining(steps=20), **kw)
+    assert first.steps == [0, 20]
+    second = distill(str(teacher), tmp_path, training=DistillTraining(steps=40), resume=True, **kw)
+    assert second.steps == [20, 40]  # started at step 20, not from scratch
+    ckpt = torch.load(tmp_path / "checkpoints" / "d0.25-w1-h1" / "last.ckpt", weights_only=False)
+    assert ckpt["global_step"] == 40
+
+
+def test_ddp_on_two_cpu_processes(trained_teacher, tmp_path):
+    teacher, _ = trained_teacher
+    cmd = [sys.executable, "-m", "kdmech", "distill", "--teacher", str(teacher), "--out", str(tmp_path),
+           "--strategy", "ddp", "--devices", "2", "--training.steps", "10", "--training.batch_size", "16",
+           "--analysis.every_n_steps", "0", "--analysis.per_type", "8", "--wandb", "disabled",
+           "--progress", "false"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=Path(__file__).parents[1])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "distributed: 2 processes, strategy ddp" in proc.stdout
+    analysis = tmp_path / "analysis" / "d0.5-w1-h1"
+    assert sorted(p.name for p in analysis.glob("step_*.json")) == ["step_0.json", "step_10.json"]
+    assert (tmp_path / "students" / "d0.5-w1-h1" / "model.safetensors").exists()
