@@ -23,6 +23,8 @@ class Bridged:
     n_layers: int
     n_heads: int
     d_model: int
+    model: object = None
+    """The Hugging Face model the bridge was booted from (not the wrapped copy)."""
 
     @property
     def nodes(self) -> list[Node]:
@@ -36,7 +38,7 @@ def boot(model, tokenizer) -> Bridged:
     bridge = TransformerBridge.boot_transformers(
         clone.config.model_type, hf_model=clone, tokenizer=tokenizer, device=str(device))
     cfg = clone.config
-    return Bridged(bridge, cfg.num_hidden_layers, cfg.num_attention_heads, cfg.hidden_size)
+    return Bridged(bridge, cfg.num_hidden_layers, cfg.num_attention_heads, cfg.hidden_size, model)
 
 
 @torch.no_grad()

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from kdmech.analysis.ablation import AblationKind, CorruptedActivations, ablated_logit_diff
-from kdmech.analysis.bridge import Bridged
+import torch
+
+from kdmech.analysis.engine import AblationEngine
 from kdmech.analysis.nodes import Node
-from kdmech.tasks.prompt_set import PromptSet
 
 
 @dataclass(frozen=True)
@@ -42,14 +42,24 @@ def retained_percent(ld_ablated: float, ld_full: float) -> float:
     return 100.0 * ld_ablated / ld_full if ld_full != 0 else 0.0
 
 
-def influence(bridged: Bridged, prompts: PromptSet, ld_full: float,
-              kind: AblationKind = AblationKind.MEAN,
-              source: CorruptedActivations | None = None,
-              nodes: list[Node] | None = None) -> Influence:
+def influence(engine: AblationEngine, nodes: list[Node] | None = None) -> Influence:
     """Ablate every node (or `nodes`) alone and record how much LD it keeps."""
-    retained = {}
-    for node in nodes or bridged.nodes:
-        ld = ablated_logit_diff(bridged, prompts, [node], kind, source)
-        retained[node.name] = retained_percent(ld, ld_full)
-    return Influence(AblationKind(kind).value, ld_full, retained,
-                     {k: abs(100.0 - v) for k, v in retained.items()})
+    return influence_from_lds(*per_prompt_lds(engine, nodes))
+
+
+def per_prompt_lds(engine: AblationEngine, nodes: list[Node] | None = None):
+    """(kind, node names, intact per-prompt LD [N], ablated per-prompt LDs [n_nodes, N])."""
+    nodes = nodes or engine.bridged.nodes
+    lds = engine.logit_diffs([[], *([node] for node in nodes)], per_prompt=True)
+    return engine.kind.value, [n.name for n in nodes], lds[0], torch.stack(lds[1:])
+
+
+def influence_from_lds(kind: str, names: list[str], full: torch.Tensor, ablated: torch.Tensor,
+                       rows=None) -> Influence:
+    """Influence from per-prompt LDs, optionally over a resample `rows` of the prompts."""
+    if rows is not None:
+        full, ablated = full[rows], ablated[:, rows]
+    ld_full = full.mean().item()
+    means = ablated.mean(1).tolist()
+    retained = {n: retained_percent(ld, ld_full) for n, ld in zip(names, means)}
+    return Influence(kind, ld_full, retained, {k: abs(100.0 - v) for k, v in retained.items()})

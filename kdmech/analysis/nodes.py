@@ -14,7 +14,7 @@ from kdmech.errors import KdmechError
 _NAME = re.compile(r"^L(\d+)\.(?:H(\d+)|MLP)$")
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True)
 class Node:
     layer: int
     head: int | None = None
@@ -47,6 +47,11 @@ class Node:
 
     def __str__(self) -> str:
         return self.name
+
+    def __lt__(self, other: "Node") -> bool:
+        """Layer by layer; within a layer heads 0..H−1, then the MLP."""
+        key = lambda n: (n.layer, n.head if n.is_head else 1 << 30)  # noqa: E731
+        return key(self) < key(other)
 
 
 def all_nodes(n_layers: int, n_heads: int) -> list[Node]:

@@ -13,7 +13,8 @@ import torch
 
 from kdmech.analysis.ablation import AblationKind, corrupted_activations, logit_diff
 from kdmech.analysis.bridge import Bridged, boot
-from kdmech.analysis.influence import Influence, influence
+from kdmech.analysis.engine import AblationEngine
+from kdmech.analysis.influence import Influence, influence_from_lds, per_prompt_lds
 from kdmech.analysis.nodes import Node
 from kdmech.tasks.prompt_set import PromptSet
 
@@ -26,6 +27,10 @@ class ModelProfile:
     mlp_out: torch.Tensor
     """MLP outputs over all clean prompts and positions, [L, N·T, d]."""
     nodes: list[Node]
+    engine: AblationEngine | None = None
+    """The ablation engine behind the numbers, for further analyses on the same model."""
+    lds: tuple | None = None
+    """Per-prompt LDs behind `influence` (for bootstrap CIs over prompts)."""
 
     @property
     def logit_diff(self) -> float:
@@ -60,6 +65,7 @@ def profile(model, tokenizer, prompts: PromptSet,
     ablation = AblationKind(ablation)
     source = (None if ablation is AblationKind.ZERO else
               corrupted_activations(bridged, prompts, keep_full=ablation is AblationKind.RESAMPLE))
-    lds, patterns, mlp_out = clean_run(bridged, prompts)
-    infl = influence(bridged, prompts, lds.mean().item(), ablation, source)
-    return ModelProfile(infl, patterns, mlp_out, bridged.nodes)
+    _, patterns, mlp_out = clean_run(bridged, prompts)
+    engine = AblationEngine(bridged, prompts, ablation, source)
+    lds = per_prompt_lds(engine)
+    return ModelProfile(influence_from_lds(*lds), patterns, mlp_out, bridged.nodes, engine, lds)

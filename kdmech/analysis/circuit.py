@@ -1,0 +1,204 @@
+"""Circuit discovery (SPEC §5).
+
+Node pruning, greedy and stateful: the candidate circuit starts as the whole model and every
+node outside it is ablated at once. A node is removed if the circuit without it still keeps
+≥ (1 − T)·LD_full. Passes alternate backward (last layer to first; in each layer the MLP, then
+heads 0..H−1) and forward (first layer to last; heads, then the MLP) until a pass removes
+nothing (at most 50 passes). When it stops that way, every kept node is necessary: removing
+any one of them drops the circuit below the threshold.
+
+Edge pruning by path patching on the node circuit: for each sender (a circuit head or MLP)
+and each downstream receiver input (a circuit head's q, k or v; a circuit MLP's input; the
+final residual stream), only that receiver sees the sender's ablated output. The edge is kept
+if that alone leaves LD below (1 − T)·LD_full. Receivers left with no incoming edge are
+dropped; a node with no kept edge in or out leaves the edge-level circuit. Path patching assumes an additive residual stream (pre-LayerNorm models).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from kdmech.analysis.engine import AblationEngine
+from kdmech.analysis.nodes import Node
+from kdmech.errors import KdmechError
+
+THRESHOLDS = (0.10, 0.15, 0.20, 0.25, 0.30)
+
+
+@dataclass(frozen=True)
+class Circuit:
+    threshold: float
+    """T: the circuit keeps at least (1 − T) of LD_full."""
+    nodes: list[str]
+    edges: list[list[str]] = field(default_factory=list)
+    """[sender, receiver input] pairs; receiver inputs are L{l}.H{h}.q|k|v, L{l}.MLP, resid_final."""
+    completeness: float = float("nan")
+    """% of LD_full with only the circuit kept (everything else ablated)."""
+    faithfulness: float = float("nan")
+    """% of LD_full with the circuit ablated and everything else kept."""
+    passes: int = 0
+    ablation: str = "mean"
+    edges_pruned: bool = False
+    edge_nodes: list[str] = field(default_factory=list)
+    """Nodes left after edge pruning (those with at least one kept edge)."""
+
+    @property
+    def heads(self) -> list[str]:
+        return [n for n in self.nodes if ".H" in n]
+
+    @property
+    def mlps(self) -> list[str]:
+        return [n for n in self.nodes if n.endswith(".MLP")]
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Circuit":
+        return cls(**d)
+
+
+def backward_order(nodes: list[Node]) -> list[Node]:
+    layers = sorted({n.layer for n in nodes}, reverse=True)
+    out = []
+    for layer in layers:
+        out += [n for n in nodes if n.layer == layer and not n.is_head]
+        out += sorted(n for n in nodes if n.layer == layer and n.is_head)
+    return out
+
+
+def forward_order(nodes: list[Node]) -> list[Node]:
+    layers = sorted({n.layer for n in nodes})
+    out = []
+    for layer in layers:
+        out += sorted(n for n in nodes if n.layer == layer and n.is_head)
+        out += [n for n in nodes if n.layer == layer and not n.is_head]
+    return out
+
+
+def _check_ld(engine: AblationEngine) -> float:
+    ld = engine.full_logit_diff
+    if ld <= 0:
+        raise KdmechError(f"the model does not solve the task (LD_full = {ld:.3f} ≤ 0); circuit "
+                          f"discovery needs a positive logit difference")
+    return ld
+
+
+def retained_with_only(engine: AblationEngine, keep: set[Node]) -> float:
+    """% of LD_full kept when every node outside `keep` is ablated."""
+    outside = [n for n in engine.bridged.nodes if n not in keep]
+    return 100.0 * engine.logit_diff(outside) / engine.full_logit_diff
+
+
+def prune_nodes(engine: AblationEngine, threshold: float = 0.20, max_passes: int = 50,
+                progress=None) -> tuple[set[Node], int]:
+    """The node circuit and the number of passes it took (see module docstring)."""
+    _check_ld(engine)
+    all_nodes = list(engine.bridged.nodes)
+    circuit = set(all_nodes)
+    keep_percent = 100.0 * (1 - threshold)
+    passes = 0
+    while passes < max_passes:
+        order = backward_order(all_nodes) if passes % 2 == 0 else forward_order(all_nodes)
+        removed = False
+        for node in order:
+            if node not in circuit:
+                continue
+            trial = circuit - {node}
+            if retained_with_only(engine, trial) >= keep_percent:
+                circuit = trial
+                removed = True
+            if progress:
+                progress(1)
+        passes += 1
+        if not removed:
+            break
+    return circuit, passes
+
+
+def _receivers(circuit: set[Node], n_layers: int) -> list[tuple[str, int]]:
+    """(receiver input, its layer); the final residual counts as layer n_layers."""
+    out = [(f"{n.name}.{port}", n.layer) for n in sorted(circuit) if n.is_head for port in "qkv"]
+    out += [(n.name, n.layer) for n in sorted(circuit) if not n.is_head]
+    return out + [("resid_final", n_layers)]
+
+
+def _upstream(sender: Node, receiver: str, layer: int) -> bool:
+    if sender.layer < layer:
+        return True
+    # a head feeds the MLP of its own layer
+    return sender.layer == layer and sender.is_head and receiver.endswith(".MLP")
+
+
+def prune_edges(engine: AblationEngine, circuit: set[Node], threshold: float = 0.20,
+                progress=None) -> list[list[str]]:
+    runner = engine.runner
+    if runner is None:
+        raise KdmechError("edge pruning needs an additive residual stream and kdmech's GPT-2 "
+                          "fast path; this model is not a supported pre-LayerNorm GPT-2")
+    ld_full = _check_ld(engine)
+    p = engine.prompts
+    limit = (1 - threshold) * ld_full
+    edges = []
+    for sender in sorted(circuit):
+        delta = runner.sender_delta(sender, engine._z_new, engine._mlp_new)
+        for receiver, layer in _receivers(circuit, engine.n_layers):
+            if not _upstream(sender, receiver, layer):
+                continue
+            resid = runner.patched_path_resid(delta, receiver, p.positions)
+            ld = runner.logit_diff_from_final(resid, p.answers, p.wrong_answers).mean().item()
+            if ld < limit:
+                edges.append([sender.name, receiver])
+            if progress:
+                progress(1)
+    return edges
+
+
+def edge_nodes(edges: list[list[str]]) -> list[str]:
+    """Nodes that keep at least one edge; a receiver input with no incoming edge is dropped,
+    and a node with no edge in or out leaves the edge-level circuit."""
+    names = {e[0] for e in edges} | {r.rsplit(".", 1)[0] if r.count(".") == 2 else r
+                                     for _, r in edges}
+    names.discard("resid_final")
+    return [n.name for n in sorted(Node.parse(x) for x in names)]
+
+
+def discover(engine: AblationEngine, threshold: float = 0.20, edges: bool = True,
+             progress=None) -> Circuit:
+    nodes, passes = prune_nodes(engine, threshold, progress=progress)
+    edge_list = prune_edges(engine, nodes, threshold, progress) if edges and engine.runner else []
+    everything = set(engine.bridged.nodes)
+    return Circuit(
+        threshold=threshold, nodes=[n.name for n in sorted(nodes)], edges=edge_list,
+        completeness=retained_with_only(engine, nodes),
+        faithfulness=retained_with_only(engine, everything - nodes),
+        passes=passes, ablation=engine.kind.value,
+        edges_pruned=bool(edges and engine.runner is not None), edge_nodes=edge_nodes(edge_list))
+
+
+@dataclass(frozen=True)
+class ThresholdSweep:
+    circuits: list[Circuit]
+    reference_threshold: float = 0.20
+
+    def rows(self) -> list[dict]:
+        ref = next(c for c in self.circuits if abs(c.threshold - self.reference_threshold) < 1e-9)
+        out = []
+        for c in self.circuits:
+            a, b = set(c.nodes), set(ref.nodes)
+            out.append({"threshold": c.threshold, "heads": len(c.heads), "mlps": len(c.mlps),
+                        "nodes": len(c.nodes), "edges": len(c.edges),
+                        "completeness": c.completeness, "faithfulness": c.faithfulness,
+                        "jaccard_vs_ref": len(a & b) / len(a | b) if a | b else 1.0})
+        return out
+
+    def to_json(self) -> dict:
+        return {"reference_threshold": self.reference_threshold,
+                "circuits": [c.to_json() for c in self.circuits], "table": self.rows()}
+
+
+def threshold_sweep(engine: AblationEngine, thresholds=THRESHOLDS, edges: bool = True,
+                    progress=None) -> ThresholdSweep:
+    if not any(abs(t - 0.20) < 1e-9 for t in thresholds):
+        thresholds = (*thresholds, 0.20)
+    return ThresholdSweep([discover(engine, t, edges, progress) for t in sorted(thresholds)])
