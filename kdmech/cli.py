@@ -11,11 +11,13 @@ from kdmech.errors import KdmechError
 
 
 def _commands() -> dict:
+    from kdmech.commands.analyze import analyze
     from kdmech.commands.distil import distill
     from kdmech.commands.quickstart import quickstart
     from kdmech.commands.train_teacher import train_teacher
 
-    return {"train-teacher": train_teacher, "distill": distill, "quickstart": quickstart}
+    return {"train-teacher": train_teacher, "distill": distill, "quickstart": quickstart,
+            "analyze": analyze}
 
 
 def _one_line(message: str) -> str:

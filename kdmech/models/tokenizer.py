@@ -11,22 +11,16 @@ from __future__ import annotations
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from kdmech.tasks import numerals
+from kdmech.tasks import ioi, numerals
 
 SPECIALS = ["<pad>", "<unk>", "<bos>", "[MASK]", "[CLS]", "[SEP]"]
-NUMBER_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
-                "ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen",
-                "seventeen", "eighteen", "nineteen", "twenty"]
-MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August",
-          "September", "October", "November", "December"]
-DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
 PUNCTUATION = [".", ",", "?", "!"]
 
 
 def task_vocabulary() -> list[str]:
     """Specials first (fixed ids), then every word the tasks can produce, numbers 0..99 and
     the zero-padded 00..09 (so unseen ranges and formats exist as tokens, untrained)."""
-    words = set(numerals.words()) | set(NUMBER_WORDS) | set(MONTHS) | set(DAYS)
+    words = set(numerals.words()) | set(ioi.words())
     numbers = [str(i) for i in range(100)] + [f"{i:02d}" for i in range(10)]
     return SPECIALS + PUNCTUATION + numbers + sorted(words - set(numbers))
 

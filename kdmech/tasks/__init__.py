@@ -1,11 +1,18 @@
 """Tasks: prompt generators and the prompt-set type (SPEC §2)."""
 
 from kdmech.errors import KdmechError
+from kdmech.tasks.ioi import IOITask
 from kdmech.tasks.numerals import NumeralTask
 from kdmech.tasks.prompt_set import (PromptSet, PromptTexts, check_same_tokenization,
                                      tokenize_prompts)
 
-TASKS = {"numerals": NumeralTask}
+TASKS = {
+    "numerals": NumeralTask,
+    "numerals-words": lambda **kw: NumeralTask(fmt="words", **kw),
+    "numerals-months": lambda **kw: NumeralTask(fmt="months", **kw),
+    "numerals-days": lambda **kw: NumeralTask(fmt="days", start_max=3, **kw),
+    "ioi": lambda per_type=100, **kw: IOITask(n=per_type, **kw),
+}
 
 
 def get_task(name: str, **kwargs):
@@ -15,5 +22,5 @@ def get_task(name: str, **kwargs):
     return TASKS[name](**kwargs)
 
 
-__all__ = ["NumeralTask", "PromptSet", "PromptTexts", "TASKS", "check_same_tokenization",
+__all__ = ["IOITask", "NumeralTask", "PromptSet", "PromptTexts", "TASKS", "check_same_tokenization",
            "get_task", "tokenize_prompts"]

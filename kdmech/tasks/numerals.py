@@ -33,25 +33,52 @@ TEMPLATES: dict[str, tuple[list[str], str]] = {
     "lost": (OBJECTS, "lost in"),
     "names": (PEOPLE, "born in"),
 }
+# Never in the training corpus: for distribution-shift tests.
+UNSEEN_TEMPLATES: dict[str, tuple[list[str], str]] = {
+    "sold": (OBJECTS, "sold in"),
+    "built": (NOUNS, "built in"),
+}
 N_ITEMS = 4
 STARTS = range(1, 9)
 CORRUPT_RANGE = (1, 12)
 
+NUMBER_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
+                "ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen",
+                "seventeen", "eighteen", "nineteen", "twenty"]
+MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August",
+          "September", "October", "November", "December"]
+DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+Format = Literal["digits", "words", "months", "days"]
+FORMAT_MAX = {"digits": 99, "words": 20, "months": 12, "days": 7}
+
+
+def render(value: int, fmt: str) -> str:
+    """A sequence value as the prompt writes it: 5, five, May or Friday (1-based)."""
+    if fmt == "digits":
+        return str(value)
+    if fmt == "words":
+        return NUMBER_WORDS[value]
+    if fmt == "months":
+        return MONTHS[value - 1]
+    return DAYS[value - 1]
+
 
 def words() -> list[str]:
     """Every word these prompts use (for building a word-level vocabulary)."""
-    verbs = {w for _, phrase in TEMPLATES.values() for w in phrase.split()}
-    return sorted(set(NOUNS) | set(OBJECTS) | set(PEOPLE) | verbs)
+    verbs = {w for _, phrase in [*TEMPLATES.values(), *UNSEEN_TEMPLATES.values()]
+             for w in phrase.split()}
+    return sorted(set(NOUNS) | set(OBJECTS) | set(PEOPLE) | verbs | set(NUMBER_WORDS)
+                  | set(MONTHS) | set(DAYS))
 
 
-def _sentence(subjects: list[str], phrase: str, values: list[int | None]) -> str:
-    parts = [f"{s} {phrase} {v}." if v is not None else f"{s} {phrase}"
+def _sentence(subjects: list[str], phrase: str, values: list[int | None], fmt: str = "digits") -> str:
+    parts = [f"{s} {phrase} {render(v, fmt)}." if v is not None else f"{s} {phrase}"
              for s, v in zip(subjects, values)]
     return " ".join(parts)
 
 
-def _corrupt_values(rng: random.Random, n_items: int) -> list[int]:
-    lo, hi = CORRUPT_RANGE
+def _corrupt_values(rng: random.Random, n_items: int, hi: int = CORRUPT_RANGE[1]) -> list[int]:
+    lo = CORRUPT_RANGE[0]
     while True:
         r = [rng.randint(lo, hi) for _ in range(n_items)]
         if r[-1] - 1 != r[-2]:
@@ -60,36 +87,55 @@ def _corrupt_values(rng: random.Random, n_items: int) -> list[int]:
 
 @dataclass(frozen=True)
 class NumeralTask:
-    """Generator of numeral prompts. `per_type` prompts of each type in `types`."""
+    """Generator of numeral prompts: `per_type` prompts of each type in `types`, `n_items`
+    items before the slot, starts drawn from `start_min`..`start_max`, values written in
+    `fmt` (digits, words, months or days)."""
 
     per_type: int = 128
     types: tuple[str, ...] = ("done", "lost", "names")
     seed: int = 0
+    fmt: str = "digits"
+    n_items: int = N_ITEMS
+    start_min: int = STARTS.start
+    start_max: int = STARTS.stop - 1
 
     def __post_init__(self):
-        bad = [t for t in self.types if t not in TEMPLATES]
+        known = {**TEMPLATES, **UNSEEN_TEMPLATES}
+        bad = [t for t in self.types if t not in known]
         if bad:
-            raise KdmechError(f"numeral prompt type {bad[0]!r} is unknown; accepted: "
-                              f"{sorted(TEMPLATES)}")
+            raise KdmechError(f"numeral prompt type {bad[0]!r} is unknown; accepted: {sorted(known)}")
         if self.per_type < 1:
             raise KdmechError(f"per_type must be ≥ 1, got {self.per_type}")
+        if self.fmt not in FORMAT_MAX:
+            raise KdmechError(f"numeral format {self.fmt!r} is unknown; accepted: {sorted(FORMAT_MAX)}")
+        if self.n_items < 2 or self.start_min < 1 or self.start_max < self.start_min:
+            raise KdmechError(f"need n_items ≥ 2 and 1 ≤ start_min ≤ start_max, got {self.n_items}, "
+                              f"{self.start_min}..{self.start_max}")
+        top = self.start_max + self.n_items
+        if top > FORMAT_MAX[self.fmt]:
+            raise KdmechError(f"format {self.fmt!r} counts to {FORMAT_MAX[self.fmt]}, but starts up to "
+                              f"{self.start_max} with {self.n_items} items reach {top}")
 
     def prompts(self) -> PromptTexts:
         rng = random.Random(self.seed)
+        known = {**TEMPLATES, **UNSEEN_TEMPLATES}
+        k, fmt = self.n_items, self.fmt
+        corrupt_hi = min(CORRUPT_RANGE[1], FORMAT_MAX[fmt])
         clean, corrupted, answers, wrongs, groups = [], [], [], [], []
         for kind in self.types:
-            pool, phrase = TEMPLATES[kind]
+            pool, phrase = known[kind]
             for _ in range(self.per_type):
-                n = rng.choice(STARTS)
-                subjects = rng.sample(pool, N_ITEMS + 1)
-                values = [n + i for i in range(N_ITEMS)]
-                clean.append(_sentence(subjects, phrase, [*values, None]))
+                n = rng.randint(self.start_min, self.start_max)
+                subjects = rng.sample(pool, k + 1)
+                values = [n + i for i in range(k)]
+                clean.append(_sentence(subjects, phrase, [*values, None], fmt))
                 corrupted.append(_sentence(subjects, phrase,
-                                           [*_corrupt_values(rng, N_ITEMS), None]))
-                answers.append(f" {n + N_ITEMS}")
-                wrongs.append(f" {n + N_ITEMS - 1}")
+                                           [*_corrupt_values(rng, k, corrupt_hi), None], fmt))
+                answers.append(f" {render(n + k, fmt)}")
+                wrongs.append(f" {render(n + k - 1, fmt)}")
                 groups.append(kind)
-        return PromptTexts("numerals", clean, corrupted, answers, wrongs, groups)
+        name = "numerals" if fmt == "digits" else f"numerals-{fmt}"
+        return PromptTexts(name, clean, corrupted, answers, wrongs, groups)
 
 
 def training_corpus(n: int, seed: int) -> list[str]:

@@ -1,0 +1,144 @@
+"""Mechanism probes (SPEC §10), for pre-LayerNorm GPT-2 models.
+
+- Similar-member detection: attention from the prediction token to earlier sequence members,
+  per head. Members are the positions where clean and corrupted prompts differ (the items the
+  corruption replaces), so the probe needs no task-specific parsing.
+- Successor score: each numeral token's embedding, through the layer's ln_1, one head's OV
+  circuit, the final LayerNorm and the unembedding; the score is the fraction of n whose top
+  logit among the numeral tokens is n + 1.
+- Direct logit attribution at the prediction position onto W_U[correct] − W_U[wrong] with the
+  final LayerNorm's scale frozen at its clean value: every component's share, which add up
+  (with embeddings and biases) to the LD exactly. Per token, the norm of each MLP's write.
+- First-token divergence: per position, similarity of matched teacher and student MLP outputs
+  (mean cosine over prompts at equal width, linear CKA across prompts otherwise).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+
+from kdmech.analysis.engine import AblationEngine
+from kdmech.analysis.matching import Match, linear_cka
+from kdmech.analysis.nodes import Node
+from kdmech.analysis.profile import ModelProfile
+from kdmech.errors import KdmechError
+
+
+def _runner(engine: AblationEngine):
+    if engine.runner is None:
+        raise KdmechError("mechanism probes read GPT-2 weights and assume an additive residual "
+                          "stream; this model is not a supported pre-LayerNorm GPT-2")
+    return engine.runner
+
+
+def member_positions(engine: AblationEngine) -> list[int]:
+    p = engine.prompts
+    return (p.clean != p.corrupted).any(0).nonzero().flatten().tolist()
+
+
+def similar_member_scores(profile: ModelProfile) -> dict[str, float]:
+    """Mean attention mass from the prediction position to the sequence members, per head."""
+    members = member_positions(profile.engine)
+    pos = int(profile.engine.prompts.positions[0])
+    mass = profile.patterns[:, :, pos, members].sum(-1)  # [L, H]
+    return {f"L{l}.H{h}": float(mass[l, h]) for l in range(mass.shape[0]) for h in range(mass.shape[1])}
+
+
+@torch.no_grad()
+def successor_scores(engine: AblationEngine, tokenizer, values=range(1, 31)) -> dict[str, float]:
+    runner = _runner(engine)
+    ids = [tokenizer.encode(f" {v}", add_special_tokens=False) for v in values]
+    usable = [(v, i[0]) for v, i in zip(values, ids) if len(i) == 1 and i[0] != tokenizer.unk_token_id]
+    if len(usable) < 3:
+        raise KdmechError("the successor probe needs at least 3 single-token numerals")
+    vals = [v for v, _ in usable]
+    tok = torch.tensor([t for _, t in usable])
+    model = runner.model
+    emb = model.transformer.wte.weight[tok]  # [n, d]
+    w_u = model.lm_head.weight[tok]  # [n, d]: numeral tokens only
+    targets = {v: vals.index(v + 1) for v in vals if v + 1 in vals}
+    scores = {}
+    for l, block in enumerate(runner.blocks):
+        x = block.ln_1(emb)
+        w_v = block.attn.c_attn.weight[:, 2 * runner.d:]  # [d, d] value columns
+        w_o = block.attn.c_proj.weight  # [d, d]
+        for h in range(runner.n_heads):
+            cols = runner._head_slice(h)
+            ov = x @ w_v[:, cols] @ w_o[cols]
+            logits = model.transformer.ln_f(ov) @ w_u.T
+            top = logits.argmax(-1)
+            hits = [int(top[vals.index(v)]) == j for v, j in targets.items()]
+            scores[f"L{l}.H{h}"] = sum(hits) / len(hits)
+    return scores
+
+
+@dataclass(frozen=True)
+class LogitAttribution:
+    per_node: dict[str, float]
+    """Mean share of the LD at the prediction position, per head and MLP."""
+    embeddings: float
+    biases: float
+    logit_diff: float
+    """The LD itself; per_node + embeddings + biases add up to it."""
+    mlp_write_norm: dict[str, list[float]]
+    """Per MLP, the mean norm of its output at each position."""
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@torch.no_grad()
+def logit_attribution(engine: AblationEngine) -> LogitAttribution:
+    runner = _runner(engine)
+    p = engine.prompts
+    model = runner.model
+    rows = torch.arange(len(p))
+    pos = p.positions
+    final = runner.resid_final[rows, pos]  # [N, d]
+    ln = model.transformer.ln_f
+    centred = final - final.mean(-1, keepdim=True)
+    scale = (centred.pow(2).mean(-1, keepdim=True) + ln.eps).sqrt()  # frozen LN scale
+    w_u = model.lm_head.weight
+    direction = (w_u[p.answers] - w_u[p.wrong_answers]) * ln.weight  # [N, d]
+
+    def share(x: torch.Tensor) -> float:
+        """Mean over prompts of the LD share of a residual write x [N, d]."""
+        return float((((x - x.mean(-1, keepdim=True)) / scale) * direction).sum(-1).mean())
+
+    per_node, mlp_norms, biases = {}, {}, 0.0
+    for l, block in enumerate(runner.blocks):
+        z = runner.z[l][rows, pos]
+        w_o = block.attn.c_proj.weight
+        for h in range(runner.n_heads):
+            cols = runner._head_slice(h)
+            per_node[f"L{l}.H{h}"] = share(z[:, cols] @ w_o[cols])
+        biases += share(block.attn.c_proj.bias.expand(len(p), -1))
+        nxt = runner.resid_pre[l + 1] if l + 1 < runner.n_layers else runner.resid_final
+        mlp_out = nxt - runner.resid_mid[l]
+        per_node[f"L{l}.MLP"] = share(mlp_out[rows, pos])
+        mlp_norms[f"L{l}.MLP"] = mlp_out.norm(dim=-1).mean(0).tolist()
+    embeddings = share(runner.resid_pre[0][rows, pos])
+    biases += float((ln.bias * (w_u[p.answers] - w_u[p.wrong_answers])).sum(-1).mean())
+    return LogitAttribution(per_node, embeddings, biases, engine.full_logit_diff, mlp_norms)
+
+
+def first_token_divergence(teacher: ModelProfile, student: ModelProfile,
+                           matches: list[Match]) -> dict[str, dict]:
+    """Per matched MLP pair, the similarity of their outputs at each position."""
+    n, t = teacher.engine.prompts.clean.shape
+    out = {}
+    for m in matches:
+        if not m.student.endswith(".MLP"):
+            continue
+        s = student.mlp_out[Node.parse(m.student).layer].view(n, t, -1)
+        te = teacher.mlp_out[Node.parse(m.teacher).layer].view(n, t, -1)
+        if s.shape[-1] == te.shape[-1]:
+            sims = torch.nn.functional.cosine_similarity(s, te, dim=-1).mean(0).tolist()
+            how = "cosine"
+        else:
+            sims = [linear_cka(s[:, i], te[:, i]) for i in range(t)]
+            how = "cka"
+        out[f"{m.student}->{m.teacher}"] = {"similarity": sims, "method": how}
+    return out

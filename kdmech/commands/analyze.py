@@ -1,0 +1,183 @@
+"""`kdmech analyze`: every analysis of a teacher–student pair on one task, with plots.
+
+Writes DIR/analysis.json (keys: logit_diff, influence, sensitivity, circuit, matching,
+alignment, noise, shift, probes — each with its options), DIR/prompts.json and PNGs.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from kdmech.analysis import compare, profile
+from kdmech.analysis.alignment import alignment_ci
+from kdmech.analysis.circuit import THRESHOLDS, threshold_sweep
+from kdmech.analysis.noise import SIGMAS, noise_curve
+from kdmech.analysis.probes import (first_token_divergence, logit_attribution, similar_member_scores,
+                                    successor_scores)
+from kdmech.analysis.sensitivity import sensitivity
+from kdmech.analysis.shift import distribution_shift, rows_to_json
+from kdmech.commands.common import atomic_dir
+from kdmech.errors import KdmechError
+from kdmech.models import load_causal_lm
+from kdmech.report import plots
+from kdmech.report.heatmap import save_influence_png
+from kdmech.tasks import check_same_tokenization, get_task
+from kdmech.tasks.filtering import filter_by_teacher
+
+ANALYSES = ("influence", "sensitivity", "circuit", "matching", "noise", "shift", "probes")
+
+
+@dataclass(frozen=True)
+class AnalyzeOptions:
+    """Settings of the individual analyses."""
+
+    ablation: str = "mean"
+    """mean, zero or resample."""
+    per_type: int = 128
+    """Prompts per prompt type (IOI: prompts in all)."""
+    filter_prompts: bool = True
+    """Keep prompts the teacher gets right with p(correct) > 2·p(wrong)."""
+    matching_direction: str = "student_to_teacher"
+    mlp_similarity: str = "auto"
+    normalisation: str = "sum"
+    thresholds: tuple[float, ...] = THRESHOLDS
+    edges: bool = True
+    """Path-patch the edges of every circuit of the sweep."""
+    noise_sigmas: tuple[float, ...] = SIGMAS
+    noise_seeds: int = 3
+    n_boot: int = 1000
+    """Bootstrap resamples for the alignment CI (the sensitivity CIs use 10,000)."""
+    seed: int = 0
+
+
+def _count(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def analyze(teacher: str, student: str, out: Path, task: str = "numerals",
+            analyses: list[str] = list(ANALYSES),  # noqa: B006 - jsonargparse needs a literal
+            options: AnalyzeOptions = AnalyzeOptions(), progress: bool = True) -> dict:
+    """Analyse a teacher–student pair: influence, sensitivity, circuits, matching, alignment,
+    noise validation, distribution shift and mechanism probes.
+
+    Args:
+        teacher: Hub name or save_pretrained folder of the teacher.
+        student: Hub name or save_pretrained folder of the student.
+        out: Folder for analysis.json, prompts.json and the PNGs.
+        task: numerals, numerals-words, numerals-months, numerals-days or ioi.
+        analyses: Which analyses to run (influence and matching always run).
+        options: Settings of the individual analyses.
+        progress: Show a progress bar.
+    """
+    bad = [a for a in analyses if a not in ANALYSES]
+    if bad:
+        raise KdmechError(f"analysis {bad[0]!r} is unknown; accepted: {list(ANALYSES)}")
+    wanted = set(analyses) | {"influence", "matching"}
+    start = time.perf_counter()
+    out = Path(out)
+    texts = get_task(task, per_type=options.per_type).prompts()
+    t_model, t_tok = load_causal_lm(teacher)
+    s_model, s_tok = load_causal_lm(student)
+    prompts = check_same_tokenization(t_tok, s_tok, texts)
+    if options.filter_prompts:
+        prompts = filter_by_teacher(t_model, prompts)
+
+    steps = {"profiles": 2, "sensitivity": 1, "circuit": 2 * len(options.thresholds),
+             "noise": len(options.noise_sigmas) * options.noise_seeds, "shift": 8, "probes": 1}
+    total = sum(v for k, v in steps.items() if k == "profiles" or k in wanted)
+    bar = tqdm(total=total, desc="kdmech analyze", disable=not progress, unit="step")
+    tick = lambda k=1: bar.update(k)  # noqa: E731
+
+    result: dict = {"teacher": teacher, "student": student, "task": prompts.task,
+                    "n_prompts": len(prompts), "options": asdict(options), "analyses": sorted(wanted)}
+    bar.set_postfix_str("teacher profile")
+    tp = profile(t_model, t_tok, prompts, options.ablation)
+    tick()
+    bar.set_postfix_str("student profile")
+    sp = profile(s_model, s_tok, prompts, options.ablation)
+    tick()
+    pair = compare(tp, sp, 0, prompts.task, options.matching_direction, options.mlp_similarity,
+                   options.normalisation)
+    result["logit_diff"] = pair.logit_diff
+    result["influence"] = {"ablation": pair.ablation, **pair.influence,
+                           "retained": {"teacher": tp.influence.retained, "student": sp.influence.retained}}
+    result["matching"] = {"pairs": [m.to_json() for m in pair.matching], "merges": pair.merges,
+                          "options": pair.options}
+    result["alignment"] = {**pair.alignment.to_json(),
+                           "ci95": alignment_ci(pair.matching, sp.lds, tp.lds, options.normalisation,
+                                                options.n_boot, options.seed)}
+    result["worst_drop"] = pair.worst_drop
+    if "sensitivity" in wanted:
+        bar.set_postfix_str("sensitivity")
+        result["sensitivity"] = sensitivity(tp.influence, sp.influence, _count(t_model),
+                                            _count(s_model), seed=options.seed).to_json()
+        tick()
+    if "circuit" in wanted:
+        result["circuit"] = {}
+        for who, prof in (("teacher", tp), ("student", sp)):
+            bar.set_postfix_str(f"{who} circuits")
+            sweep = threshold_sweep(prof.engine, options.thresholds, options.edges)
+            result["circuit"][who] = sweep.to_json()
+            tick(len(options.thresholds))
+    if "noise" in wanted:
+        bar.set_postfix_str("noise validation")
+        curve = noise_curve(tp, s_model, s_tok, prompts, options.noise_sigmas,
+                            tuple(range(options.noise_seeds)), options.ablation, tick,
+                            direction=options.matching_direction,
+                            mlp_method=options.mlp_similarity, normalisation=options.normalisation)
+        result["noise"] = curve.to_json()
+    if "shift" in wanted:
+        bar.set_postfix_str("distribution shift")
+        result["shift"] = rows_to_json(distribution_shift(t_model, s_model, t_tok, s_tok, progress=tick))
+    if "probes" in wanted:
+        bar.set_postfix_str("probes")
+        result["probes"] = _probes(tp, sp, pair, t_tok)
+        tick()
+    bar.close()
+    result["wall_seconds"] = time.perf_counter() - start
+
+    with atomic_dir(out) as tmp:
+        prompts.save(tmp / "prompts.json")
+        (tmp / "analysis.json").write_text(json.dumps(result, indent=1))
+        _plots(tmp, result, tp, sp)
+    print(f"analysis of {student} against {teacher} on {prompts.task} ({len(prompts)} prompts) "
+          f"written to {out} in {result['wall_seconds']:.0f}s: A {pair.alignment.A:.3f} "
+          f"[{result['alignment']['ci95']['A'][0]:.3f}, {result['alignment']['ci95']['A'][1]:.3f}], "
+          f"worst drop student/teacher {pair.worst_drop['ratio']:.2f}")
+    return result
+
+
+def _probes(tp, sp, pair, tokenizer) -> dict:
+    out = {}
+    for who, prof in (("teacher", tp), ("student", sp)):
+        try:
+            out[who] = {"similar_member": similar_member_scores(prof),
+                        "successor": successor_scores(prof.engine, tokenizer),
+                        "logit_attribution": logit_attribution(prof.engine).to_json()}
+        except KdmechError as e:
+            out[who] = {"error": str(e)}
+    out["first_token_divergence"] = first_token_divergence(tp, sp, pair.matching)
+    return out
+
+
+def _plots(folder: Path, r: dict, tp, sp) -> None:
+    save_influence_png(folder / "influence.png", r["influence"]["teacher"], r["influence"]["student"],
+                       f"{r['task']}: single-node {r['influence']['ablation']}-ablation influence")
+    if "circuit" in r:
+        ref = {who: next(c for c in r["circuit"][who]["circuits"] if abs(c["threshold"] - 0.2) < 1e-9)
+               for who in ("teacher", "student")}
+        matched = {m["student"]: m["teacher"] for m in r["matching"]["pairs"]}
+        shapes = {"teacher": (tp.patterns.shape[0], tp.patterns.shape[1]),
+                  "student": (sp.patterns.shape[0], sp.patterns.shape[1])}
+        plots.circuits_png(folder / "circuits.png", ref, shapes, matched)
+    if "sensitivity" in r:
+        plots.sensitivity_png(folder / "sensitivity.png", r["influence"]["teacher"], r["influence"]["student"])
+    if "noise" in r:
+        plots.noise_png(folder / "noise.png", r["noise"])
+    if "shift" in r:
+        plots.shift_png(folder / "shift.png", r["shift"])
