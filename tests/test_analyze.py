@@ -1,0 +1,104 @@
+"""`kdmech analyze` end to end on the trained tiny teacher and a student built from it, plus the
+probes and the noise curve against independent expectations."""
+
+import json
+
+import pytest
+import torch
+
+from kdmech.analysis import boot, corrupted_activations, profile
+from kdmech.analysis.engine import AblationEngine
+from kdmech.analysis.noise import add_weight_noise, summarise
+from kdmech.analysis.probes import logit_attribution, similar_member_scores
+from kdmech.cli import main
+from kdmech.commands.analyze import AnalyzeOptions, analyze
+from kdmech.models import CapacitySpec, build_gpt2_student, load_causal_lm
+
+QUICK = AnalyzeOptions(per_type=16, thresholds=(0.2, 0.3), noise_sigmas=(0.0, 0.1, 1.0),
+                       noise_seeds=2, n_boot=100)
+
+
+@pytest.fixture(scope="module")
+def pair(trained_teacher, tmp_path_factory):
+    teacher, _ = trained_teacher
+    model, tok = load_causal_lm(teacher)
+    student, _ = build_gpt2_student(model, CapacitySpec(depth=0.75))
+    folder = tmp_path_factory.mktemp("student")
+    student.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return teacher, folder
+
+
+@pytest.fixture(scope="module")
+def analysed(pair, tmp_path_factory):
+    teacher, student = pair
+    out = tmp_path_factory.mktemp("analysis") / "out"
+    analyze(str(teacher), str(student), out, options=QUICK, progress=False)
+    return out
+
+
+def test_analysis_json_has_every_section_with_its_options(analysed):
+    r = json.loads((analysed / "analysis.json").read_text())
+    for key in ("logit_diff", "influence", "sensitivity", "circuit", "matching", "alignment",
+                "noise", "shift", "probes"):
+        assert key in r, key
+    assert r["influence"]["ablation"] == "mean"
+    assert r["alignment"]["normalisation"] == "sum"
+    assert r["matching"]["options"]["matching_direction"] == "student_to_teacher"
+    lo, hi = r["alignment"]["ci95"]["A"]
+    assert lo <= r["alignment"]["A"] <= hi
+    assert {c["threshold"] for c in r["circuit"]["teacher"]["circuits"]} == {0.2, 0.3}
+    assert r["sensitivity"]["compression"] == pytest.approx(1 - 3 / 4, abs=0.1)
+    assert {row["shift"] for row in r["shift"]} >= {"in-distribution", "longer-6", "range-20-40", "words"}
+    assert {p.name for p in analysed.iterdir()} >= {"analysis.json", "prompts.json", "influence.png",
+                                                     "circuits.png", "sensitivity.png", "noise.png", "shift.png"}
+
+
+def test_alignment_falls_as_noise_grows(analysed):
+    noise = json.loads((analysed / "analysis.json").read_text())["noise"]
+    means = noise["A_mean"]
+    assert means[-1] < means[0]
+    assert noise["spearman_rho"] < 0
+
+
+def test_noise_summary_on_a_known_curve():
+    sig = [0.0, 0.01, 0.1, 1.0]
+    A = [[0.9, 0.9], [0.8, 0.8], [0.6, 0.6], [0.4, 0.4]]  # 0.4 − (0.2/ln10)·ln σ on σ > 0
+    s = summarise(sig, [0, 1], A)
+    assert s.fit_b == pytest.approx(0.2 / 2.302585, rel=1e-4) and s.fit_r2 == pytest.approx(1.0)
+    assert s.spearman_rho == pytest.approx(-1.0) and s.plateau == pytest.approx(0.5)
+
+
+def test_weight_noise_scales_with_each_matrix_std(tiny_gpt2):
+    noisy = add_weight_noise(tiny_gpt2, 0.5, seed=0)
+    w, n = tiny_gpt2.transformer.h[0].mlp.c_fc.weight, noisy.transformer.h[0].mlp.c_fc.weight
+    assert ((n - w).std() / w.std()).item() == pytest.approx(0.5, rel=0.05)
+    assert torch.equal(noisy.transformer.h[0].ln_1.weight, tiny_gpt2.transformer.h[0].ln_1.weight)
+
+
+def test_logit_attribution_adds_up_to_the_logit_difference(tiny_gpt2, tokenizer, prompts):
+    bridged = boot(tiny_gpt2, tokenizer)
+    engine = AblationEngine(bridged, prompts, "mean", corrupted_activations(bridged, prompts))
+    dla = logit_attribution(engine)
+    total = sum(dla.per_node.values()) + dla.embeddings + dla.biases
+    assert total == pytest.approx(engine.full_logit_diff, rel=1e-4, abs=1e-4)
+    assert set(dla.mlp_write_norm) == {"L0.MLP", "L1.MLP"}
+
+
+def test_similar_member_scores_read_the_mean_pattern(tiny_gpt2, tokenizer, prompts):
+    p = profile(tiny_gpt2, tokenizer, prompts)
+    scores = similar_member_scores(p)
+    members = (prompts.clean != prompts.corrupted).any(0).nonzero().flatten()
+    # the members are exactly the four numeral positions
+    assert [tokenizer.decode([int(prompts.clean[0, i])]).isdigit() for i in members] == [True] * 4
+    last = prompts.positions[0]
+    expected = p.patterns[1, 2, last, members].sum().item()
+    assert scores["L1.H2"] == pytest.approx(expected)
+
+
+def test_cli_refuses_an_unknown_analysis(pair, tmp_path, capsys):
+    teacher, student = pair
+    code = main(["analyze", "--teacher", str(teacher), "--student", str(student), "--out",
+                 str(tmp_path / "o"), "--analyses", "[circuit, vibes]"])
+    assert code == 2 and "analysis 'vibes' is unknown" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
