@@ -7,7 +7,12 @@ from pathlib import Path
 
 import lightning as L
 
+import json
+
 from kdmech.analysis import AblationKind, PairAnalysis, compare, profile
+from kdmech.analysis.circuit import discover
+from kdmech.analysis.probes import similar_member_scores, successor_scores
+from kdmech.errors import KdmechError
 from kdmech.report.heatmap import influence_figure, save_influence_png
 from kdmech.tasks.prompt_set import PromptSet
 
@@ -15,20 +20,28 @@ from kdmech.tasks.prompt_set import PromptSet
 class CircuitAnalysisCallback(L.Callback):
     """Every `every_n_steps` optimizer steps, before training and at the end, on rank 0:
     profile the student on `prompts`, compare it with the (once-computed) teacher profile,
-    write `out_dir/step_<N>.json` and an influence heatmap, and log to the trainer's logger."""
+    write `out_dir/step_<N>.json` and an influence heatmap, and log to the trainer's logger.
+    Circuits (T = `circuit_threshold`, with edges) and probes are slower: they run every
+    `circuit_every_n_steps` steps (0 = only at the end) into `circuit_step_<N>.json`, logged
+    to W&B as a versioned artifact."""
 
     def __init__(self, teacher, tokenizer, prompts: PromptSet, out_dir: str | Path,
                  every_n_steps: int = 100, ablation: AblationKind = AblationKind.MEAN,
-                 compare_options: dict | None = None):
+                 compare_options: dict | None = None, circuit_every_n_steps: int = 0,
+                 circuit_threshold: float = 0.20, circuits: bool = True):
         self.teacher, self.tokenizer, self.prompts = teacher, tokenizer, prompts
         self.out_dir = Path(out_dir)
         self.every, self.ablation = every_n_steps, AblationKind(ablation)
         self.compare_options = compare_options or {}
+        self.circuit_every, self.circuit_threshold = circuit_every_n_steps, circuit_threshold
+        self.circuits = circuits
         self.teacher_profile = None
+        self.teacher_circuit = None
+        self.last_student = None
         self.done: set[int] = set()
         self.results: list[PairAnalysis] = []
 
-    def _analyse(self, trainer: L.Trainer, pl_module) -> None:
+    def _analyse(self, trainer: L.Trainer, pl_module, final: bool = False) -> None:
         step = trainer.global_step
         if not trainer.is_global_zero or step in self.done:
             return
@@ -37,6 +50,7 @@ class CircuitAnalysisCallback(L.Callback):
         if self.teacher_profile is None:
             self.teacher_profile = profile(self.teacher, self.tokenizer, self.prompts, self.ablation)
         student = profile(pl_module.student, self.tokenizer, self.prompts, self.ablation)
+        self.last_student = student
         result = compare(self.teacher_profile, student, step, self.prompts.task,
                          **self.compare_options)
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -46,6 +60,8 @@ class CircuitAnalysisCallback(L.Callback):
                            f"influence at step {step}")
         self.results.append(result)
         self._log(trainer, result)
+        if self.circuits and (final or (self.circuit_every and step % self.circuit_every == 0)):
+            self._circuits(trainer, step, student)
         print(f"[analysis] step {step}: LD teacher {result.logit_diff['teacher']:.2f} "
                        f"student {result.logit_diff['student']:.2f}, A {result.alignment.A:.3f}, "
                        f"worst drop {result.worst_drop['student']['value']:.1f}% "
@@ -80,6 +96,41 @@ class CircuitAnalysisCallback(L.Callback):
         logger.log_image("analysis/influence", images=[wandb.Image(fig)], step=r.step)
         plt.close(fig)
 
+    def _circuits(self, trainer: L.Trainer, step: int, student) -> None:
+        start = time.perf_counter()
+        try:
+            if self.teacher_circuit is None:
+                self.teacher_circuit = discover(self.teacher_profile.engine, self.circuit_threshold)
+            circuit = discover(student.engine, self.circuit_threshold)
+            record = {"step": step, "threshold": self.circuit_threshold,
+                      "teacher": self.teacher_circuit.to_json(), "student": circuit.to_json(),
+                      "probes": {"student": {"similar_member": similar_member_scores(student),
+                                             "successor": successor_scores(student.engine, self.tokenizer)}}}
+        except KdmechError as e:  # e.g. a student that does not solve the task yet
+            record = {"step": step, "error": str(e)}
+            circuit = None
+        path = self.out_dir / f"circuit_step_{step}.json"
+        path.write_text(json.dumps(record, indent=1))
+        if circuit is not None:
+            print(f"[circuit] step {step}: student {len(circuit.nodes)} nodes {circuit.nodes}, "
+                  f"{len(circuit.edges)} edges, completeness {circuit.completeness:.0f}% "
+                  f"[{time.perf_counter() - start:.1f}s]")
+        logger = trainer.logger
+        if logger is None or not hasattr(logger, "experiment"):
+            return
+        if circuit is not None:
+            logger.log_metrics({"circuit/student_nodes": len(circuit.nodes),
+                                "circuit/student_edges": len(circuit.edges),
+                                "circuit/student_completeness": circuit.completeness,
+                                "circuit/teacher_nodes": len(self.teacher_circuit.nodes)}, step=step)
+        import wandb
+
+        artifact = wandb.Artifact(f"circuit-{logger.experiment.name}", type="circuit",
+                                  metadata={"step": step})
+        artifact.add_file(str(path))
+        artifact.add_file(str(self.out_dir / f"step_{step}.json"))
+        logger.experiment.log_artifact(artifact)
+
     def on_train_start(self, trainer, pl_module) -> None:
         self._analyse(trainer, pl_module)
 
@@ -88,4 +139,9 @@ class CircuitAnalysisCallback(L.Callback):
             self._analyse(trainer, pl_module)
 
     def on_train_end(self, trainer, pl_module) -> None:
-        self._analyse(trainer, pl_module)
+        step = trainer.global_step
+        if step not in self.done:
+            self._analyse(trainer, pl_module, final=True)
+        elif trainer.is_global_zero and self.circuits and not (
+                self.circuit_every and step % self.circuit_every == 0):
+            self._circuits(trainer, step, self.last_student)  # analysed, but no circuit yet

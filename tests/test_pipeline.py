@@ -44,6 +44,10 @@ def test_output_contract(distilled):
     assert {"model.safetensors", "config.json", "provenance.json", "tokenizer.json"} <= {p.name for p in student_dir.iterdir()}
     prov = json.loads((student_dir / "provenance.json").read_text())
     assert prov["layer_map"] == {"0": 0, "1": 3}
+    circuit = json.loads((out / "analysis" / name / "circuit_step_40.json").read_text())
+    assert circuit["step"] == 40 and "error" not in circuit
+    assert circuit["student"]["completeness"] >= 80 and circuit["teacher"]["threshold"] == 0.2
+    assert not (out / "analysis" / name / "circuit_step_20.json").exists()  # only at the end
     for step in (0, 20, 40):
         d = json.loads((out / "analysis" / name / f"step_{step}.json").read_text())
         assert {"step", "task", "ablation", "logit_diff", "influence", "matching", "alignment"} <= set(d)
@@ -93,6 +97,7 @@ def test_wandb_offline_run_holds_the_logged_keys(distilled):
     assert table["columns"] == ["student_node", "influence_student", "matched_teacher_node",
                                 "influence_teacher", "similarity"]
     assert len(list((runs[0] / "files" / "media" / "images" / "analysis").glob("influence_*.png"))) == 3
+    assert b"circuit/student_nodes" in data and b"circuit-d0.5-w1-h1" in data  # the artifact
 
 
 def test_resume_continues_from_the_last_checkpoint(trained_teacher, tmp_path):

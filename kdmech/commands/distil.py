@@ -47,6 +47,10 @@ class AnalysisSchedule:
 
     every_n_steps: int = 200
     """Analyse every N optimizer steps (also before training and at the end); 0 = only those."""
+    circuit_every_n_steps: int = 0
+    """Circuits (with edges) and probes every N steps; 0 = only at the end."""
+    circuits: bool = True
+    """Discover circuits at all (at the end and on `circuit_every_n_steps`)."""
     task: str = "numerals"
     per_type: int = 128
     """Prompts per prompt type."""
@@ -130,7 +134,8 @@ def distill(teacher: str, out: Path, capacity: CapacitySpec = CapacitySpec(),
     callback = CircuitAnalysisCallback(
         teacher_model, tokenizer, prompts, analysis_dir, analysis.every_n_steps, analysis.ablation,
         {"direction": analysis.matching_direction, "mlp_method": analysis.mlp_similarity,
-         "normalisation": analysis.normalisation})
+         "normalisation": analysis.normalisation}, analysis.circuit_every_n_steps,
+        circuits=analysis.circuits)
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0,
                                  every_n_train_steps=max(1, analysis.every_n_steps or 100))
     logger = make_logger(out, name=name, group=capacity.name, mode=wandb, run_id=run_id,
