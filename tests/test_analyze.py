@@ -102,3 +102,31 @@ def test_cli_refuses_an_unknown_analysis(pair, tmp_path, capsys):
                  str(tmp_path / "o"), "--analyses", "[circuit, vibes]"])
     assert code == 2 and "analysis 'vibes' is unknown" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_paper_replication_runs_on_local_models_of_the_same_kind(pair, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    teacher, student = pair
+    script = Path(__file__).parents[1] / "analyze" / "replicate_paper.py"
+    proc = subprocess.run([sys.executable, str(script), "--teacher", str(teacher), "--student", str(student),
+                           "--out", str(tmp_path / "rep"), "--no-progress"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "teacher circuit (T=0.20)" in proc.stdout and "(paper)" in proc.stdout
+    assert "alignment A =" in proc.stdout and (tmp_path / "rep" / "analysis.json").exists()
+
+
+def test_paper_replication_without_hub_weights_fails_cleanly(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).parents[1] / "analyze" / "replicate_paper.py"
+    proc = subprocess.run([sys.executable, str(script), "--out", str(tmp_path / "rep")],
+                          capture_output=True, text=True, timeout=300, env={"HF_HUB_OFFLINE": "1", "PATH": ""})
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "replicate_paper: error: model 'gpt2'" in proc.stderr
+    assert not (tmp_path / "rep").exists()
