@@ -63,9 +63,9 @@ class AnalysisSchedule:
     normalisation: str = "sum"
 
     def __post_init__(self):
-        AblationKind_values = [k.value for k in AblationKind]
-        if self.ablation not in AblationKind_values:
-            raise KdmechError(f"ablation {self.ablation!r} is unknown; accepted: {AblationKind_values}")
+        kinds = [k.value for k in AblationKind]
+        if self.ablation not in kinds:
+            raise KdmechError(f"ablation {self.ablation!r} is unknown; accepted: {kinds}")
         if self.every_n_steps < 0:
             raise KdmechError(f"every_n_steps must be ≥ 0, got {self.every_n_steps}")
 
