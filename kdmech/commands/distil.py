@@ -77,6 +77,8 @@ class StudentResult:
     teacher_parameters: int
     logit_diff: float
     top1: float
+    teacher_logit_diff: float
+    """The teacher's LD on the same (filtered) analysis prompts."""
     A: float
     worst_drop: float
     worst_node: str
@@ -169,6 +171,7 @@ def distill(teacher: str, out: Path, capacity: CapacitySpec = CapacitySpec(),
     return StudentResult(
         name=name, parameters=count(student), teacher_parameters=count(teacher_model),
         logit_diff=scores["logit_diff"], top1=scores["top1"],
+        teacher_logit_diff=final.logit_diff["teacher"] if final else float("nan"),
         A=final.alignment.A if final else float("nan"),
         worst_drop=final.worst_drop["student"]["value"] if final else float("nan"),
         worst_node=final.worst_drop["student"]["node"] if final else "",

@@ -73,15 +73,17 @@ def quickstart(out: Path = Path("runs/quickstart"), family: Literal["gpt2"] = "g
                "wall_seconds": time.perf_counter() - start, "wandb_mode": resolve_mode(wandb)}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     rows = [["student", "params", "LD", "top-1", "A", "worst drop", "teacher worst", "ratio"]]
-    rows.append(["teacher", f"{results[0].teacher_parameters:,}" if results else "",
-                 f"{teacher_eval['logit_diff']:.2f}", f"{teacher_eval['top1']:.3f}",
-                 "", "", "", ""])
+    if results:
+        rows.append(["teacher", f"{results[0].teacher_parameters:,}", f"{results[0].teacher_logit_diff:.2f}",
+                     f"{teacher_eval['top1']:.3f}", "", "", "", ""])
     for r in results:
         rows.append([r.name, f"{r.parameters:,}", f"{r.logit_diff:.2f}", f"{r.top1:.3f}", f"{r.A:.3f}",
                      f"{r.worst_drop:.1f}% {r.worst_node}", f"{r.teacher_worst_drop:.1f}%",
                      f"{r.worst_drop / r.teacher_worst_drop:.2f}" if r.teacher_worst_drop else "inf"])
     print()
     print(_table(rows))
+    print("LD on the filtered analysis prompts; teacher top-1 on held-out prompts; A = alignment; "
+          "worst drop = largest single-node mean-ablation drop")
     print(f"\nfinished in {summary['wall_seconds']:.0f}s; results in {out}/summary.json and "
           f"{out}/analysis/<student>/step_<N>.json")
     if summary["wandb_mode"] == "offline":
