@@ -60,8 +60,9 @@ def planted_prompts(model, tokenizer):
     keep = (answers != wrongs).nonzero().flatten().tolist()
     assert len(keep) >= 10
     from kdmech.tasks.prompt_set import PromptSet
-    return PromptSet(base.texts.subset(keep), base.clean[keep], base.corrupted[keep],
-                     answers[keep], wrongs[keep], base.positions[keep])
+    chosen = PromptSet(base.texts.subset(keep), base.clean[keep], base.corrupted[keep],
+                       answers[keep], wrongs[keep], base.positions[keep])
+    return chosen, base
 
 
 def test_orders():
@@ -72,14 +73,15 @@ def test_orders():
 
 def test_discovery_finds_the_planted_head(tokenizer):
     model = planted_model(tokenizer)
-    prompts = planted_prompts(model, tokenizer)
+    prompts, base = planted_prompts(model, tokenizer)
     bridged = boot(model, tokenizer)
-    engine = AblationEngine(bridged, prompts, "mean", corrupted_activations(bridged, prompts))
+    # the means come from the whole corrupted set, as when the answers were chosen
+    engine = AblationEngine(bridged, prompts, "mean", corrupted_activations(bridged, base))
     circuit = discover(engine, 0.20)
     assert circuit.nodes == ["L1.H2"]
     assert circuit.edges == [["L1.H2", "resid_final"]]
     assert circuit.completeness == pytest.approx(100.0, abs=1e-3)
-    assert circuit.faithfulness < 0  # the answer flips without the head
+    assert circuit.faithfulness <= 0  # every answer flips without the head
 
 
 @pytest.fixture(scope="module")

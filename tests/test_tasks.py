@@ -86,5 +86,5 @@ def test_training_corpus_leaves_shift_room():
 
 
 def test_unknown_prompt_type_is_refused():
-    with pytest.raises(KdmechError, match="numeral prompt type 'sold' is unknown"):
-        NumeralTask(types=("sold",))
+    with pytest.raises(KdmechError, match="numeral prompt type 'eaten' is unknown"):
+        NumeralTask(types=("eaten",))
