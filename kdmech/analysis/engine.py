@@ -84,12 +84,20 @@ class AblationEngine:
         return captured["resid"]
 
     # --- ablation --------------------------------------------------------------------
-    def _replacement(self, hook_name: str, act: torch.Tensor) -> torch.Tensor:
-        if self.kind is AblationKind.ZERO:
-            return torch.zeros_like(act[: len(self.prompts)])
+    def replacement(self, hook_name: str) -> torch.Tensor:
+        """What an ablated node's activation becomes, per prompt: [N, T, ...] (hook shape)."""
+        n = len(self.prompts)
+        if self.kind is AblationKind.RESAMPLE:
+            return self.source.full[hook_name]
         if self.kind is AblationKind.MEAN:
-            return self.source.means[hook_name].expand_as(act[: len(self.prompts)])
-        return self.source.full[hook_name]
+            mean = self.source.means[hook_name]
+            return mean.expand(n, *mean.shape)
+        shape = self.source.means[hook_name].shape if self.source else None
+        if shape is None:  # zero ablation needs no corrupted run: take the shape from the cache
+            t = self.prompts.seq_len
+            shape = ((t, self.bridged.n_heads, self.bridged.d_model // self.bridged.n_heads)
+                     if hook_name.endswith("hook_z") else (t, self.bridged.d_model))
+        return torch.zeros(n, *shape)
 
     def _hooks(self, sets: list[list[Node]]) -> list:
         """Hooks that ablate sets[j] in rows j·N … (j+1)·N of a stacked batch."""
@@ -105,7 +113,7 @@ class AblationEngine:
         def make(name, todo):
             def hook(act, hook):
                 act = act.clone()
-                new = self._replacement(name, act)
+                new = self.replacement(name)
                 for rows, heads in todo:
                     if heads:
                         act[rows, :, heads] = new[:, :, heads]
@@ -117,22 +125,11 @@ class AblationEngine:
         return [(name, make(name, todo)) for name, todo in edits.items()]
 
     def _z_new(self, layer: int) -> torch.Tensor:
-        name = f"blocks.{layer}.attn.hook_z"
-        n, t = self.prompts.clean.shape
-        if self.kind is AblationKind.ZERO:
-            return torch.zeros(n, t, self.bridged.d_model)
-        if self.kind is AblationKind.MEAN:
-            return self.source.means[name].reshape(t, -1).expand(n, t, -1)
-        return self.source.full[name].reshape(n, t, -1)
+        """Replacement head outputs of a layer, heads concatenated: [N, T, d]."""
+        return self.replacement(f"blocks.{layer}.attn.hook_z").flatten(2)
 
     def _mlp_new(self, layer: int) -> torch.Tensor:
-        name = f"blocks.{layer}.hook_mlp_out"
-        n, t = self.prompts.clean.shape
-        if self.kind is AblationKind.ZERO:
-            return torch.zeros(n, t, self.bridged.d_model)
-        if self.kind is AblationKind.MEAN:
-            return self.source.means[name].expand(n, t, -1)
-        return self.source.full[name]
+        return self.replacement(f"blocks.{layer}.hook_mlp_out")
 
     def _runner_logit_diffs(self, nodes: list[Node]) -> torch.Tensor:
         p = self.prompts
