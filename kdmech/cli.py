@@ -14,10 +14,11 @@ def _commands() -> dict:
     from kdmech.commands.analyze import analyze
     from kdmech.commands.distil import distill
     from kdmech.commands.quickstart import quickstart
+    from kdmech.commands.report import report
     from kdmech.commands.train_teacher import train_teacher
 
     return {"train-teacher": train_teacher, "distill": distill, "quickstart": quickstart,
-            "analyze": analyze}
+            "analyze": analyze, "report": report}
 
 
 def _one_line(message: str) -> str:
@@ -39,11 +40,21 @@ def _bare_flags(argv: list[str]) -> list[str]:
     return out
 
 
+POSITIONAL = {"report": "--folder", "timeline": "--folder", "sweep": "--config_file"}
+
+
+def _positional(argv: list[str]) -> list[str]:
+    """`kdmech report DIR` reads better than `--folder DIR`; other options stay named."""
+    if len(argv) >= 2 and argv[0] in POSITIONAL and not argv[1].startswith("-"):
+        return [argv[0], POSITIONAL[argv[0]], *argv[1:]]
+    return argv
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("WANDB_SILENT", "true")
     from jsonargparse import ArgumentError, auto_cli
 
-    argv = _bare_flags(sys.argv[1:] if argv is None else list(argv))
+    argv = _positional(_bare_flags(sys.argv[1:] if argv is None else list(argv)))
     try:
         auto_cli(_commands(), args=argv, exit_on_error=False, as_positional=False)
     except ArgumentError as e:

@@ -57,15 +57,19 @@ class NoiseCurve:
 def summarise(sigmas, seeds, A) -> NoiseCurve:
     s = np.repeat(np.asarray(sigmas, float), len(seeds))
     a = np.asarray(A, float).ravel()
-    pos = s > 0
-    slope, intercept = np.polyfit(np.log(s[pos]), a[pos], 1)
-    pred = intercept + slope * np.log(s[pos])
-    ss_res, ss_tot = ((a[pos] - pred) ** 2).sum(), ((a[pos] - a[pos].mean()) ** 2).sum()
-    rho, p = spearmanr(s, a)
+    pos = (s > 0) & np.isfinite(a)
+    if len(set(s[pos])) >= 2:
+        slope, intercept = np.polyfit(np.log(s[pos]), a[pos], 1)
+        pred = intercept + slope * np.log(s[pos])
+        ss_res, ss_tot = ((a[pos] - pred) ** 2).sum(), ((a[pos] - a[pos].mean()) ** 2).sum()
+        r2 = float(1 - ss_res / ss_tot) if ss_tot > 0 else 1.0
+    else:  # a log fit needs two noise levels above zero
+        slope = intercept = r2 = float("nan")
+    finite = np.isfinite(a)
+    rho, p = spearmanr(s[finite], a[finite]) if finite.sum() > 2 else (float("nan"), float("nan"))
     means = np.asarray(A, float).mean(1)
     return NoiseCurve(list(map(float, sigmas)), list(seeds), [list(map(float, r)) for r in A],
-                      float(intercept), float(-slope), float(1 - ss_res / ss_tot) if ss_tot > 0 else 1.0,
-                      float(means[-2:].mean()), float(rho), float(p))
+                      float(intercept), float(-slope), r2, float(means[-2:].mean()), float(rho), float(p))
 
 
 def noise_curve(teacher_profile: ModelProfile, student, tokenizer, prompts: PromptSet,

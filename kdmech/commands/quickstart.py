@@ -12,11 +12,17 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Literal
 
+from kdmech.commands.analyze import AnalyzeOptions, analyze
 from kdmech.commands.distil import AnalysisSchedule, DistillTraining, distill
 from kdmech.commands.train_teacher import TeacherTraining, train_teacher
 from kdmech.errors import KdmechError
 from kdmech.models import CapacitySpec, TinyGPT2Spec
+from kdmech.report.html import write_report
 from kdmech.tracking import WandbMode, resolve_mode
+
+
+# Light enough for the quickstart's time budget: five noise levels, two seeds.
+PAIR_OPTIONS = AnalyzeOptions(noise_sigmas=(0.0, 0.05, 0.2, 0.5, 1.0), noise_seeds=2, n_boot=500)
 
 
 def _table(rows: list[list[str]]) -> str:
@@ -68,10 +74,15 @@ def quickstart(out: Path = Path("runs/quickstart"), family: Literal["gpt2"] = "g
               f"({student_training.steps} steps, analysis every {analysis.every_n_steps})")
         results.append(distill(str(teacher_dir), out, capacity, training=student_training,
                                analysis=analysis, wandb=wandb, progress=progress))
+    print("== pair analyses (sensitivity, noise validation, distribution shift) and the report")
+    for r in results:
+        analyze(str(teacher_dir), str(out / "students" / r.name), out / "pair-analysis" / r.name,
+                analysis.task, ["sensitivity", "noise", "shift"], PAIR_OPTIONS, progress)
     summary = {"teacher": {"path": str(teacher_dir), **teacher_eval},
                "students": [asdict(r) for r in results],
                "wall_seconds": time.perf_counter() - start, "wandb_mode": resolve_mode(wandb)}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    report_path = write_report(out)
     rows = [["student", "params", "LD", "top-1", "A", "worst drop", "teacher worst", "ratio"]]
     if results:
         rows.append(["teacher", f"{results[0].teacher_parameters:,}", f"{results[0].teacher_logit_diff:.2f}",
@@ -86,6 +97,7 @@ def quickstart(out: Path = Path("runs/quickstart"), family: Literal["gpt2"] = "g
           "worst drop = largest single-node mean-ablation drop")
     print(f"\nfinished in {summary['wall_seconds']:.0f}s; results in {out}/summary.json and "
           f"{out}/analysis/<student>/step_<N>.json")
+    print(f"report: {report_path}")
     if summary["wandb_mode"] == "offline":
         print(f"W&B runs are offline in {out}/wandb: view them with `wandb leet {out}/wandb`, "
               f"upload them with `wandb sync {out}/wandb/offline-run-*`")

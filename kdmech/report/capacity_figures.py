@@ -1,0 +1,84 @@
+"""Figures comparing students across capacity ratios (for `kdmech report`)."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from kdmech.report.collect import StudentRecord  # noqa: E402
+
+
+def _save(fig, path) -> None:
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
+def alignment_over_steps(records: list[StudentRecord], path) -> None:
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for r in records:
+        ax.plot([s.step for s in r.steps], [s.alignment.A for s in r.steps], "o-", label=r.name)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("alignment A")
+    ax.set_title("alignment with the teacher during distillation")
+    ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+def versus_ratio(records: list[StudentRecord], path) -> None:
+    """A, worst drop, severity, LD and circuit size against the parameter ratio."""
+    x = np.array([r.param_ratio for r in records])
+    fig, axes = plt.subplots(1, 4, figsize=(17, 3.8))
+    a = [r.final.alignment.A for r in records]
+    ci = [r.pair["alignment"]["ci95"]["A"] if r.pair else [v, v] for r, v in zip(records, a)]
+    axes[0].errorbar(x, a, yerr=np.abs(np.array(ci).T - a), fmt="o-", capsize=3)
+    axes[0].set_title("A (95% CI over prompts)")
+    worst = [r.final.worst_drop["student"]["value"] for r in records]
+    axes[1].plot(x, worst, "o-", label="student worst drop")
+    axes[1].axhline(records[0].final.worst_drop["teacher"]["value"], color="grey", ls="--", label="teacher")
+    axes[1].set_title("worst single-node drop (%)")
+    sev = [r.pair["sensitivity"]["student"]["heads"]["severity"] if r.pair and "sensitivity" in r.pair
+           else np.nan for r in records]
+    ax2 = axes[1].twinx()
+    ax2.plot(x, sev, "s:", color="tab:red", label="severity (heads)")
+    ax2.set_ylabel("severity", color="tab:red")
+    axes[1].legend(fontsize=7, loc="upper left")
+    axes[2].plot(x, [r.final.logit_diff["student"] for r in records], "o-", label="student")
+    axes[2].axhline(records[0].final.logit_diff["teacher"], color="grey", ls="--", label="teacher")
+    axes[2].set_title("logit difference")
+    axes[2].legend(fontsize=7)
+    nodes = [len(r.circuit["student"]["nodes"]) if r.circuit and "student" in r.circuit else np.nan
+             for r in records]
+    edges = [len(r.circuit["student"]["edges"]) if r.circuit and "student" in r.circuit else np.nan
+             for r in records]
+    axes[3].plot(x, nodes, "o-", label="nodes")
+    axes[3].plot(x, edges, "s-", label="edges")
+    t = next((r.circuit["teacher"] for r in records if r.circuit and "teacher" in r.circuit), None)
+    if t:
+        axes[3].axhline(len(t["nodes"]), color="grey", ls="--", label="teacher nodes")
+    axes[3].set_title("circuit size (T = 0.20)")
+    axes[3].legend(fontsize=7)
+    for ax in axes:
+        ax.set_xlabel("student / teacher parameters")
+    _save(fig, path)
+
+
+def noise_curves(records: list[StudentRecord], path) -> bool:
+    with_noise = [r for r in records if r.pair and "noise" in r.pair]
+    if not with_noise:
+        return False
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for r in with_noise:
+        n = r.pair["noise"]
+        sig = np.array(n["sigmas"])
+        x = np.where(sig > 0, sig, sig[sig > 0].min() / 3)
+        ax.plot(x, n["A_mean"], "o-", label=f"{r.name} (ρ {n['spearman_rho']:.2f}, plateau {n['plateau']:.3f})")
+    ax.set_xscale("log")
+    ax.set_xlabel("weight noise σ (σ = 0 at the left edge)")
+    ax.set_ylabel("A(teacher, noisy student)")
+    ax.set_title("validating A with noise")
+    ax.legend(fontsize=8)
+    _save(fig, path)
+    return True

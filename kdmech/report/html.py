@@ -1,0 +1,137 @@
+"""`kdmech report DIR`: one self-contained HTML page (images embedded, no network) plus the
+PNGs, comparing every student of a quickstart or sweep folder with its teacher."""
+
+from __future__ import annotations
+
+import base64
+import html
+import time
+from pathlib import Path
+
+from kdmech.report import capacity_figures as figs
+from kdmech.report import plots
+from kdmech.report.collect import StudentRecord, collect
+from kdmech.report.heatmap import save_influence_png
+
+STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
+th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-width:100%;margin:.5em 0}
+h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}.note{color:#666;font-size:.9em}"""
+
+
+def _img(path: Path, alt: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}">'
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    th = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><tr>{th}</tr>{body}</table>"
+
+
+def _f(x, fmt=".3f") -> str:
+    return "–" if x is None else format(x, fmt)
+
+
+def _summary_rows(records: list[StudentRecord]) -> list[list]:
+    rows = []
+    for r in records:
+        f, c = r.final, r.capacity
+        ci = r.pair["alignment"]["ci95"]["A"] if r.pair else None
+        sev = r.pair["sensitivity"]["student"]["heads"]["severity"] if r.pair and "sensitivity" in r.pair else None
+        circ = r.circuit["student"] if r.circuit and "student" in r.circuit else None
+        rows.append([r.name, c.get("depth", "?"), c.get("width", "?"), c.get("heads", "?"),
+                     f"{r.param_ratio:.2f}", _f(f.logit_diff["student"], ".2f"),
+                     _f(f.alignment.A) + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""),
+                     f"{f.worst_drop['student']['value']:.1f}% {f.worst_drop['student']['node']}",
+                     f"{f.worst_drop['ratio']:.2f}" + (" ⚑" if f.worst_drop["flag_2x"] else ""),
+                     _f(sev), f"{len(circ['nodes'])}/{len(circ['edges'])}" if circ else "–"])
+    return rows
+
+
+def write_report(root: str | Path) -> Path:
+    root = Path(root)
+    records = collect(root)
+    out = root / "report"
+    out.mkdir(exist_ok=True)
+    sections = []
+    first = records[0].final
+    sections.append(("Summary", _table(
+        ["student", "depth", "width", "heads", "params ratio", "LD", "A [95% CI]", "worst drop",
+         "ratio to teacher", "severity (heads)", "circuit nodes/edges"], _summary_rows(records))
+        + f'<p class="note">Teacher LD {first.logit_diff["teacher"]:.2f}, worst drop '
+          f'{first.worst_drop["teacher"]["value"]:.1f}% ({first.worst_drop["teacher"]["node"]}); '
+          f'task {html.escape(first.task)}, {html.escape(first.ablation)} ablation. ⚑ = worst drop over 2× the teacher\'s.</p>'))
+
+    figs.alignment_over_steps(records, out / "alignment_over_steps.png")
+    sections.append(("Alignment over training", _img(out / "alignment_over_steps.png", "A over steps")))
+    figs.versus_ratio(records, out / "capacity.png")
+    sections.append(("Capacity ratio", _img(out / "capacity.png", "metrics vs capacity ratio")))
+
+    heat = []
+    for r in records:
+        p = out / f"influence_{r.name}.png"
+        save_influence_png(p, r.final.influence["teacher"], r.final.influence["student"],
+                           f"{r.name}: influence at step {r.final.step}")
+        heat.append(f"<h3>{html.escape(r.name)}</h3>" + _img(p, f"influence {r.name}"))
+    sections.append(("Influence: teacher beside each student", "".join(heat)))
+
+    circ = []
+    for r in records:
+        if not (r.circuit and "student" in r.circuit):
+            circ.append(f"<p>{html.escape(r.name)}: no circuit ({html.escape(r.circuit.get('error', 'not computed') if r.circuit else 'not computed')})</p>")
+            continue
+        p = out / f"circuits_{r.name}.png"
+        shapes = {who: _shape(r.final.influence[who]) for who in ("teacher", "student")}
+        matched = {m.student: m.teacher for m in r.final.matching}
+        plots.circuits_png(p, {"teacher": r.circuit["teacher"], "student": r.circuit["student"]}, shapes, matched)
+        circ.append(f"<h3>{html.escape(r.name)} (step {r.circuit['step']})</h3>" + _img(p, f"circuits {r.name}"))
+    sections.append(("Circuits side by side", "".join(circ)))
+
+    match = []
+    for r in records:
+        rows = [[m.student, f"{r.final.influence['student'][m.student]:.1f}", m.teacher,
+                 f"{r.final.influence['teacher'][m.teacher]:.1f}", f"{m.similarity:.3f}"] for m in r.final.matching]
+        merges = ", ".join(f"{t} ← {', '.join(s)}" for t, s in r.final.merges.items()) or "none"
+        match.append(f"<h3>{html.escape(r.name)}</h3>" + _table(
+            ["student node", "influence", "matched teacher node", "teacher influence", "similarity"], rows)
+            + f'<p class="note">merges: {html.escape(merges)}</p>')
+    sections.append(("Matching", "".join(match)))
+
+    if figs.noise_curves(records, out / "noise.png"):
+        sections.append(("Noise validation", _img(out / "noise.png", "noise curves")))
+    else:
+        sections.append(("Noise validation", "<p>No pair analysis with noise in this folder.</p>"))
+    sections.append(("Distribution shift", _shift_table(records)))
+
+    body = "".join(f'<section id="{html.escape(t.lower().replace(" ", "-"))}"><h2>{html.escape(t)}</h2>{c}</section>'
+                   for t, c in sections)
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>kdmech report: {html.escape(root.name)}</title>"
+            f"<style>{STYLE}</style></head><body><h1>kdmech report: {html.escape(str(root))}</h1>"
+            f"<p class='note'>{len(records)} students; generated {time.strftime('%Y-%m-%d %H:%M')}</p>{body}</body></html>")
+    path = out / "report.html"
+    path.write_text(page)
+    return path
+
+
+def _shape(influence: dict[str, float]) -> tuple[int, int]:
+    from kdmech.report.heatmap import influence_grid
+
+    g = influence_grid(influence)
+    return g.shape[0], g.shape[1] - 1
+
+
+def _shift_table(records: list[StudentRecord]) -> str:
+    with_shift = [r for r in records if r.pair and "shift" in r.pair]
+    if not with_shift:
+        return "<p>No pair analysis with distribution shift in this folder.</p>"
+    names = [row["shift"] for row in with_shift[0].pair["shift"]]
+    header = ["shift", "teacher top-1 / LD"] + [f"{r.name} top-1 / LD" for r in with_shift]
+    rows = []
+    for i, name in enumerate(names):
+        t = with_shift[0].pair["shift"][i]
+        cell = lambda d, err: (f"{d['top1']:.2f} / {d['logit_diff']:.2f}" if d else f"not run: {err[:60]}")  # noqa: E731
+        rows.append([name, cell(t["teacher"], t["error"])]
+                    + [cell(r.pair["shift"][i]["student"], r.pair["shift"][i]["error"]) for r in with_shift])
+    return _table(header, rows)
