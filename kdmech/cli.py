@@ -15,10 +15,11 @@ def _commands() -> dict:
     from kdmech.commands.distil import distill
     from kdmech.commands.quickstart import quickstart
     from kdmech.commands.report import report
+    from kdmech.commands.sweep import sweep
     from kdmech.commands.train_teacher import train_teacher
 
     return {"train-teacher": train_teacher, "distill": distill, "quickstart": quickstart,
-            "analyze": analyze, "report": report}
+            "analyze": analyze, "report": report, "sweep": sweep}
 
 
 def _one_line(message: str) -> str:

@@ -39,7 +39,8 @@ def resolve_mode(mode: WandbMode = "auto") -> str:
 
 
 def make_logger(save_dir: str | Path, name: str, group: str, mode: WandbMode = "auto",
-                project: str = "kdmech", run_id: str | None = None, config: dict | None = None):
+                project: str = "kdmech", run_id: str | None = None, config: dict | None = None,
+                job_type: str | None = None):
     """A Lightning WandbLogger, or None when W&B is disabled."""
     from lightning.pytorch.loggers import WandbLogger
 
@@ -49,7 +50,7 @@ def make_logger(save_dir: str | Path, name: str, group: str, mode: WandbMode = "
     Path(save_dir).mkdir(parents=True, exist_ok=True)
     logger = WandbLogger(project=project, name=name, group=group, save_dir=str(save_dir),
                          offline=resolved == "offline", id=run_id, resume="allow" if run_id else None,
-                         config=config, settings={"quiet": True, "console": "off"})
+                         config=config, job_type=job_type, settings={"quiet": True, "console": "off"})
     return logger
 
 

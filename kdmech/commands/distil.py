@@ -98,7 +98,7 @@ def distill(teacher: str, out: Path, capacity: CapacitySpec = CapacitySpec(),
             loss: LossWeights = LossWeights(), training: DistillTraining = DistillTraining(),
             analysis: AnalysisSchedule = AnalysisSchedule(), strategy: str = "auto",
             devices: int = 1, resume: bool = False, wandb: WandbMode = "auto",
-            progress: bool = True) -> StudentResult:
+            progress: bool = True, group: str | None = None) -> StudentResult:
     """Distil one student from `teacher` and analyse it at checkpoints.
 
     Args:
@@ -115,6 +115,7 @@ def distill(teacher: str, out: Path, capacity: CapacitySpec = CapacitySpec(),
         resume: Continue from students/<name>/checkpoints/last.ckpt if it exists.
         wandb: W&B mode: auto (offline unless a key is configured), online, offline, disabled.
         progress: Show the progress bar.
+        group: W&B group (default: the capacity's name; sweeps group by sweep, then capacity).
     """
     quiet_lightning()
     start = time.perf_counter()
@@ -140,7 +141,8 @@ def distill(teacher: str, out: Path, capacity: CapacitySpec = CapacitySpec(),
         circuits=analysis.circuits)
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0,
                                  every_n_train_steps=max(1, analysis.every_n_steps or 100))
-    logger = make_logger(out, name=name, group=capacity.name, mode=wandb, run_id=run_id,
+    logger = make_logger(out, name=name, group=group or capacity.name, job_type=capacity.name,
+                         mode=wandb, run_id=run_id,
                          config={"teacher": teacher, "capacity": asdict(capacity), "init": init,
                                  "loss": asdict(loss), "training": asdict(training),
                                  "analysis": asdict(analysis)})

@@ -1,0 +1,143 @@
+"""`kdmech sweep sweeps/NAME.yaml`: run a capacity sweep (see kdmech.sweep)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from jsonargparse import ArgumentError, ArgumentParser
+
+from kdmech.commands.analyze import AnalyzeOptions, analyze
+from kdmech.commands.distil import distill
+from kdmech.commands.train_teacher import train_teacher
+from kdmech.errors import KdmechError
+from kdmech.report.html import write_report
+from kdmech.sweep import SweepState, expand, load_sweep, nested, point_name, varying_keys
+from kdmech.tracking import WandbMode, finish, resolve_mode
+
+PAIR_OPTIONS = AnalyzeOptions(noise_sigmas=(0.0, 0.05, 0.2, 0.5, 1.0), noise_seeds=2, n_boot=500)
+FIXED = ("teacher", "out", "name", "resume", "wandb", "progress", "group")
+
+
+def _distill_kwargs(point: dict) -> dict:
+    """Validate a point's options with the same parser as `kdmech distill`."""
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_function_arguments(distill, skip=set(FIXED))
+    unknown = [k for k in point if k.split(".")[0] not in {a.dest.split(".")[0] for a in parser._actions}]
+    if unknown:
+        raise KdmechError(f"sweep parameter {unknown[0]!r} is not a `kdmech distill` option")
+    try:
+        cfg = parser.parse_object(nested(point))
+    except ArgumentError as e:
+        raise KdmechError(f"sweep point {point}: {' '.join(str(e).split())}") from None
+    init = parser.instantiate_classes(cfg)
+    return {k: init[k] for k in cfg.keys() if "." not in k} | {
+        k.split(".")[0]: init[k.split(".")[0]] for k in cfg.keys() if "." in k}
+
+
+def _teacher(value: str, out: Path, mode: str, progress: bool) -> str:
+    if value != "tiny":
+        return value
+    folder = out / "teacher"
+    if not (folder / "eval.json").exists():
+        print(f"== training the tiny teacher into {folder}")
+        train_teacher(folder, wandb=mode, wandb_dir=out, progress=progress)
+    return str(folder)
+
+
+def sweep(config_file: Path, out: Path | None = None, count: int | None = None,
+          wandb: WandbMode = "auto", pair_analyses: bool = True, project: str = "kdmech",
+          progress: bool = True) -> dict:
+    """Run a W&B-format capacity sweep: online through a W&B agent, offline point by point.
+
+    Args:
+        config_file: Sweep YAML in W&B's format (method, parameters, ...).
+        out: Sweep folder (default runs/sweeps/<sweep name>).
+        count: Points to run (random sweeps; for grids, at most this many).
+        wandb: W&B mode: auto (offline unless a key is configured), online, offline, disabled.
+        pair_analyses: After the points, run sensitivity, noise and shift per student for the report.
+        project: W&B project.
+        progress: Show progress bars.
+    """
+    config = load_sweep(config_file)
+    mode = resolve_mode(wandb)
+    out = Path(out or Path("runs/sweeps") / config["name"])
+    teacher_spec = config["parameters"].get("teacher", {}).get("value")
+    if not teacher_spec:
+        raise KdmechError("a sweep needs `teacher: {value: ...}` (a model name, a folder, or tiny)")
+    points = None if mode == "online" else expand(config, count)
+    if points:
+        for p in points:  # validate every point before any work
+            _distill_kwargs({k: v for k, v in p.items() if k != "teacher"})
+    out.mkdir(parents=True, exist_ok=True)
+    teacher = _teacher(teacher_spec, out, mode, progress)
+    if mode == "online":
+        _online(config, teacher, out, count, project)
+    else:
+        _local(config, points, teacher, out, mode, progress)
+    state = SweepState(out, config["name"], points or [])
+    if pair_analyses:
+        for name in state.data["done"]:
+            if not (out / "pair-analysis" / name / "analysis.json").exists():
+                print(f"== pair analysis of {name}")
+                analyze(teacher, str(out / "students" / name), out / "pair-analysis" / name,
+                        analyses=["sensitivity", "noise", "shift"], options=PAIR_OPTIONS, progress=progress)
+    path = write_report(out)
+    _upload_report(path, out, config["name"], mode, project)
+    print(f"sweep {config['name']}: {len(state.data['done'])} points done; report {path}")
+    return state.data
+
+
+def _local(config, points, teacher, out, mode, progress) -> None:
+    state = SweepState(out, config["name"], points)
+    varying = varying_keys(config)
+    for i, point in enumerate(points, 1):
+        name = point_name(point, varying)
+        if state.done(name):
+            print(f"== point {i}/{len(points)} {name}: done already, skipped")
+            continue
+        resume = (out / "checkpoints" / name / "last.ckpt").exists()
+        print(f"== point {i}/{len(points)} {name}" + (" (resuming from its checkpoint)" if resume else ""))
+        kwargs = _distill_kwargs({k: v for k, v in point.items() if k != "teacher"})
+        result = distill(teacher, out, name=name, resume=resume, wandb=mode, progress=progress,
+                         group=config["name"], **kwargs)
+        state.finish(name, asdict(result) | {"point": point})
+
+
+def _online(config, teacher, out, count, project) -> None:
+    import wandb
+
+    cfg = json.loads(json.dumps(config))
+    cfg["parameters"]["teacher"] = {"value": str(Path(teacher).resolve()) if Path(teacher).exists() else teacher}
+    cfg["parameters"]["out"] = {"value": str(out.resolve())}
+    cfg.setdefault("command", ["${env}", "kdmech", "distill", "${args}"])
+    try:
+        sweep_id = wandb.sweep(cfg, project=project)
+    except Exception as e:  # noqa: BLE001 - any W&B failure becomes one line
+        raise KdmechError(f"could not create the W&B sweep: {str(e).strip().splitlines()[0]}") from None
+    print(f"W&B sweep {sweep_id} created; start more agents on other machines with\n"
+          f"    wandb agent <entity>/{project}/{sweep_id}")
+    state = SweepState(out, config["name"], [])
+    varying = varying_keys(config)
+
+    def run_point():
+        run = wandb.init()
+        point = {k: v for k, v in dict(run.config).items() if k not in ("teacher", "out")}
+        name = point_name(point, varying)
+        result = distill(teacher, out, name=name, wandb="online", group=config["name"],
+                         **_distill_kwargs(point))
+        state.finish(name, asdict(result) | {"point": point})
+
+    wandb.agent(sweep_id, function=run_point, count=count, project=project)
+
+
+def _upload_report(path: Path, out: Path, name: str, mode: str, project: str) -> None:
+    if mode == "disabled":
+        return
+    import wandb
+
+    run = wandb.init(project=project, dir=str(out), mode=mode, group=name, job_type="report",
+                     name=f"{name}-report", settings=wandb.Settings(quiet=True, console="off"))
+    run.log({"report": wandb.Html(path.read_text())})
+    finish()

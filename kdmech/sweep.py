@@ -1,0 +1,134 @@
+"""Capacity sweeps from W&B sweep YAML.
+
+Online, W&B is the engine: the sweep is created on the server and this process runs an agent;
+more agents on other machines join with `wandb agent ENTITY/PROJECT/SWEEP_ID`. Offline (the
+default without a W&B key) a local runner expands the same YAML — `grid` and `random`;
+`bayes` needs the server — and runs the points one after another with the same run semantics
+as `kdmech distill`, recording finished points in `sweep.json` so an interrupted sweep resumes
+where it stopped (an interrupted point continues from its last checkpoint).
+
+Parameters are `kdmech distill` options in dotted form (`capacity.depth`, `training.seed`, …).
+`teacher: {value: tiny}` trains (once) the tiny teacher into `<out>/teacher`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import random
+from pathlib import Path
+
+import yaml
+
+from kdmech.errors import KdmechError
+
+SAMPLERS = {"grid", "random", "bayes"}
+
+
+def load_sweep(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise KdmechError(f"sweep file {str(path)!r} does not exist")
+    try:
+        config = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise KdmechError(f"sweep file {str(path)!r} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(config, dict) or not isinstance(config.get("parameters"), dict):
+        raise KdmechError(f"sweep file {str(path)!r} needs a 'parameters' mapping (W&B sweep format)")
+    if config.get("method") not in SAMPLERS:
+        raise KdmechError(f"sweep method {config.get('method')!r} is unknown; accepted: {sorted(SAMPLERS)}")
+    config.setdefault("name", path.stem)
+    return config
+
+
+def _sample(spec: dict, rng: random.Random):
+    if "value" in spec:
+        return spec["value"]
+    if "values" in spec:
+        return rng.choice(spec["values"])
+    dist = spec.get("distribution", "uniform")
+    lo, hi = spec.get("min"), spec.get("max")
+    if dist == "int_uniform":
+        return rng.randint(lo, hi)
+    if dist == "uniform":
+        return rng.uniform(lo, hi)
+    if dist == "log_uniform_values":
+        return math.exp(rng.uniform(math.log(lo), math.log(hi)))
+    raise KdmechError(f"distribution {dist!r} is not supported offline; accepted: value, values, "
+                      f"uniform, int_uniform, log_uniform_values")
+
+
+def expand(config: dict, count: int | None = None, seed: int = 0) -> list[dict]:
+    """The points of a sweep, in order: a grid's cartesian product, or `count` random draws."""
+    params = config["parameters"]
+    method = config["method"]
+    if method == "bayes":
+        raise KdmechError("bayes search needs the W&B server: configure a W&B key and run online, "
+                          "or use method grid or random")
+    if method == "grid":
+        keys = list(params)
+        choices = []
+        for k in keys:
+            spec = params[k]
+            if "value" in spec:
+                choices.append([spec["value"]])
+            elif "values" in spec:
+                choices.append(list(spec["values"]))
+            else:
+                raise KdmechError(f"grid parameter {k!r} needs value or values, got {spec}")
+        return [dict(zip(keys, combo)) for combo in itertools.product(*choices)]
+    n = count or config.get("run_cap")
+    if not n:
+        raise KdmechError("a random sweep needs a count (--count N or run_cap in the YAML)")
+    rng = random.Random(seed)
+    return [{k: _sample(spec, rng) for k, spec in params.items()} for _ in range(n)]
+
+
+def point_name(point: dict, varying: list[str]) -> str:
+    """Readable and unique: the capacity, the seed, and a short hash of other swept values."""
+    depth, width = point.get("capacity.depth", 0.5), point.get("capacity.width", 1.0)
+    heads = point.get("capacity.heads", 1.0)
+    name = f"d{depth:g}-w{width:g}-h{heads:g}-s{point.get('training.seed', 0)}"
+    rest = {k: point[k] for k in varying
+            if k not in ("capacity.depth", "capacity.width", "capacity.heads", "training.seed")}
+    if rest:
+        name += "-" + hashlib.sha1(json.dumps(rest, sort_keys=True).encode()).hexdigest()[:6]
+    return name
+
+
+def varying_keys(config: dict) -> list[str]:
+    return [k for k, spec in config["parameters"].items() if "value" not in spec]
+
+
+def nested(point: dict) -> dict:
+    """{"capacity.depth": 0.5} → {"capacity": {"depth": 0.5}} (what the distill parser reads)."""
+    out: dict = {}
+    for key, value in point.items():
+        node = out
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return out
+
+
+class SweepState:
+    """sweep.json: finished points and their results, rewritten atomically after each."""
+
+    def __init__(self, out: Path, name: str, points: list[dict]):
+        self.path = out / "sweep.json"
+        self.data = json.loads(self.path.read_text()) if self.path.exists() else {}
+        self.data.update({"name": name, "points": points})
+        self.data.setdefault("done", {})
+
+    def done(self, name: str) -> bool:
+        return name in self.data["done"]
+
+    def finish(self, name: str, result: dict) -> None:
+        self.data["done"][name] = result
+        self.data["students"] = list(self.data["done"].values())
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.data, indent=1))
+        tmp.replace(self.path)
