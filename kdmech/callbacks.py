@@ -28,13 +28,18 @@ class CircuitAnalysisCallback(L.Callback):
     def __init__(self, teacher, tokenizer, prompts: PromptSet, out_dir: str | Path,
                  every_n_steps: int = 100, ablation: AblationKind = AblationKind.MEAN,
                  compare_options: dict | None = None, circuit_every_n_steps: int = 0,
-                 circuit_threshold: float = 0.20, circuits: bool = True):
+                 circuit_threshold: float = 0.20, circuits: bool = True,
+                 student_name: str | None = None):
         self.teacher, self.tokenizer, self.prompts = teacher, tokenizer, prompts
         self.out_dir = Path(out_dir)
         self.every, self.ablation = every_n_steps, AblationKind(ablation)
         self.compare_options = compare_options or {}
         self.circuit_every, self.circuit_threshold = circuit_every_n_steps, circuit_threshold
         self.circuits = circuits
+        # With several students in one module (shared teacher pass), each callback watches one
+        # of them and prefixes its W&B keys with the student's name.
+        self.student_name = student_name
+        self.prefix = f"{student_name}/" if student_name else ""
         self.teacher_profile = None
         self.teacher_circuit = None
         self.last_student = None
@@ -49,7 +54,8 @@ class CircuitAnalysisCallback(L.Callback):
         start = time.perf_counter()
         if self.teacher_profile is None:
             self.teacher_profile = profile(self.teacher, self.tokenizer, self.prompts, self.ablation)
-        student = profile(pl_module.student, self.tokenizer, self.prompts, self.ablation)
+        model = pl_module.student_named(self.student_name) if self.student_name else pl_module.student
+        student = profile(model, self.tokenizer, self.prompts, self.ablation)
         self.last_student = student
         result = compare(self.teacher_profile, student, step, self.prompts.task,
                          **self.compare_options)
@@ -62,7 +68,7 @@ class CircuitAnalysisCallback(L.Callback):
         self._log(trainer, result)
         if self.circuits and (final or (self.circuit_every and step % self.circuit_every == 0)):
             self._circuits(trainer, step, student)
-        print(f"[analysis] step {step}: LD teacher {result.logit_diff['teacher']:.2f} "
+        print(f"[analysis] {self.prefix}step {step}: LD teacher {result.logit_diff['teacher']:.2f} "
                        f"student {result.logit_diff['student']:.2f}, A {result.alignment.A:.3f}, "
                        f"worst drop {result.worst_drop['student']['value']:.1f}% "
                        f"({result.worst_drop['student']['node']}) "
@@ -73,27 +79,29 @@ class CircuitAnalysisCallback(L.Callback):
         if logger is None:
             return
         a = r.alignment
-        logger.log_metrics({
+        metrics = {
             "analysis/ld_teacher": r.logit_diff["teacher"], "analysis/ld_student": r.logit_diff["student"],
             "analysis/A": a.A, "analysis/A_heads": a.A_heads, "analysis/A_mlp": a.A_mlp,
             "analysis/mean_similarity": a.mean_similarity,
             "analysis/worst_drop_student": r.worst_drop["student"]["value"],
             "analysis/worst_drop_teacher": r.worst_drop["teacher"]["value"],
             "analysis/worst_drop_ratio": r.worst_drop["ratio"],
-        }, step=r.step)
+        }
+        logger.log_metrics({k.replace("analysis/", f"analysis/{self.prefix}", 1): v
+                            for k, v in metrics.items()}, step=r.step)
         if not hasattr(logger, "log_table"):
             return
         t_inf, s_inf = r.influence["teacher"], r.influence["student"]
         rows = [[m.student, s_inf[m.student], m.teacher, t_inf[m.teacher], m.similarity]
                 for m in r.matching]
-        logger.log_table("analysis/nodes", columns=["student_node", "influence_student",
+        logger.log_table(f"analysis/{self.prefix}nodes", columns=["student_node", "influence_student",
                                                     "matched_teacher_node", "influence_teacher",
                                                     "similarity"], data=rows, step=r.step)
         import matplotlib.pyplot as plt
         import wandb
 
         fig = influence_figure(t_inf, s_inf, f"influence at step {r.step}")
-        logger.log_image("analysis/influence", images=[wandb.Image(fig)], step=r.step)
+        logger.log_image(f"analysis/{self.prefix}influence", images=[wandb.Image(fig)], step=r.step)
         plt.close(fig)
 
     def _circuits(self, trainer: L.Trainer, step: int, student) -> None:
@@ -119,13 +127,13 @@ class CircuitAnalysisCallback(L.Callback):
         if logger is None or not hasattr(logger, "experiment"):
             return
         if circuit is not None:
-            logger.log_metrics({"circuit/student_nodes": len(circuit.nodes),
-                                "circuit/student_edges": len(circuit.edges),
-                                "circuit/student_completeness": circuit.completeness,
+            logger.log_metrics({f"circuit/{self.prefix}student_nodes": len(circuit.nodes),
+                                f"circuit/{self.prefix}student_edges": len(circuit.edges),
+                                f"circuit/{self.prefix}student_completeness": circuit.completeness,
                                 "circuit/teacher_nodes": len(self.teacher_circuit.nodes)}, step=step)
         import wandb
 
-        artifact = wandb.Artifact(f"circuit-{logger.experiment.name}", type="circuit",
+        artifact = wandb.Artifact(f"circuit-{self.student_name or logger.experiment.name}", type="circuit",
                                   metadata={"step": step})
         artifact.add_file(str(path))
         artifact.add_file(str(self.out_dir / f"step_{step}.json"))

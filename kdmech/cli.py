@@ -13,12 +13,13 @@ from kdmech.errors import KdmechError
 def _commands() -> dict:
     from kdmech.commands.analyze import analyze
     from kdmech.commands.distil import distill
+    from kdmech.commands.distil_shared import distill_shared
     from kdmech.commands.quickstart import quickstart
     from kdmech.commands.report import report
     from kdmech.commands.sweep import sweep
     from kdmech.commands.train_teacher import train_teacher
 
-    return {"train-teacher": train_teacher, "distill": distill, "quickstart": quickstart,
+    return {"train-teacher": train_teacher, "distill": distill, "distill-shared": distill_shared, "quickstart": quickstart,
             "analyze": analyze, "report": report, "sweep": sweep}
 
 

@@ -49,3 +49,25 @@ def test_narrow_student_trains_a_projection(tokenizer):
     opt = module.configure_optimizers()["optimizer"]
     in_opt = {id(p) for g in opt.param_groups for p in g["params"]}
     assert id(module.projection.weight) in in_opt
+
+
+def test_shared_teacher_module_gives_each_student_its_own_loss(tokenizer):
+    from kdmech.distill.shared import SharedTeacherModule
+
+    teacher = TinyGPT2Spec(n_layer=2, n_head=2, n_embd=16).build(tokenizer, seed=0)
+    a, pa = build_gpt2_student(teacher, CapacitySpec(depth=0.5))
+    b, pb = build_gpt2_student(teacher, CapacitySpec(depth=1.0, width=0.5, heads=0.5))
+    shared = SharedTeacherModule(teacher, {"a.x": a, "b": b}, {"a.x": [0], "b": [0, 1]})
+    ids = torch.randint(0, len(tokenizer), (3, 9))
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    shared.log_dict = shared.log = lambda *args, **kw: None  # no trainer attached
+    total = shared.training_step(batch, 0)
+    alone_a = DistillationModule(teacher, a, [0]).losses(batch)["loss"]
+    alone_b = DistillationModule(teacher, b, [0, 1])
+    alone_b.projection = shared.projections["b"]
+    assert torch.allclose(total, alone_a + alone_b.losses(batch)["loss"], atol=1e-5)
+    assert shared.student_named("a.x") is a
+    opt = shared.configure_optimizers()["optimizer"]
+    in_opt = {id(p) for g in opt.param_groups for p in g["params"]}
+    assert not in_opt & {id(p) for p in teacher.parameters()}
+    assert id(shared.projections["b"].weight) in in_opt

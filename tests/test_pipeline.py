@@ -123,3 +123,20 @@ def test_ddp_on_two_cpu_processes(trained_teacher, tmp_path):
     analysis = tmp_path / "analysis" / "d0.5-w1-h1"
     assert sorted(p.name for p in analysis.glob("step_*.json")) == ["step_0.json", "step_10.json"]
     assert (tmp_path / "students" / "d0.5-w1-h1" / "model.safetensors").exists()
+
+
+def test_distill_shared_writes_the_contract_for_every_student(trained_teacher, tmp_path):
+    from kdmech.commands.distil_shared import distill_shared
+
+    teacher, _ = trained_teacher
+    results = distill_shared(str(teacher), tmp_path, [CapacitySpec(depth=0.25), CapacitySpec(depth=0.5)],
+                             training=DistillTraining(steps=20),
+                             analysis=AnalysisSchedule(every_n_steps=10, per_type=8, circuits=False),
+                             wandb="disabled", progress=False)
+    assert [r.name for r in results] == ["d0.25-w1-h1", "d0.5-w1-h1"]
+    for r in results:
+        assert r.steps == [0, 10, 20]
+        assert (tmp_path / "students" / r.name / "provenance.json").exists()
+        assert (tmp_path / "analysis" / r.name / "step_20.json").exists()
+    ckpt = torch.load(tmp_path / "checkpoints" / "shared" / "last.ckpt", weights_only=False)
+    assert not any(k.startswith("teacher.") for k in ckpt["state_dict"])

@@ -51,6 +51,8 @@ class AnalysisSchedule:
     """Circuits (with edges) and probes every N steps; 0 = only at the end."""
     circuits: bool = True
     """Discover circuits at all (at the end and on `circuit_every_n_steps`)."""
+    enabled: bool = True
+    """Run checkpoint analyses at all (off: plain distillation, e.g. for timing)."""
     task: str = "numerals"
     per_type: int = 128
     """Prompts per prompt type."""
@@ -124,7 +126,7 @@ def distill(teacher: str, out: Path, capacity: CapacitySpec = CapacitySpec(),
     teacher_model, tokenizer = load_causal_lm(teacher)
     L.seed_everything(training.seed, verbose=False)
     student, provenance = build_gpt2_student(teacher_model, capacity, init, seed=training.seed)
-    prompts = _prompts(teacher_model, tokenizer, analysis)
+    prompts = _prompts(teacher_model, tokenizer, analysis) if analysis.enabled else None
     student_dir, analysis_dir = out / "students" / name, out / "analysis" / name
     ckpt_dir = out / "checkpoints" / name
     last = ckpt_dir / "last.ckpt"
@@ -147,14 +149,16 @@ def distill(teacher: str, out: Path, capacity: CapacitySpec = CapacitySpec(),
                                  "loss": asdict(loss), "training": asdict(training),
                                  "analysis": asdict(analysis)})
     data = CorpusDataModule(tokenizer, training.n_train, 500, training.batch_size, training.seed)
-    fit = trainer(training.steps, logger, [callback, checkpoint], strategy, devices,
+    fit = trainer(training.steps, logger, [callback, checkpoint] if analysis.enabled else [checkpoint],
+                  strategy, devices,
                   default_root_dir=out, progress=progress, val_every=None)
     try:
         if fit.is_global_zero:
             if fit.world_size > 1:
                 print(f"distributed: {fit.world_size} processes, strategy {strategy}")
-            analysis_dir.mkdir(parents=True, exist_ok=True)
-            prompts.save(analysis_dir / "prompts.json")
+            if prompts is not None:
+                analysis_dir.mkdir(parents=True, exist_ok=True)
+                prompts.save(analysis_dir / "prompts.json")
             if logger is not None:
                 ckpt_dir.mkdir(parents=True, exist_ok=True)
                 run_id_file.write_text(logger.experiment.id)
@@ -163,7 +167,8 @@ def distill(teacher: str, out: Path, capacity: CapacitySpec = CapacitySpec(),
         finish()
     if not fit.is_global_zero:
         return None
-    scores = accuracy_and_ld(student, prompts)
+    scores = (accuracy_and_ld(student, prompts) if prompts is not None
+              else {"logit_diff": float("nan"), "top1": float("nan")})
     with atomic_dir(student_dir) as tmp:
         student.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)

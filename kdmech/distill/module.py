@@ -9,6 +9,31 @@ from kdmech.distill.lm_module import adamw_with_warmup
 from kdmech.distill.losses import LossWeights, causal_lm_ce, hidden_cosine, kd_kl
 
 
+def teacher_outputs(teacher, batch):
+    return teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                   output_hidden_states=True)
+
+
+def distillation_terms(student, t, batch, layer_map: list[int], w: LossWeights,
+                       projection=None) -> dict[str, torch.Tensor]:
+    """The three loss terms and their weighted sum for one student, given the teacher's
+    outputs `t` on the same batch (computed once, however many students share them)."""
+    ids, attn = batch["input_ids"], batch["attention_mask"]
+    mask = attn.bool()
+    s = student(input_ids=ids, attention_mask=attn, output_hidden_states=True)
+    # hidden_states[0] is the embedding output and hidden_states[i + 1] block i's output (HF
+    # applies the final LayerNorm to the last one). every_k maps last layer to last layer,
+    # so both sides of that pair are post-LayerNorm.
+    out = {
+        "kl": kd_kl(s.logits, t.logits, mask, w.temperature),
+        "ce": causal_lm_ce(s.logits, ids, mask),
+        "cos": hidden_cosine([s.hidden_states[i + 1] for i in range(len(layer_map))],
+                             [t.hidden_states[j + 1] for j in layer_map], mask, projection),
+    }
+    out["loss"] = w.alpha_kl * out["kl"] + w.alpha_ce * out["ce"] + w.alpha_cos * out["cos"]
+    return out
+
+
 class DistillationModule(L.LightningModule):
     """Trains `student` against a frozen `teacher`.
 
@@ -36,24 +61,9 @@ class DistillationModule(L.LightningModule):
         return self
 
     def losses(self, batch) -> dict[str, torch.Tensor]:
-        ids, attn = batch["input_ids"], batch["attention_mask"]
-        mask = attn.bool()
         with torch.no_grad():
-            t = self.teacher(input_ids=ids, attention_mask=attn, output_hidden_states=True)
-        s = self.student(input_ids=ids, attention_mask=attn, output_hidden_states=True)
-        w = self.weights
-        # hidden_states[0] is the embedding output and hidden_states[i + 1] block i's output (HF
-        # applies the final LayerNorm to the last one). every_k maps last layer to last layer,
-        # so both sides of that pair are post-LayerNorm.
-        out = {
-            "kl": kd_kl(s.logits, t.logits, mask, w.temperature),
-            "ce": causal_lm_ce(s.logits, ids, mask),
-            "cos": hidden_cosine([s.hidden_states[i + 1] for i in range(len(self.layer_map))],
-                                 [t.hidden_states[j + 1] for j in self.layer_map],
-                                 mask, self.projection),
-        }
-        out["loss"] = w.alpha_kl * out["kl"] + w.alpha_ce * out["ce"] + w.alpha_cos * out["cos"]
-        return out
+            t = teacher_outputs(self.teacher, batch)
+        return distillation_terms(self.student, t, batch, self.layer_map, self.weights, self.projection)
 
     def training_step(self, batch, batch_idx):
         terms = self.losses(batch)

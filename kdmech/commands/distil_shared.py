@@ -1,0 +1,112 @@
+"""`kdmech distill-shared`: several students, one teacher forward pass per batch.
+
+Same outputs per student as `kdmech distill` (students/<name>, analysis/<name>); one
+checkpoint for the whole module under checkpoints/shared/ and one W&B run whose keys carry
+each student's name.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from kdmech.callbacks import CircuitAnalysisCallback
+from kdmech.commands.common import atomic_dir, quiet_lightning, trainer
+from kdmech.commands.distil import AnalysisSchedule, DistillTraining, StudentResult, _prompts
+from kdmech.distill import CorpusDataModule, LossWeights
+from kdmech.distill.shared import SharedTeacherModule
+from kdmech.errors import KdmechError
+from kdmech.models import CapacitySpec, build_gpt2_student, load_causal_lm
+from kdmech.models.capacity import InitStrategy
+from kdmech.tasks.filtering import accuracy_and_ld
+from kdmech.tracking import WandbMode, finish, make_logger
+
+
+def distill_shared(teacher: str, out: Path, capacities: list[CapacitySpec],
+                   init: InitStrategy = "every_k", loss: LossWeights = LossWeights(),
+                   training: DistillTraining = DistillTraining(),
+                   analysis: AnalysisSchedule = AnalysisSchedule(), strategy: str = "auto",
+                   devices: int = 1, resume: bool = False, wandb: WandbMode = "auto",
+                   progress: bool = True) -> list[StudentResult]:
+    """Distil one student per capacity against a single teacher pass per batch.
+
+    Args:
+        teacher: Hub name (e.g. gpt2) or a save_pretrained folder.
+        out: Run folder (students/<name>, analysis/<name>, checkpoints/shared, wandb/).
+        capacities: One student per capacity (names must differ).
+        init: Initialisation from the teacher: every_k, first_k or random.
+        loss: Distillation loss weights and temperature.
+        training: Optimisation settings (shared by all students).
+        analysis: Checkpoint analysis settings (applied to every student).
+        strategy: Lightning strategy (auto, ddp, ...).
+        devices: Number of devices.
+        resume: Continue from checkpoints/shared/last.ckpt if it exists.
+        wandb: W&B mode: auto (offline unless a key is configured), online, offline, disabled.
+        progress: Show the progress bar.
+    """
+    quiet_lightning()
+    start = time.perf_counter()
+    out = Path(out)
+    names = [c.name for c in capacities]
+    if not capacities or len(set(names)) != len(names):
+        raise KdmechError(f"distill-shared needs one or more distinct capacities, got {names}")
+    teacher_model, tokenizer = load_causal_lm(teacher)
+    L.seed_everything(training.seed, verbose=False)
+    built = {c.name: build_gpt2_student(teacher_model, c, init, seed=training.seed) for c in capacities}
+    prompts = _prompts(teacher_model, tokenizer, analysis) if analysis.enabled else None
+    module = SharedTeacherModule(
+        teacher_model, {n: s for n, (s, _) in built.items()},
+        {n: [int(v) for v in p["layer_map"].values()] for n, (_, p) in built.items()},
+        loss, training.lr, training.warmup_steps)
+    callbacks = []
+    if analysis.enabled:
+        callbacks = [CircuitAnalysisCallback(
+            teacher_model, tokenizer, prompts, out / "analysis" / n, analysis.every_n_steps,
+            analysis.ablation, {"direction": analysis.matching_direction, "mlp_method": analysis.mlp_similarity,
+                                "normalisation": analysis.normalisation},
+            analysis.circuit_every_n_steps, circuits=analysis.circuits, student_name=n) for n in names]
+    ckpt_dir = out / "checkpoints" / "shared"
+    last = ckpt_dir / "last.ckpt"
+    callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0,
+                                     every_n_train_steps=max(1, analysis.every_n_steps or 100)))
+    logger = make_logger(out, name="shared-" + "+".join(names), group="shared", mode=wandb,
+                         config={"teacher": teacher, "capacities": [asdict(c) for c in capacities],
+                                 "loss": asdict(loss), "training": asdict(training)})
+    data = CorpusDataModule(tokenizer, training.n_train, 500, training.batch_size, training.seed)
+    fit = trainer(training.steps, logger, callbacks, strategy, devices, default_root_dir=out,
+                  progress=progress)
+    try:
+        if fit.is_global_zero and prompts is not None:
+            for n in names:
+                (out / "analysis" / n).mkdir(parents=True, exist_ok=True)
+                prompts.save(out / "analysis" / n / "prompts.json")
+        fit.fit(module, data, ckpt_path=str(last) if resume and last.exists() else None)
+    finally:
+        finish()
+    if not fit.is_global_zero:
+        return []
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    results = []
+    for cb_index, (n, (student, prov)) in enumerate(built.items()):
+        with atomic_dir(out / "students" / n) as tmp:
+            student.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            (tmp / "provenance.json").write_text(json.dumps(prov, indent=1))
+        final = callbacks[cb_index].results[-1] if analysis.enabled and callbacks[cb_index].results else None
+        scores = accuracy_and_ld(student, prompts) if prompts is not None else {"logit_diff": float("nan"), "top1": float("nan")}
+        results.append(StudentResult(
+            name=n, parameters=count(student), teacher_parameters=count(teacher_model),
+            logit_diff=scores["logit_diff"], top1=scores["top1"],
+            teacher_logit_diff=final.logit_diff["teacher"] if final else float("nan"),
+            A=final.alignment.A if final else float("nan"),
+            worst_drop=final.worst_drop["student"]["value"] if final else float("nan"),
+            worst_node=final.worst_drop["student"]["node"] if final else "",
+            teacher_worst_drop=final.worst_drop["teacher"]["value"] if final else float("nan"),
+            seconds=time.perf_counter() - start,
+            steps=[r.step for r in callbacks[cb_index].results] if analysis.enabled else []))
+    return results
