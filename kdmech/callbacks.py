@@ -43,6 +43,7 @@ class CircuitAnalysisCallback(L.Callback):
         self.teacher_profile = None
         self.teacher_circuit = None
         self.last_student = None
+        self.nodes_table = None
         self.done: set[int] = set()
         self.results: list[PairAnalysis] = []
 
@@ -89,16 +90,23 @@ class CircuitAnalysisCallback(L.Callback):
         }
         logger.log_metrics({k.replace("analysis/", f"analysis/{self.prefix}", 1): v
                             for k, v in metrics.items()}, step=r.step)
-        if not hasattr(logger, "log_table"):
+        if not hasattr(logger, "experiment"):
             return
-        t_inf, s_inf = r.influence["teacher"], r.influence["student"]
-        rows = [[m.student, s_inf[m.student], m.teacher, t_inf[m.teacher], m.similarity]
-                for m in r.matching]
-        logger.log_table(f"analysis/{self.prefix}nodes", columns=["student_node", "influence_student",
-                                                    "matched_teacher_node", "influence_teacher",
-                                                    "similarity"], data=rows, step=r.step)
-        import matplotlib.pyplot as plt
         import wandb
+
+        t_inf, s_inf = r.influence["teacher"], r.influence["student"]
+        if self.nodes_table is None:
+            # One table for the whole run, grown at every checkpoint (W&B incremental mode):
+            # W&B's charts can then follow any node over steps.
+            self.nodes_table = wandb.Table(columns=["step", "student_node", "influence_student",
+                                                    "matched_teacher_node", "influence_teacher",
+                                                    "similarity"], log_mode="INCREMENTAL")
+        for m in r.matching:
+            self.nodes_table.add_data(r.step, m.student, s_inf[m.student], m.teacher,
+                                      t_inf[m.teacher], m.similarity)
+        logger.experiment.log({f"analysis/{self.prefix}nodes": self.nodes_table,
+                               "trainer/global_step": r.step})
+        import matplotlib.pyplot as plt
 
         fig = influence_figure(t_inf, s_inf, f"influence at step {r.step}")
         logger.log_image(f"analysis/{self.prefix}influence", images=[wandb.Image(fig)], step=r.step)

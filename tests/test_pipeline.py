@@ -92,10 +92,11 @@ def test_wandb_offline_run_holds_the_logged_keys(distilled):
                 b"train/kl", b"train/ce", b"train/cos", b"analysis/nodes", b"analysis/influence"):
         assert key in data, key
     tables = list((runs[0] / "files" / "media" / "table" / "analysis").glob("nodes_*.table.json"))
-    assert len(tables) == 3
-    table = json.loads(tables[0].read_text())
-    assert table["columns"] == ["student_node", "influence_student", "matched_teacher_node",
-                                "influence_teacher", "similarity"]
+    assert len(tables) == 3  # one incremental increment per checkpoint
+    parts = [json.loads(t.read_text()) for t in tables]
+    assert all(p["columns"] == ["step", "student_node", "influence_student", "matched_teacher_node",
+                                "influence_teacher", "similarity"] for p in parts)
+    assert sorted({row[0] for p in parts for row in p["data"]}) == [0, 20, 40]
     assert len(list((runs[0] / "files" / "media" / "images" / "analysis").glob("influence_*.png"))) == 3
     assert b"circuit/student_nodes" in data and b"circuit-d0.5-w1-h1" in data  # the artifact
 

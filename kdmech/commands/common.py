@@ -24,8 +24,9 @@ def quiet_lightning() -> None:
 
 def trainer(max_steps: int, logger=None, callbacks=(), strategy: str = "auto", devices: int = 1,
             default_root_dir: str | Path | None = None, progress: bool = True,
-            val_every: int | None = None) -> L.Trainer:
-    return L.Trainer(max_steps=max_steps, accelerator="cpu", strategy=strategy, devices=devices,
+            val_every: int | None = None, accelerator: str = "auto", num_nodes: int = 1) -> L.Trainer:
+    return L.Trainer(max_steps=max_steps, accelerator=accelerator, strategy=strategy, devices=devices,
+                     num_nodes=num_nodes,
                      logger=logger if logger is not None else False, callbacks=list(callbacks),
                      enable_model_summary=False, enable_progress_bar=progress,
                      enable_checkpointing=any(isinstance(c, L.pytorch.callbacks.ModelCheckpoint)

@@ -100,7 +100,8 @@ def distill(teacher: str, out: Path, capacity: CapacitySpec = CapacitySpec(),
             loss: LossWeights = LossWeights(), training: DistillTraining = DistillTraining(),
             analysis: AnalysisSchedule = AnalysisSchedule(), strategy: str = "auto",
             devices: int = 1, resume: bool = False, wandb: WandbMode = "auto",
-            progress: bool = True, group: str | None = None) -> StudentResult:
+            progress: bool = True, group: str | None = None, accelerator: str = "auto",
+            num_nodes: int = 1) -> StudentResult:
     """Distil one student from `teacher` and analyse it at checkpoints.
 
     Args:
@@ -118,6 +119,8 @@ def distill(teacher: str, out: Path, capacity: CapacitySpec = CapacitySpec(),
         wandb: W&B mode: auto (offline unless a key is configured), online, offline, disabled.
         progress: Show the progress bar.
         group: W&B group (default: the capacity's name; sweeps group by sweep, then capacity).
+        accelerator: Lightning accelerator: auto (GPUs when present), cpu, gpu.
+        num_nodes: Machines taking part (multi-node DDP/FSDP; launch one process per node).
     """
     quiet_lightning()
     start = time.perf_counter()
@@ -150,8 +153,8 @@ def distill(teacher: str, out: Path, capacity: CapacitySpec = CapacitySpec(),
                                  "analysis": asdict(analysis)})
     data = CorpusDataModule(tokenizer, training.n_train, 500, training.batch_size, training.seed)
     fit = trainer(training.steps, logger, [callback, checkpoint] if analysis.enabled else [checkpoint],
-                  strategy, devices,
-                  default_root_dir=out, progress=progress, val_every=None)
+                  strategy, devices, default_root_dir=out, progress=progress, val_every=None,
+                  accelerator=accelerator, num_nodes=num_nodes)
     try:
         if fit.is_global_zero:
             if fit.world_size > 1:
