@@ -12,6 +12,7 @@ import json
 from kdmech.analysis import AblationKind, PairAnalysis, compare, profile
 from kdmech.analysis.circuit import discover
 from kdmech.analysis.probes import similar_member_scores, successor_scores
+from kdmech.analysis.restructuring import write_history
 from kdmech.errors import KdmechError
 from kdmech.report.heatmap import influence_figure, save_influence_png
 from kdmech.tasks.prompt_set import PromptSet
@@ -67,6 +68,7 @@ class CircuitAnalysisCallback(L.Callback):
                            f"influence at step {step}")
         self.results.append(result)
         self._log(trainer, result)
+        write_history(self.out_dir)
         if self.circuits and (final or (self.circuit_every and step % self.circuit_every == 0)):
             self._circuits(trainer, step, student)
         print(f"[analysis] {self.prefix}step {step}: LD teacher {result.logit_diff['teacher']:.2f} "
@@ -120,13 +122,15 @@ class CircuitAnalysisCallback(L.Callback):
             circuit = discover(student.engine, self.circuit_threshold)
             record = {"step": step, "threshold": self.circuit_threshold,
                       "teacher": self.teacher_circuit.to_json(), "student": circuit.to_json(),
-                      "probes": {"student": {"similar_member": similar_member_scores(student),
-                                             "successor": successor_scores(student.engine, self.tokenizer)}}}
+                      "probes": {who: {"similar_member": similar_member_scores(prof),
+                                       "successor": successor_scores(prof.engine, self.tokenizer)}
+                                 for who, prof in (("teacher", self.teacher_profile), ("student", student))}}
         except KdmechError as e:  # e.g. a student that does not solve the task yet
             record = {"step": step, "error": str(e)}
             circuit = None
         path = self.out_dir / f"circuit_step_{step}.json"
         path.write_text(json.dumps(record, indent=1))
+        write_history(self.out_dir)  # circuit membership joins the history
         if circuit is not None:
             print(f"[circuit] step {step}: student {len(circuit.nodes)} nodes {circuit.nodes}, "
                   f"{len(circuit.edges)} edges, completeness {circuit.completeness:.0f}% "

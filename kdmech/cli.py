@@ -17,10 +17,11 @@ def _commands() -> dict:
     from kdmech.commands.quickstart import quickstart
     from kdmech.commands.report import report
     from kdmech.commands.sweep import sweep
+    from kdmech.commands.timeline import timeline
     from kdmech.commands.train_teacher import train_teacher
 
     return {"train-teacher": train_teacher, "distill": distill, "distill-shared": distill_shared, "quickstart": quickstart,
-            "analyze": analyze, "report": report, "sweep": sweep}
+            "analyze": analyze, "report": report, "sweep": sweep, "timeline": timeline}
 
 
 def _one_line(message: str) -> str:

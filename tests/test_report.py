@@ -13,7 +13,7 @@ from kdmech.report.html import write_report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SECTIONS = ["Summary", "Alignment over training", "Capacity ratio", "Influence: teacher beside each student",
-            "Circuits side by side", "Matching", "Noise validation", "Distribution shift"]
+            "Circuits side by side", "Matching", "Noise validation", "Distribution shift", "Restructuring"]
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,8 @@ def test_report_is_self_contained(report):
     for title in SECTIONS:
         assert f"<h2>{title}</h2>" in page
     assert "src=\"http" not in page and "<script" not in page  # nothing to fetch
-    assert len(re.findall(r'src="data:image/png;base64,', page)) == 1 + 1 + 2 + 2 + 1
+    # A over steps, capacity, 2 heatmaps, 2 circuits, noise, 4 timeline views × 2 students
+    assert len(re.findall(r'src="data:image/png;base64,', page)) == 1 + 1 + 2 + 2 + 1 + 8
     for png in ("alignment_over_steps.png", "capacity.png", "noise.png"):
         assert (report.parent / png).stat().st_size > 10_000
 
@@ -60,10 +61,37 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     title = re.search(r"<title>(.*?)</title>", proc.stdout).group(1)
     images, sections = re.match(r"images=(\d+/\d+);sections=(.*)", title).groups()
     done, total = map(int, images.split("/"))
-    assert total == 7 and done == total
+    assert total == 15 and done == total
     assert sections.split("|") == SECTIONS
 
 
 def test_report_cli_on_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert "is not a kdmech run folder" in capsys.readouterr().err
+
+
+def test_timeline_history_and_events(report, capsys):
+    import json
+
+    import pandas as pd
+
+    from kdmech.commands.timeline import timeline
+
+    root = report.parent.parent
+    records = timeline(root)
+    assert [r["student"] for r in records] == ["d0.25-w1-h1", "d0.5-w1-h1"]
+    printed = capsys.readouterr().out
+    assert "teacher circuit" in printed
+    history = pd.read_csv(root / "analysis" / "d0.5-w1-h1" / "history.csv")
+    assert list(history.columns) == ["step", "node", "influence", "in_circuit", "matched_teacher_node",
+                                     "similarity", "teacher_influence"]
+    assert sorted(history["step"].unique()) == [0, 10, 20]
+    assert len(history) == 3 * 10  # 2 layers × (4 heads + MLP) per step
+    assert history[history.step == 20]["in_circuit"].notna().all()  # circuits ran at the end
+    events = json.loads((root / "timeline" / "d0.5-w1-h1" / "events.json").read_text())
+    assert events["rules"]["min_similarity"] == 0.5 and events["teacher_circuit"]
+    for e in events["events"]:
+        assert e["kind"] in {"merge", "split", "discard", "emergence", "concentration"}
+        assert e["first_step"] in (0, 10, 20)
+    for png in ("influence_over_steps", "matching_flow", "alignment_parts", "events"):
+        assert (root / "timeline" / "d0.5-w1-h1" / f"{png}.png").stat().st_size > 5_000

@@ -27,19 +27,22 @@ class PairAnalysis:
     worst_drop: dict
     options: dict = field(default_factory=dict)
     merges: dict[str, list[str]] = field(default_factory=dict)
+    similarity: dict = field(default_factory=dict)
+    """Full similarity matrices: {"heads"|"mlps": {"student": names, "teacher": names,
+    "matrix": [[...]]}} (rows student, columns teacher), for matching in any direction."""
 
     def to_json(self) -> dict:
         return {"step": self.step, "task": self.task, "ablation": self.ablation,
                 "logit_diff": self.logit_diff, "influence": self.influence,
                 "matching": [m.to_json() for m in self.matching],
                 "alignment": self.alignment.to_json(), "worst_drop": self.worst_drop,
-                "merges": self.merges, "options": self.options}
+                "merges": self.merges, "options": self.options, "similarity": self.similarity}
 
     @classmethod
     def from_json(cls, d: dict) -> "PairAnalysis":
         return cls(d["step"], d["task"], d["ablation"], d["logit_diff"], d["influence"],
                    [Match(**m) for m in d["matching"]], Alignment(**d["alignment"]),
-                   d["worst_drop"], d.get("options", {}), d.get("merges", {}))
+                   d["worst_drop"], d.get("options", {}), d.get("merges", {}), d.get("similarity", {}))
 
     def save(self, path: str | Path) -> None:
         path = Path(path)
@@ -79,6 +82,12 @@ def compare(teacher: ModelProfile, student: ModelProfile, step: int, task: str,
         options={"matching_direction": direction, "mlp_similarity": mlp_used,
                  "head_similarity": "pattern_row_cosine", "normalisation": normalisation},
         merges=merges(matches),
+        similarity={
+            "heads": {"student": [n.name for n in s_heads], "teacher": [n.name for n in t_heads],
+                      "matrix": head_sim.tolist()},
+            "mlps": {"student": [n.name for n in s_mlps], "teacher": [n.name for n in t_mlps],
+                     "matrix": mlp_sim.tolist()},
+        },
     )
 
 

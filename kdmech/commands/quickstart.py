@@ -14,6 +14,7 @@ from typing import Literal
 
 from kdmech.commands.analyze import AnalyzeOptions, analyze
 from kdmech.commands.distil import AnalysisSchedule, DistillTraining, distill
+from kdmech.commands.timeline import timeline
 from kdmech.commands.train_teacher import TeacherTraining, train_teacher
 from kdmech.errors import KdmechError
 from kdmech.models import CapacitySpec, TinyGPT2Spec
@@ -38,7 +39,7 @@ def quickstart(out: Path = Path("runs/quickstart"), family: Literal["gpt2"] = "g
                teacher: TinyGPT2Spec = TinyGPT2Spec(),
                teacher_training: TeacherTraining = TeacherTraining(steps=800),
                student_training: DistillTraining = DistillTraining(steps=400),
-               analysis: AnalysisSchedule = AnalysisSchedule(every_n_steps=100),
+               analysis: AnalysisSchedule = AnalysisSchedule(every_n_steps=100, circuit_every_n_steps=200),
                fresh: bool = False, wandb: WandbMode = "auto", progress: bool = True) -> dict:
     """Train a tiny teacher, distil students at several depth ratios, analyse them.
 
@@ -82,6 +83,7 @@ def quickstart(out: Path = Path("runs/quickstart"), family: Literal["gpt2"] = "g
                "students": [asdict(r) for r in results],
                "wall_seconds": time.perf_counter() - start, "wandb_mode": resolve_mode(wandb)}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    timeline(out)
     report_path = write_report(out)
     rows = [["student", "params", "LD", "top-1", "A", "worst drop", "teacher worst", "ratio"]]
     if results:

@@ -10,6 +10,7 @@ from jsonargparse import ArgumentError, ArgumentParser
 
 from kdmech.commands.analyze import AnalyzeOptions, analyze
 from kdmech.commands.distil import distill
+from kdmech.commands.timeline import timeline
 from kdmech.commands.train_teacher import train_teacher
 from kdmech.errors import KdmechError
 from kdmech.report.html import write_report
@@ -83,6 +84,7 @@ def sweep(config_file: Path, out: Path | None = None, count: int | None = None,
                 print(f"== pair analysis of {name}")
                 analyze(teacher, str(out / "students" / name), out / "pair-analysis" / name,
                         analyses=["sensitivity", "noise", "shift"], options=PAIR_OPTIONS, progress=progress)
+    timeline(out)
     path = write_report(out)
     _upload_report(path, out, config["name"], mode, project)
     print(f"sweep {config['name']}: {len(state.data['done'])} points done; report {path}")

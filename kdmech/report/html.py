@@ -16,6 +16,7 @@ from kdmech.report.heatmap import save_influence_png
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-width:100%;margin:.5em 0}
+table.side td{vertical-align:top;text-align:center}table.side img{max-width:380px}
 h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}.note{color:#666;font-size:.9em}"""
 
 
@@ -104,6 +105,7 @@ def write_report(root: str | Path) -> Path:
     else:
         sections.append(("Noise validation", "<p>No pair analysis with noise in this folder.</p>"))
     sections.append(("Distribution shift", _shift_table(records)))
+    sections.append(("Restructuring", _restructuring(root, records)))
 
     body = "".join(f'<section id="{html.escape(t.lower().replace(" ", "-"))}"><h2>{html.escape(t)}</h2>{c}</section>'
                    for t, c in sections)
@@ -135,3 +137,32 @@ def _shift_table(records: list[StudentRecord]) -> str:
         rows.append([name, cell(t["teacher"], t["error"])]
                     + [cell(r.pair["shift"][i]["student"], r.pair["shift"][i]["error"]) for r in with_shift])
     return _table(header, rows)
+
+
+def _restructuring(root: Path, records: list[StudentRecord]) -> str:
+    """The timeline views of every student side by side (built by the same code as
+    `kdmech timeline`), then each student's event list."""
+    import json
+
+    from kdmech.commands.timeline import PICTURES, student_timeline
+
+    timelines = {}
+    for r in records:
+        folder = root / "timeline" / r.name
+        timelines[r.name] = (json.loads((folder / "events.json").read_text()) if (folder / "events.json").exists()
+                             else student_timeline(r.folder, folder))
+    head = "<tr><th></th>" + "".join(f"<th>{html.escape(r.name)}</th>" for r in records) + "</tr>"
+    rows = "".join(
+        f"<tr><td>{html.escape(p.replace('_', ' '))}</td>"
+        + "".join(f"<td>{_img(root / 'timeline' / r.name / f'{p}.png', f'{p} {r.name}')}</td>" for r in records)
+        + "</tr>" for p in PICTURES)
+    lists = []
+    for r in records:
+        t = timelines[r.name]
+        ev = [[e["first_step"], e["kind"], "yes" if e["persists"] else "no", e["detail"]] for e in t["events"]]
+        lists.append(f"<h3>{html.escape(r.name)}</h3>" + (_table(["first step", "event", "persists", "what"], ev)
+                                                           if ev else "<p>no events</p>"))
+    rules = next(iter(timelines.values()))["rules"]
+    return (f'<table class="side">{head}{rows}</table>' + "".join(lists)
+            + f'<p class="note">rules: {html.escape(json.dumps(rules))}; teacher circuit and functions as in '
+              f'events.json; see kdmech.analysis.restructuring for the definitions.</p>')

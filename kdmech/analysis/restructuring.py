@@ -1,0 +1,212 @@
+"""Restructuring during distillation: a per-run history and the events found in it.
+
+History: every checkpoint's analysis in one long table (a row per step and student node:
+influence, circuit membership, matched teacher node, similarity, and the step's A parts).
+
+Events, each stamped with the first checkpoint at which it holds and whether it holds at every
+later checkpoint (`persists`). "Teacher circuit nodes" are the teacher's T = 0.20 circuit. A
+student node is *active* when its influence is ≥ `min_influence` (%).
+
+- merge: ≥ 2 teacher circuit nodes whose best student match (teacher → student argmax over
+  the similarity matrix) is the same active student node, each with similarity ≥ `min_similarity`.
+- split: ≥ 2 active student nodes whose best teacher match (student → teacher) is the same
+  teacher circuit node, each with similarity ≥ `min_similarity`.
+- discard: a teacher circuit node that no active student node matches (student → teacher) with
+  similarity ≥ `min_similarity`.
+- emergence: a teacher function — the teacher's best successor head and best similar-member
+  head (the probes; only if its score is ≥ `min_probe`) — gets an active student node matched
+  to it with similarity ≥ `min_similarity`.
+
+MLP matches compared by top-3 directions ("svd3", at most 1/3 by construction) use
+`min_similarity_svd3` instead of `min_similarity`.
+- concentration: the student's worst single-node drop exceeds `concentration_ratio` × the
+  teacher's.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from kdmech.errors import KdmechError
+
+
+@dataclass(frozen=True)
+class Rules:
+    min_similarity: float = 0.5
+    """For heads (pattern cosine) and MLPs compared by CKA, both in [0, 1]."""
+    min_influence: float = 5.0
+    min_probe: float = 0.5
+    concentration_ratio: float = 2.0
+    min_similarity_svd3: float = 0.25
+    """For MLPs compared by top-3 directions, whose score is at most 1/3 (a layer with itself)."""
+
+    def min_sim(self, node: str, mlp_method: str) -> float:
+        if node.endswith(".MLP") and mlp_method == "svd3":
+            return self.min_similarity_svd3
+        return self.min_similarity
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """What the event rules read at one step."""
+
+    step: int
+    student_influence: dict[str, float]
+    student_to_teacher: dict[str, tuple[str, float]]
+    teacher_to_student: dict[str, tuple[str, float]]
+    worst_ratio: float
+    student_circuit: list[str] | None = None
+    mlp_method: str = "svd3"
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: str
+    nodes: list[str]
+    """Student nodes first for merge/emergence, teacher nodes for discard/split (see `detail`)."""
+    first_step: int
+    persists: bool
+    detail: str = ""
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def _holds(cp: Checkpoint, teacher_circuit: list[str], functions: dict[str, str], rules: Rules) -> dict:
+    """Every event key that holds at this checkpoint → (nodes, detail)."""
+    active = {n for n, v in cp.student_influence.items() if v >= rules.min_influence}
+    out = {}
+    by_student: dict[str, list[str]] = {}
+    ok = lambda node, sim: sim >= rules.min_sim(node, cp.mlp_method)  # noqa: E731
+    for t in teacher_circuit:
+        s, sim = cp.teacher_to_student.get(t, (None, 0.0))
+        if s in active and ok(t, sim):
+            by_student.setdefault(s, []).append(t)
+    for s, ts in by_student.items():
+        if len(ts) >= 2:
+            out[("merge", s, tuple(sorted(ts)))] = ([s, *sorted(ts)], f"{', '.join(sorted(ts))} → {s}")
+    by_teacher: dict[str, list[str]] = {}
+    for s in active:
+        t, sim = cp.student_to_teacher.get(s, (None, 0.0))
+        if t in teacher_circuit and ok(t, sim):
+            by_teacher.setdefault(t, []).append(s)
+    for t, ss in by_teacher.items():
+        if len(ss) >= 2:
+            out[("split", t, tuple(sorted(ss)))] = ([t, *sorted(ss)], f"{t} → {', '.join(sorted(ss))}")
+    for t in teacher_circuit:
+        if t not in by_teacher:
+            out[("discard", t)] = ([t], f"no active student node matches {t}")
+    for function, t in functions.items():
+        ss = sorted(s for s in active if cp.student_to_teacher.get(s, (None, 0))[0] == t
+                    and ok(t, cp.student_to_teacher[s][1]))
+        if ss:
+            out[("emergence", function, t)] = ([*ss, t], f"{function} head {t} ↔ student {', '.join(ss)}")
+    if cp.worst_ratio > rules.concentration_ratio:
+        out[("concentration",)] = ([], f"worst drop {cp.worst_ratio:.2f}× the teacher's")
+    return out
+
+
+def find_events(history: list[Checkpoint], teacher_circuit: list[str], functions: dict[str, str],
+                rules: Rules = Rules()) -> list[Event]:
+    """Events in step order (see module docstring for the rules)."""
+    history = sorted(history, key=lambda c: c.step)
+    held = [_holds(cp, teacher_circuit, functions, rules) for cp in history]
+    first: dict = {}
+    for cp, keys in zip(history, held):
+        for key, (nodes, detail) in keys.items():
+            first.setdefault(key, (cp.step, nodes, detail))
+    events = []
+    for key, (step, nodes, detail) in first.items():
+        later = [k for cp, k in zip(history, held) if cp.step >= step]
+        events.append(Event(key[0], nodes, step, all(key in k for k in later), detail))
+    order = {"merge": 0, "split": 1, "discard": 2, "emergence": 3, "concentration": 4}
+    return sorted(events, key=lambda e: (e.first_step, order[e.kind], e.nodes))
+
+
+# --- reading a run folder ----------------------------------------------------------------
+def _argmax_rows(sim: dict) -> dict[str, tuple[str, float]]:
+    return {s: max(zip(sim["teacher"], row), key=lambda x: x[1])
+            for s, row in zip(sim["student"], sim["matrix"])}
+
+
+def _argmax_cols(sim: dict) -> dict[str, tuple[str, float]]:
+    out = {}
+    for j, t in enumerate(sim["teacher"]):
+        col = [(s, row[j]) for s, row in zip(sim["student"], sim["matrix"])]
+        out[t] = max(col, key=lambda x: x[1])
+    return out
+
+
+def _step_of(path: Path) -> int:
+    return int(re.search(r"_(\d+)\.json$", path.name).group(1))
+
+
+@dataclass
+class RunHistory:
+    name: str
+    checkpoints: list[Checkpoint]
+    rows: list[dict]
+    """The long table: one row per step and student node."""
+    steps: list[dict]
+    """One row per step: A, A_heads, A_mlp, worst-drop ratio, LDs."""
+    teacher_circuit: list[str] = field(default_factory=list)
+    functions: dict[str, str] = field(default_factory=dict)
+
+
+def load_history(folder: str | Path, rules: Rules = Rules()) -> RunHistory:
+    folder = Path(folder)
+    files = sorted(folder.glob("step_*.json"), key=_step_of)
+    if not files:
+        raise KdmechError(f"{str(folder)!r} holds no step_<N>.json analyses")
+    circuits = {_step_of(p): json.loads(p.read_text()) for p in folder.glob("circuit_step_*.json")}
+    circuits = {k: v for k, v in circuits.items() if "error" not in v}
+    teacher_circuit, functions = [], {}
+    if circuits:
+        last = circuits[max(circuits)]
+        teacher_circuit = last["teacher"]["nodes"]
+        probes = last.get("probes", {}).get("teacher", {})
+        for function, key in (("successor", "successor"), ("similar-member", "similar_member")):
+            scores = probes.get(key, {})
+            if scores:
+                best = max(scores, key=scores.get)
+                if scores[best] >= rules.min_probe:
+                    functions[function] = best
+    checkpoints, rows, steps = [], [], []
+    for f in files:
+        d = json.loads(f.read_text())
+        step, sim = d["step"], d.get("similarity", {})
+        s2t = {m["student"]: (m["teacher"], m["similarity"]) for m in d["matching"]}
+        t2s = {**_argmax_cols(sim["heads"]), **_argmax_cols(sim["mlps"])} if sim else {}
+        s2t_best = {**_argmax_rows(sim["heads"]), **_argmax_rows(sim["mlps"])} if sim else s2t
+        circuit = circuits.get(step, {}).get("student", {}).get("nodes")
+        infl = d["influence"]["student"]
+        checkpoints.append(Checkpoint(step, infl, s2t_best, t2s, d["worst_drop"]["ratio"], circuit,
+                                      d.get("options", {}).get("mlp_similarity", "svd3")))
+        a = d["alignment"]
+        steps.append({"step": step, "A": a["A"], "A_heads": a["A_heads"], "A_mlp": a["A_mlp"],
+                      "worst_drop_ratio": d["worst_drop"]["ratio"],
+                      "ld_student": d["logit_diff"]["student"], "ld_teacher": d["logit_diff"]["teacher"]})
+        for node, value in infl.items():
+            teacher, similarity = s2t.get(node, ("", float("nan")))
+            rows.append({"step": step, "node": node, "influence": value,
+                         "in_circuit": (node in circuit) if circuit is not None else None,
+                         "matched_teacher_node": teacher, "similarity": similarity,
+                         "teacher_influence": d["influence"]["teacher"].get(teacher, float("nan"))})
+    return RunHistory(folder.name, checkpoints, rows, steps, teacher_circuit, functions)
+
+
+def write_history(folder: str | Path) -> Path:
+    """history.csv (long format, loads straight into pandas) and steps.csv beside the JSONs."""
+    import csv
+
+    folder = Path(folder)
+    h = load_history(folder)
+    for name, rows in (("history.csv", h.rows), ("steps.csv", h.steps)):
+        with open(folder / name, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    return folder / "history.csv"
