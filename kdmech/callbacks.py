@@ -69,13 +69,13 @@ class CircuitAnalysisCallback(L.Callback):
         self.results.append(result)
         self._log(trainer, result)
         write_history(self.out_dir)
-        if self.circuits and (final or (self.circuit_every and step % self.circuit_every == 0)):
-            self._circuits(trainer, step, student)
         print(f"[analysis] {self.prefix}step {step}: LD teacher {result.logit_diff['teacher']:.2f} "
                        f"student {result.logit_diff['student']:.2f}, A {result.alignment.A:.3f}, "
                        f"worst drop {result.worst_drop['student']['value']:.1f}% "
                        f"({result.worst_drop['student']['node']}) "
                        f"[{time.perf_counter() - start:.1f}s]")
+        if self.circuits and (final or (self.circuit_every and step % self.circuit_every == 0)):
+            self._circuits(trainer, step, student)
 
     def _log(self, trainer: L.Trainer, r: PairAnalysis) -> None:
         logger = trainer.logger

@@ -16,7 +16,7 @@ from kdmech.report.heatmap import save_influence_png
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-width:100%;margin:.5em 0}
-table.side td{vertical-align:top;text-align:center}table.side img{max-width:380px}
+table.side{width:100%;table-layout:fixed}table.side td{vertical-align:top;text-align:center}table.side td:first-child{width:7em}table.side img{max-width:100%}
 h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}.note{color:#666;font-size:.9em}"""
 
 
