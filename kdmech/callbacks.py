@@ -12,7 +12,6 @@ import json
 from kdmech.analysis import AblationKind, PairAnalysis, compare, profile
 from kdmech.analysis.circuit import discover
 from kdmech.analysis.probes import similar_member_scores, successor_scores
-from kdmech.analysis.restructuring import write_history
 from kdmech.errors import KdmechError
 from kdmech.report.heatmap import influence_figure, save_influence_png
 from kdmech.tasks.prompt_set import PromptSet
@@ -68,7 +67,7 @@ class CircuitAnalysisCallback(L.Callback):
                            f"influence at step {step}")
         self.results.append(result)
         self._log(trainer, result)
-        write_history(self.out_dir)
+        self._timeline(trainer, step)
         print(f"[analysis] {self.prefix}step {step}: LD teacher {result.logit_diff['teacher']:.2f} "
                        f"student {result.logit_diff['student']:.2f}, A {result.alignment.A:.3f}, "
                        f"worst drop {result.worst_drop['student']['value']:.1f}% "
@@ -76,6 +75,18 @@ class CircuitAnalysisCallback(L.Callback):
                        f"[{time.perf_counter() - start:.1f}s]")
         if self.circuits and (final or (self.circuit_every and step % self.circuit_every == 0)):
             self._circuits(trainer, step, student)
+
+    def _timeline(self, trainer: L.Trainer, step: int) -> None:
+        """Refresh history.csv and the restructuring pictures; log the pictures to W&B."""
+        from kdmech.commands.timeline import PICTURES, student_timeline
+
+        folder = self.out_dir.parent.parent / "timeline" / self.out_dir.name
+        student_timeline(self.out_dir, folder)
+        logger = trainer.logger
+        if logger is not None and hasattr(logger, "log_image"):
+            for picture in PICTURES:
+                logger.log_image(f"timeline/{self.prefix}{picture}", images=[str(folder / f"{picture}.png")],
+                                 step=step)
 
     def _log(self, trainer: L.Trainer, r: PairAnalysis) -> None:
         logger = trainer.logger
@@ -130,7 +141,7 @@ class CircuitAnalysisCallback(L.Callback):
             circuit = None
         path = self.out_dir / f"circuit_step_{step}.json"
         path.write_text(json.dumps(record, indent=1))
-        write_history(self.out_dir)  # circuit membership joins the history
+        self._timeline(trainer, step)  # circuit membership joins the history
         if circuit is not None:
             print(f"[circuit] step {step}: student {len(circuit.nodes)} nodes {circuit.nodes}, "
                   f"{len(circuit.edges)} edges, completeness {circuit.completeness:.0f}% "

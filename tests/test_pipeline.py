@@ -99,6 +99,8 @@ def test_wandb_offline_run_holds_the_logged_keys(distilled):
     assert sorted({row[0] for p in parts for row in p["data"]}) == [0, 20, 40]
     assert len(list((runs[0] / "files" / "media" / "images" / "analysis").glob("influence_*.png"))) == 3
     assert b"circuit/student_nodes" in data and b"circuit-d0.5-w1-h1" in data  # the artifact
+    timeline = runs[0] / "files" / "media" / "images" / "timeline"
+    assert len(list(timeline.glob("matching_flow_*.png"))) >= 3  # restructuring views per checkpoint
 
 
 def test_resume_continues_from_the_last_checkpoint(trained_teacher, tmp_path):

@@ -44,3 +44,19 @@ def test_compression_slope_and_brittleness_flag():
     assert s.delta_mean["heads"] == pytest.approx(14.0)
     assert s.slope["heads"] == pytest.approx(14.0 / 0.4)
     assert s.worst_ratio == pytest.approx(3.0) and s.brittle
+
+
+def test_results_round_trip_through_json():
+    import json
+
+    from kdmech.analysis.circuit import Circuit
+    from kdmech.analysis.noise import NoiseCurve, summarise
+    from kdmech.analysis.sensitivity import Sensitivity
+
+    s = sensitivity(infl({"L0.H0": 10.0, "L0.H1": 2.0, "L0.MLP": 5.0}),
+                    infl({"L0.H0": 30.0, "L0.H1": 10.0, "L0.MLP": 5.0}), 100, 60, n_boot=200)
+    assert Sensitivity.from_json(json.loads(json.dumps(s.to_json()))) == s
+    n = summarise([0.0, 0.1, 1.0], [0, 1], [[0.9, 0.8], [0.7, 0.6], [0.5, 0.5]])
+    assert NoiseCurve.from_json(json.loads(json.dumps(n.to_json()))) == n
+    c = Circuit(0.2, ["L0.H1", "L1.MLP"], [["L0.H1", "L1.MLP"]], 85.0, 10.0, 2, "mean", True, ["L0.H1", "L1.MLP"])
+    assert Circuit.from_json(json.loads(json.dumps(c.to_json()))) == c

@@ -15,6 +15,7 @@ import torch
 
 from kdmech.analysis.bridge import Bridged, logits_at
 from kdmech.analysis.nodes import Node
+from kdmech.tasks.metric import task_metric
 from kdmech.tasks.prompt_set import PromptSet
 
 
@@ -88,9 +89,9 @@ def ablation_hooks(nodes: list[Node], kind: AblationKind, source: CorruptedActiv
 
 
 def logit_diff(logits: torch.Tensor, prompts: PromptSet) -> torch.Tensor:
-    """Per-prompt logit(correct) − logit(incorrect) from logits [N, V] at the positions."""
-    rows = torch.arange(logits.shape[0])
-    return logits[rows, prompts.answers] - logits[rows, prompts.wrong_answers]
+    """Per-prompt task metric (a logit difference for most tasks) from logits [N, V] at the
+    prediction positions."""
+    return task_metric(logits, prompts)
 
 
 def ablated_logit_diff(bridged: Bridged, prompts: PromptSet, nodes: list[Node],

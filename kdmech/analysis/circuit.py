@@ -146,7 +146,7 @@ def prune_edges(engine: AblationEngine, circuit: set[Node], threshold: float = 0
             if not _upstream(sender, receiver, layer):
                 continue
             resid = runner.patched_path_resid(delta, receiver, p.positions)
-            ld = runner.logit_diff_from_final(resid, p.answers, p.wrong_answers).mean().item()
+            ld = runner.metric_from_final(resid, p).mean().item()
             if ld < limit:
                 edges.append([sender.name, receiver])
             if progress:

@@ -26,6 +26,7 @@ from kdmech.analysis import gpt2_runner
 from kdmech.analysis.ablation import AblationKind, CorruptedActivations
 from kdmech.analysis.bridge import Bridged
 from kdmech.analysis.nodes import Node
+from kdmech.tasks.metric import task_metric
 from kdmech.tasks.prompt_set import PromptSet
 
 
@@ -62,9 +63,7 @@ class AblationEngine:
         pos = self.prompts.positions.repeat(reps)
         at = resid[torch.arange(resid.shape[0]), pos]
         bridge = self.bridged.bridge
-        logits = bridge.unembed(bridge.ln_final(at[:, None]))[:, 0]
-        rows = torch.arange(logits.shape[0])
-        return logits[rows, self.prompts.answers.repeat(reps)] - logits[rows, self.prompts.wrong_answers.repeat(reps)]
+        return task_metric(bridge.unembed(bridge.ln_final(at[:, None]))[:, 0], self.prompts)
 
     @torch.no_grad()
     def run_from(self, layer: int, resid: torch.Tensor, hooks: list) -> torch.Tensor:
@@ -134,7 +133,7 @@ class AblationEngine:
     def _runner_logit_diffs(self, nodes: list[Node]) -> torch.Tensor:
         p = self.prompts
         resid = self.runner.final_resid_at(nodes, p.positions, self._z_new, self._mlp_new)
-        return self.runner.logit_diff_from_final(resid, p.answers, p.wrong_answers)
+        return self.runner.metric_from_final(resid, p)
 
     @torch.no_grad()
     def logit_diffs(self, sets: list[list[Node]], per_prompt: bool = False) -> list:

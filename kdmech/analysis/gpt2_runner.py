@@ -21,6 +21,7 @@ import math
 import torch
 
 from kdmech.analysis.nodes import Node
+from kdmech.tasks.metric import task_metric
 
 
 def supported(model) -> bool:
@@ -187,7 +188,11 @@ class GPT2Runner:
             z = self._patched_z(z, heads, z_new(self.n_layers - 1)[rows, positions])
         return h[rows, positions] + block.attn.c_proj(z)
 
-    def logit_diff_from_final(self, resid_at: torch.Tensor, answers, wrongs) -> torch.Tensor:
+    def metric_from_final(self, resid_at: torch.Tensor, prompts) -> torch.Tensor:
+        """The task metric per prompt from final residuals at the positions [N, d]: a logit
+        difference reads two columns of W_U; other metrics need the full logits."""
         x = self.model.transformer.ln_f(resid_at)
         w = self.model.lm_head.weight  # [V, d]
-        return (x * (w[answers] - w[wrongs])).sum(-1)
+        if prompts.metric == "logit_diff":
+            return (x * (w[prompts.answers] - w[prompts.wrong_answers])).sum(-1)
+        return task_metric(x @ w.T, prompts)

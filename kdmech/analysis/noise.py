@@ -53,6 +53,10 @@ class NoiseCurve:
     def to_json(self) -> dict:
         return {**asdict(self), "A_mean": self.mean, "fit": "A ≈ a − b·ln σ (σ > 0)"}
 
+    @classmethod
+    def from_json(cls, d: dict) -> "NoiseCurve":
+        return cls(**{k: v for k, v in d.items() if k not in ("A_mean", "fit")})
+
 
 def summarise(sigmas, seeds, A) -> NoiseCurve:
     s = np.repeat(np.asarray(sigmas, float), len(seeds))

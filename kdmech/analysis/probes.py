@@ -93,6 +93,9 @@ class LogitAttribution:
 def logit_attribution(engine: AblationEngine) -> LogitAttribution:
     runner = _runner(engine)
     p = engine.prompts
+    if p.metric != "logit_diff":
+        raise KdmechError(f"direct logit attribution splits a logit difference; task {p.task!r} "
+                          f"uses the {p.metric!r} metric")
     model = runner.model
     rows = torch.arange(len(p))
     pos = p.positions

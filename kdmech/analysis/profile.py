@@ -11,11 +11,12 @@ from dataclasses import dataclass
 
 import torch
 
-from kdmech.analysis.ablation import AblationKind, corrupted_activations, logit_diff
+from kdmech.analysis.ablation import AblationKind, corrupted_activations
 from kdmech.analysis.bridge import Bridged, boot
 from kdmech.analysis.engine import AblationEngine
 from kdmech.analysis.influence import Influence, influence_from_lds, per_prompt_lds
 from kdmech.analysis.nodes import Node
+from kdmech.tasks.metric import task_metric
 from kdmech.tasks.prompt_set import PromptSet
 
 
@@ -49,7 +50,7 @@ def clean_run(bridged: Bridged, prompts: PromptSet, batch_size: int = 64):
         sl = slice(i, i + batch_size)
         logits, cache = bridged.bridge.run_with_cache(prompts.clean[sl], names_filter=_pattern_or_mlp)
         at = logits[torch.arange(logits.shape[0]), prompts.positions[sl]]
-        lds.append(logit_diff(at, prompts.subset(list(range(len(prompts)))[sl])))
+        lds.append(task_metric(at, prompts, rows=sl))
         pats = torch.stack([cache[f"blocks.{l}.attn.hook_pattern"].sum(0)
                             for l in range(bridged.n_layers)])
         pattern_sum = pats if pattern_sum is None else pattern_sum + pats

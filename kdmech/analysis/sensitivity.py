@@ -99,8 +99,12 @@ class Sensitivity:
     severity_params: dict[str, float]
 
     def to_json(self) -> dict:
-        d = asdict(self)
-        return d
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Sensitivity":
+        stats = lambda g: {k: DropStats(**v) for k, v in g.items()}  # noqa: E731
+        return cls(**{**d, "teacher": stats(d["teacher"]), "student": stats(d["student"])})
 
 
 def sensitivity(teacher: Influence, student: Influence, teacher_params: int,

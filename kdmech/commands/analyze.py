@@ -153,14 +153,19 @@ def analyze(teacher: str, student: str, out: Path, task: str = "numerals",
 
 
 def _probes(tp, sp, pair, tokenizer) -> dict:
-    out = {}
-    for who, prof in (("teacher", tp), ("student", sp)):
+    """Each probe separately: one that does not apply (e.g. DLA under a non-LD metric, or a
+    model without a GPT-2 fast path) records why instead of hiding the others."""
+    def attempt(fn, *args):
         try:
-            out[who] = {"similar_member": similar_member_scores(prof),
-                        "successor": successor_scores(prof.engine, tokenizer),
-                        "logit_attribution": logit_attribution(prof.engine).to_json()}
+            result = fn(*args)
+            return result.to_json() if hasattr(result, "to_json") else result
         except KdmechError as e:
-            out[who] = {"error": str(e)}
+            return {"error": str(e)}
+
+    out = {who: {"similar_member": attempt(similar_member_scores, prof),
+                 "successor": attempt(successor_scores, prof.engine, tokenizer),
+                 "logit_attribution": attempt(logit_attribution, prof.engine)}
+           for who, prof in (("teacher", tp), ("student", sp))}
     out["first_token_divergence"] = first_token_divergence(tp, sp, pair.matching)
     return out
 

@@ -8,10 +8,10 @@ numeral task needs.
 
 from __future__ import annotations
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from kdmech.tasks import ioi, numerals
+from kdmech.tasks import greater_than, ioi, numerals
 
 SPECIALS = ["<pad>", "<unk>", "<bos>", "[MASK]", "[CLS]", "[SEP]"]
 PUNCTUATION = [".", ",", "?", "!"]
@@ -20,7 +20,7 @@ PUNCTUATION = [".", ",", "?", "!"]
 def task_vocabulary() -> list[str]:
     """Specials first (fixed ids), then every word the tasks can produce, numbers 0..99 and
     the zero-padded 00..09 (so unseen ranges and formats exist as tokens, untrained)."""
-    words = set(numerals.words()) | set(ioi.words())
+    words = set(numerals.words()) | set(ioi.words()) | set(greater_than.words())
     numbers = [str(i) for i in range(100)] + [f"{i:02d}" for i in range(10)]
     return SPECIALS + PUNCTUATION + numbers + sorted(words - set(numbers))
 
@@ -28,7 +28,10 @@ def task_vocabulary() -> list[str]:
 def build_word_tokenizer(name: str = "kdmech-word") -> PreTrainedTokenizerFast:
     vocab = {w: i for i, w in enumerate(dict.fromkeys(task_vocabulary()))}
     core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    # Digit pairs are isolated, so a year "1732" is "17" "32" as in GPT-2 (greater-than task);
+    # numbers below 100 stay whole.
+    core.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Whitespace(), pre_tokenizers.Split(Regex(r"\d\d"), behavior="isolated")])
     core.decoder = decoders.WordPiece()  # joins words with spaces
     return PreTrainedTokenizerFast(
         tokenizer_object=core, name_or_path=name, pad_token="<pad>", unk_token="<unk>",

@@ -1,6 +1,7 @@
 """Tasks: prompt generators and the prompt-set type (SPEC §2)."""
 
 from kdmech.errors import KdmechError
+from kdmech.tasks.greater_than import GreaterThanTask
 from kdmech.tasks.ioi import IOITask
 from kdmech.tasks.numerals import NumeralTask
 from kdmech.tasks.prompt_set import (PromptSet, PromptTexts, check_same_tokenization,
@@ -12,6 +13,7 @@ TASKS = {
     "numerals-months": lambda **kw: NumeralTask(fmt="months", **kw),
     "numerals-days": lambda **kw: NumeralTask(fmt="days", start_max=3, **kw),
     "ioi": lambda per_type=100, **kw: IOITask(n=per_type, **kw),
+    "greater-than": lambda per_type=100, **kw: GreaterThanTask(n=per_type, **kw),
 }
 
 
@@ -22,5 +24,5 @@ def get_task(name: str, **kwargs):
     return TASKS[name](**kwargs)
 
 
-__all__ = ["IOITask", "NumeralTask", "PromptSet", "PromptTexts", "TASKS", "check_same_tokenization",
+__all__ = ["GreaterThanTask", "IOITask", "NumeralTask", "PromptSet", "PromptTexts", "TASKS", "check_same_tokenization",
            "get_task", "tokenize_prompts"]

@@ -32,6 +32,8 @@ class PromptTexts:
     answers: list[str]
     wrong_answers: list[str]
     groups: list[str] = field(default_factory=list)
+    metric: str = "logit_diff"
+    """logit_diff, or greater_than (then each wrong answer is the threshold year XX)."""
 
     def __post_init__(self):
         n = len(self.clean)
@@ -45,7 +47,8 @@ class PromptTexts:
     def subset(self, keep: list[int]) -> "PromptTexts":
         pick = lambda xs: [xs[i] for i in keep]  # noqa: E731
         return PromptTexts(self.task, pick(self.clean), pick(self.corrupted), pick(self.answers),
-                           pick(self.wrong_answers), pick(self.groups) if self.groups else [])
+                           pick(self.wrong_answers), pick(self.groups) if self.groups else [],
+                           self.metric)
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,17 @@ class PromptSet:
     wrong_answers: torch.Tensor
     positions: torch.Tensor
     kind: ModelKind = "causal"
+    year_ids: torch.Tensor | None = None
+    """greater_than: token ids of the endings 00..99."""
+
+    @property
+    def metric(self) -> str:
+        return self.texts.metric
+
+    @property
+    def thresholds(self) -> torch.Tensor:
+        """greater_than: the year XX of each prompt."""
+        return torch.tensor([int(w) for w in self.texts.wrong_answers])
 
     @property
     def task(self) -> str:
@@ -75,7 +89,8 @@ class PromptSet:
     def subset(self, keep: list[int]) -> "PromptSet":
         idx = torch.as_tensor(keep, dtype=torch.long)
         return PromptSet(self.texts.subset(list(keep)), self.clean[idx], self.corrupted[idx],
-                         self.answers[idx], self.wrong_answers[idx], self.positions[idx], self.kind)
+                         self.answers[idx], self.wrong_answers[idx], self.positions[idx], self.kind,
+                         self.year_ids)
 
     def to_json(self) -> dict:
         return {
@@ -85,16 +100,18 @@ class PromptSet:
             "positions": self.positions.tolist(),
             "clean_text": self.texts.clean, "corrupted_text": self.texts.corrupted,
             "answer_text": self.texts.answers, "wrong_answer_text": self.texts.wrong_answers,
-            "groups": self.texts.groups,
+            "groups": self.texts.groups, "metric": self.metric,
+            "year_ids": self.year_ids.tolist() if self.year_ids is not None else None,
         }
 
     @classmethod
     def from_json(cls, d: dict) -> "PromptSet":
         texts = PromptTexts(d["task"], d["clean_text"], d["corrupted_text"], d["answer_text"],
-                            d["wrong_answer_text"], d.get("groups", []))
+                            d["wrong_answer_text"], d.get("groups", []), d.get("metric", "logit_diff"))
         t = lambda k: torch.tensor(d[k], dtype=torch.long)  # noqa: E731
         return cls(texts, t("clean_ids"), t("corrupted_ids"), t("answer_ids"),
-                   t("wrong_answer_ids"), t("positions"), d["kind"])
+                   t("wrong_answer_ids"), t("positions"), d["kind"],
+                   t("year_ids") if d.get("year_ids") is not None else None)
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_json()))
@@ -150,7 +167,10 @@ def tokenize_prompts(texts: PromptTexts, tokenizer, kind: ModelKind = "causal") 
         clean.append(ci)
         corrupted.append(ri)
     t = lambda x: torch.tensor(x, dtype=torch.long)  # noqa: E731
-    return PromptSet(texts, t(clean), t(corrupted), t(answers), t(wrongs), t(positions), kind)
+    year_ids = None
+    if texts.metric == "greater_than":
+        year_ids = t([_single_token(tokenizer, f"{i:02d}", "year ending", texts.clean[0]) for i in range(100)])
+    return PromptSet(texts, t(clean), t(corrupted), t(answers), t(wrongs), t(positions), kind, year_ids)
 
 
 def check_same_tokenization(teacher_tok, student_tok, texts: PromptTexts,

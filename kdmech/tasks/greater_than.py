@@ -1,0 +1,53 @@
+"""Greater-than (Hanna et al. 2023), SPEC §2.
+
+"The war lasted from the year 1732 to the year 17" → the model should put its probability on
+two-digit endings greater than 32. Metric: Σ p(years > XX) − Σ p(years ≤ XX) over the 100
+two-digit tokens 00..99 at the last position (not a logit difference; the prompt set says so in
+its `metric`). The corrupted prompt sets XX to 01. The answer/wrong-answer pair recorded for each
+prompt (XX+1 and XX) only serves the shared validation and the teacher filter's tie-break.
+Years are written as one number ("1732"); tokenizers must split it into YY and XX, as GPT-2's
+does and kdmech's word tokenizer does (it isolates digit pairs).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from kdmech.errors import KdmechError
+from kdmech.tasks.prompt_set import PromptTexts
+
+NOUNS = ["war", "trip", "project", "journey", "reign", "strike", "meeting", "festival",
+         "expedition", "drought"]
+TEMPLATE = "The {noun} lasted from the year {yy}{xx} to the year {yy}"
+CENTURIES = range(11, 18)
+
+
+def words() -> list[str]:
+    return sorted(set(NOUNS) | {"The", "lasted", "from", "the", "year", "to"})
+
+
+def year_endings() -> list[str]:
+    return [f"{i:02d}" for i in range(100)]
+
+
+@dataclass(frozen=True)
+class GreaterThanTask:
+    n: int = 100
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.n < 1:
+            raise KdmechError(f"greater-than needs n ≥ 1 prompts, got {self.n}")
+
+    def prompts(self) -> PromptTexts:
+        rng = random.Random(self.seed)
+        clean, corrupted, answers, wrongs, groups = [], [], [], [], []
+        for _ in range(self.n):
+            noun, yy, xx = rng.choice(NOUNS), rng.choice(CENTURIES), rng.randint(2, 98)
+            clean.append(TEMPLATE.format(noun=noun, yy=yy, xx=f"{xx:02d}"))
+            corrupted.append(TEMPLATE.format(noun=noun, yy=yy, xx="01"))
+            answers.append(f"{xx + 1:02d}")
+            wrongs.append(f"{xx:02d}")
+            groups.append(str(yy))
+        return PromptTexts("greater-than", clean, corrupted, answers, wrongs, groups, "greater_than")

@@ -1,0 +1,33 @@
+"""The task metric read at the prediction position (SPEC §1–2).
+
+Most tasks use the logit difference logit(correct) − logit(incorrect). Greater-than uses the
+probability difference Σ p(years > XX) − Σ p(years ≤ XX) over the two-digit year tokens. A prompt
+set names its metric; every path that scores a model (the engines, the reference ablation, the
+filter) calls `task_metric`, so ablations and influence mean the same thing for every task.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from kdmech.tasks.prompt_set import PromptSet
+
+
+def task_metric(logits: torch.Tensor, prompts: PromptSet, rows: slice | None = None) -> torch.Tensor:
+    """Per-prompt metric from logits [n, V] at the prediction positions of `prompts[rows]`
+    (`rows` also accepts stacked copies: logits may hold k·n rows for k copies)."""
+    answers = prompts.answers if rows is None else prompts.answers[rows]
+    wrongs = prompts.wrong_answers if rows is None else prompts.wrong_answers[rows]
+    reps = logits.shape[0] // answers.shape[0]
+    if prompts.metric == "greater_than":
+        years = prompts.year_ids
+        thresholds = (prompts.thresholds if rows is None else prompts.thresholds[rows]).repeat(reps)
+        p = logits.float().softmax(-1)[:, years]  # [n, 100]: p of 00..99
+        above = torch.arange(100)[None, :] > thresholds[:, None]
+        return (p * above).sum(-1) - (p * ~above).sum(-1)
+    idx = torch.arange(logits.shape[0])
+    return logits[idx, answers.repeat(reps)] - logits[idx, wrongs.repeat(reps)]
+
+
+def needs_full_logits(prompts: PromptSet) -> bool:
+    return prompts.metric != "logit_diff"
