@@ -170,20 +170,28 @@ def distill(teacher: str, out: Path, capacity: CapacitySpec = CapacitySpec(),
         finish()
     if not fit.is_global_zero:
         return None
-    scores = (accuracy_and_ld(student, prompts) if prompts is not None
-              else {"logit_diff": float("nan"), "top1": float("nan")})
-    with atomic_dir(student_dir) as tmp:
+    return save_student(name, student, provenance, tokenizer, teacher_model, prompts,
+                        callback.results if analysis.enabled else [], student_dir, start)
+
+
+def save_student(name, student, provenance, tokenizer, teacher_model, prompts, results,
+                 folder: Path, start: float) -> StudentResult:
+    """Write students/<name> (model, tokenizer, provenance) and summarise the student."""
+    with atomic_dir(folder) as tmp:
         student.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / "provenance.json").write_text(json.dumps(provenance, indent=1))
-    final = callback.results[-1] if callback.results else None
+    scores = (accuracy_and_ld(student, prompts) if prompts is not None
+              else {"logit_diff": float("nan"), "top1": float("nan")})
+    final = results[-1] if results else None
+    nan = float("nan")
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     return StudentResult(
         name=name, parameters=count(student), teacher_parameters=count(teacher_model),
         logit_diff=scores["logit_diff"], top1=scores["top1"],
-        teacher_logit_diff=final.logit_diff["teacher"] if final else float("nan"),
-        A=final.alignment.A if final else float("nan"),
-        worst_drop=final.worst_drop["student"]["value"] if final else float("nan"),
+        teacher_logit_diff=final.logit_diff["teacher"] if final else nan,
+        A=final.alignment.A if final else nan,
+        worst_drop=final.worst_drop["student"]["value"] if final else nan,
         worst_node=final.worst_drop["student"]["node"] if final else "",
-        teacher_worst_drop=final.worst_drop["teacher"]["value"] if final else float("nan"),
-        seconds=time.perf_counter() - start, steps=[r.step for r in callback.results])
+        teacher_worst_drop=final.worst_drop["teacher"]["value"] if final else nan,
+        seconds=time.perf_counter() - start, steps=[r.step for r in results])

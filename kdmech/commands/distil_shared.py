@@ -7,7 +7,6 @@ each student's name.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -16,14 +15,14 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from kdmech.callbacks import CircuitAnalysisCallback
-from kdmech.commands.common import atomic_dir, quiet_lightning, trainer
-from kdmech.commands.distil import AnalysisSchedule, DistillTraining, StudentResult, _prompts
+from kdmech.commands.common import quiet_lightning, trainer
+from kdmech.commands.distil import (AnalysisSchedule, DistillTraining, StudentResult, _prompts,
+                                   save_student)
 from kdmech.distill import CorpusDataModule, LossWeights
 from kdmech.distill.shared import SharedTeacherModule
 from kdmech.errors import KdmechError
 from kdmech.models import CapacitySpec, build_gpt2_student, load_causal_lm
 from kdmech.models.capacity import InitStrategy
-from kdmech.tasks.filtering import accuracy_and_ld
 from kdmech.tracking import WandbMode, finish, make_logger
 
 
@@ -90,23 +89,9 @@ def distill_shared(teacher: str, out: Path, capacities: list[CapacitySpec],
         finish()
     if not fit.is_global_zero:
         return []
-    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     results = []
-    for cb_index, (n, (student, prov)) in enumerate(built.items()):
-        with atomic_dir(out / "students" / n) as tmp:
-            student.save_pretrained(tmp)
-            tokenizer.save_pretrained(tmp)
-            (tmp / "provenance.json").write_text(json.dumps(prov, indent=1))
-        final = callbacks[cb_index].results[-1] if analysis.enabled and callbacks[cb_index].results else None
-        scores = accuracy_and_ld(student, prompts) if prompts is not None else {"logit_diff": float("nan"), "top1": float("nan")}
-        results.append(StudentResult(
-            name=n, parameters=count(student), teacher_parameters=count(teacher_model),
-            logit_diff=scores["logit_diff"], top1=scores["top1"],
-            teacher_logit_diff=final.logit_diff["teacher"] if final else float("nan"),
-            A=final.alignment.A if final else float("nan"),
-            worst_drop=final.worst_drop["student"]["value"] if final else float("nan"),
-            worst_node=final.worst_drop["student"]["node"] if final else "",
-            teacher_worst_drop=final.worst_drop["teacher"]["value"] if final else float("nan"),
-            seconds=time.perf_counter() - start,
-            steps=[r.step for r in callbacks[cb_index].results] if analysis.enabled else []))
+    for i, (n, (student, prov)) in enumerate(built.items()):
+        results.append(save_student(n, student, prov, tokenizer, teacher_model, prompts,
+                                    callbacks[i].results if analysis.enabled else [],
+                                    out / "students" / n, start))
     return results
