@@ -94,6 +94,12 @@ def test_similar_member_scores_read_the_mean_pattern(tiny_gpt2, tokenizer, promp
     last = prompts.positions[0]
     expected = p.patterns[1, 2, last, members].sum().item()
     assert scores["L1.H2"] == pytest.approx(expected)
+    from kdmech.analysis.probes import similar_member_from_items
+
+    items = similar_member_from_items(p)
+    m = members.tolist()
+    by_hand = sum(p.patterns[0, 3, m[i], m[:i]].sum().item() for i in range(1, 4)) / 3
+    assert items["L0.H3"] == pytest.approx(by_hand, rel=1e-5)
 
 
 def test_cli_refuses_an_unknown_analysis(pair, tmp_path, capsys):

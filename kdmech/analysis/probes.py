@@ -46,6 +46,17 @@ def similar_member_scores(profile: ModelProfile) -> dict[str, float]:
     return {f"L{l}.H{h}": float(mass[l, h]) for l in range(mass.shape[0]) for h in range(mass.shape[1])}
 
 
+def similar_member_from_items(profile: ModelProfile) -> dict[str, float]:
+    """Mean attention mass from each sequence member (after the first) to the earlier members,
+    per head: whether a head links members of the sequence to one another."""
+    members = member_positions(profile.engine)
+    if len(members) < 2:
+        return {}
+    mass = torch.stack([profile.patterns[:, :, q, members[:i]].sum(-1)
+                        for i, q in enumerate(members) if i > 0]).mean(0)  # [L, H]
+    return {f"L{l}.H{h}": float(mass[l, h]) for l in range(mass.shape[0]) for h in range(mass.shape[1])}
+
+
 @torch.no_grad()
 def successor_scores(engine: AblationEngine, tokenizer, values=range(1, 31)) -> dict[str, float]:
     runner = _runner(engine)

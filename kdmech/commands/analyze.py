@@ -17,7 +17,8 @@ from kdmech.analysis import compare, profile
 from kdmech.analysis.alignment import alignment_ci
 from kdmech.analysis.circuit import THRESHOLDS, threshold_sweep
 from kdmech.analysis.noise import SIGMAS, noise_curve
-from kdmech.analysis.probes import (first_token_divergence, logit_attribution, similar_member_scores,
+from kdmech.analysis.probes import (first_token_divergence, logit_attribution,
+                                    similar_member_from_items, similar_member_scores,
                                     successor_scores)
 from kdmech.analysis.sensitivity import sensitivity
 from kdmech.analysis.shift import distribution_shift, rows_to_json
@@ -163,6 +164,7 @@ def _probes(tp, sp, pair, tokenizer) -> dict:
             return {"error": str(e)}
 
     out = {who: {"similar_member": attempt(similar_member_scores, prof),
+                 "similar_member_from_items": attempt(similar_member_from_items, prof),
                  "successor": attempt(successor_scores, prof.engine, tokenizer),
                  "logit_attribution": attempt(logit_attribution, prof.engine)}
            for who, prof in (("teacher", tp), ("student", sp))}
