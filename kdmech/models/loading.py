@@ -12,11 +12,12 @@ import socket
 from pathlib import Path
 from urllib.parse import urlparse
 
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
 
 from kdmech.errors import KdmechError
 
 CAUSAL_TYPES = {"gpt2"}
+MASKED_TYPES = {"bert", "distilbert"}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
@@ -82,4 +83,31 @@ def load_causal_lm(name_or_path: str | Path):
     except (OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0]
         raise KdmechError(f"cannot load model {name_or_path!r}: {first}") from None
+    return model.eval(), tokenizer
+
+
+def load_masked_lm(name_or_path: str | Path):
+    """(BertForMaskedLM in eval mode, tokenizer) for a BERT or DistilBERT masked LM.
+    DistilBERT checkpoints are converted to BERT's layout (TransformerLens' bridge refuses
+    DistilBERT; the conversion keeps the logits)."""
+    from kdmech.models.distilbert import distilbert_to_bert
+
+    name_or_path = str(name_or_path)
+    _check_source(name_or_path)
+    local = _local_only(name_or_path)
+    try:
+        config = AutoConfig.from_pretrained(name_or_path, local_files_only=local)
+    except (OSError, ValueError) as e:
+        raise KdmechError(f"cannot load model {name_or_path!r}: {str(e).strip().splitlines()[0]}") from None
+    if config.model_type not in MASKED_TYPES:
+        raise KdmechError(f"model {name_or_path!r} is a {config.model_type!r}; masked-LM teachers "
+                          f"and students must be one of {sorted(MASKED_TYPES)}")
+    try:
+        model = AutoModelForMaskedLM.from_pretrained(name_or_path, attn_implementation="eager",
+                                                     local_files_only=local)
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, local_files_only=local)
+    except (OSError, ValueError) as e:
+        raise KdmechError(f"cannot load model {name_or_path!r}: {str(e).strip().splitlines()[0]}") from None
+    if config.model_type == "distilbert":
+        model = distilbert_to_bert(model)
     return model.eval(), tokenizer
