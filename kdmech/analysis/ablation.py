@@ -47,8 +47,9 @@ def corrupted_activations(bridged: Bridged, prompts: PromptSet, keep_full: bool 
     sums: dict[str, torch.Tensor] = {}
     full: dict[str, list] = defaultdict(list)
     for i in range(0, len(prompts), batch_size):
-        _, cache = bridged.bridge.run_with_cache(prompts.corrupted[i:i + batch_size],
-                                                 names_filter=_ablated_hook)
+        ids = prompts.corrupted[i:i + batch_size]
+        _, cache = bridged.bridge.run_with_cache(ids, names_filter=_ablated_hook,
+                                                 **bridged.forward_kwargs(ids))
         for name in cache.keys():
             act = cache[name]
             sums[name] = sums.get(name, 0) + act.sum(0)

@@ -27,6 +27,15 @@ class Bridged:
     """The Hugging Face model the bridge was booted from (not the wrapped copy)."""
 
     @property
+    def masked(self) -> bool:
+        """Encoder (BERT-style) models read an attention mask and have no causal structure."""
+        return self.model is not None and self.model.config.model_type in ("bert", "distilbert")
+
+    def forward_kwargs(self, ids: torch.Tensor) -> dict:
+        """BERT on the bridge matches Hugging Face only when the mask is passed explicitly."""
+        return {"attention_mask": torch.ones_like(ids)} if self.masked else {}
+
+    @property
     def nodes(self) -> list[Node]:
         return all_nodes(self.n_layers, self.n_heads)
 
@@ -50,6 +59,7 @@ def logits_at(bridged: Bridged, ids: torch.Tensor, positions: torch.Tensor,
     for i in range(0, ids.shape[0], batch_size):
         sl = slice(i, i + batch_size)
         batch_hooks = [(name, fn(sl)) for name, fn in hooks]
-        logits = bridged.bridge.run_with_hooks(ids[sl], fwd_hooks=batch_hooks)
+        logits = bridged.bridge.run_with_hooks(ids[sl], fwd_hooks=batch_hooks,
+                                               **bridged.forward_kwargs(ids[sl]))
         out.append(logits[torch.arange(logits.shape[0]), positions[sl]])
     return torch.cat(out)

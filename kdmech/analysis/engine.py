@@ -23,8 +23,9 @@ from collections import defaultdict
 import torch
 
 from kdmech.analysis import gpt2_runner
-from kdmech.analysis.ablation import AblationKind, CorruptedActivations
-from kdmech.analysis.bridge import Bridged
+from kdmech.analysis.ablation import (AblationKind, CorruptedActivations, ablated_logit_diff,
+                                     ablation_hooks)
+from kdmech.analysis.bridge import Bridged, logits_at
 from kdmech.analysis.nodes import Node
 from kdmech.tasks.metric import task_metric
 from kdmech.tasks.prompt_set import PromptSet
@@ -47,6 +48,13 @@ class AblationEngine:
         self.runner = (gpt2_runner.GPT2Runner(bridged.model, prompts.clean)
                        if fast_path and bridged.model is not None and gpt2_runner.supported(bridged.model)
                        else None)
+        if bridged.masked:
+            # Post-LayerNorm encoders: no start-at-layer shortcut through their MLM head; every
+            # ablation set is one plain forward (the reference path, with the attention mask).
+            self.reference_only = True
+            self.full_logit_diff = ablated_logit_diff(bridged, prompts, [], self.kind, source)
+            return
+        self.reference_only = False
         names = [f"blocks.{l}.hook_resid_pre" for l in range(self.n_layers)]
         names += [f"blocks.{self.n_layers - 1}.hook_resid_post"]
         with torch.no_grad():
@@ -139,6 +147,8 @@ class AblationEngine:
     def logit_diffs(self, sets: list[list[Node]], per_prompt: bool = False) -> list:
         """Mean LD (or per-prompt LDs, with `per_prompt`) for each ablation set, each set
         ablated at once from the full model."""
+        if self.reference_only:
+            return [_reference_lds(self, nodes, per_prompt) for nodes in sets]
         if self.runner is not None:
             out = []
             for nodes in sets:
@@ -168,3 +178,10 @@ class AblationEngine:
 
     def logit_diff(self, nodes: list[Node]) -> float:
         return self.logit_diffs([nodes])[0]
+
+
+def _reference_lds(engine: AblationEngine, nodes: list[Node], per_prompt: bool):
+    p = engine.prompts
+    hooks = ablation_hooks(nodes, engine.kind, engine.source) if nodes else []
+    lds = task_metric(logits_at(engine.bridged, p.clean, p.positions, hooks), p)
+    return lds if per_prompt else lds.mean().item()

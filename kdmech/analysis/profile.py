@@ -48,7 +48,8 @@ def clean_run(bridged: Bridged, prompts: PromptSet, batch_size: int = 64):
     lds, pattern_sum, mlps = [], None, [[] for _ in range(bridged.n_layers)]
     for i in range(0, len(prompts), batch_size):
         sl = slice(i, i + batch_size)
-        logits, cache = bridged.bridge.run_with_cache(prompts.clean[sl], names_filter=_pattern_or_mlp)
+        logits, cache = bridged.bridge.run_with_cache(prompts.clean[sl], names_filter=_pattern_or_mlp,
+                                                      **bridged.forward_kwargs(prompts.clean[sl]))
         at = logits[torch.arange(logits.shape[0]), prompts.positions[sl]]
         lds.append(task_metric(at, prompts, rows=sl))
         pats = torch.stack([cache[f"blocks.{l}.attn.hook_pattern"].sum(0)

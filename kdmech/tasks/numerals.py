@@ -98,6 +98,8 @@ class NumeralTask:
     n_items: int = N_ITEMS
     start_min: int = STARTS.start
     start_max: int = STARTS.stop - 1
+    cloze: bool = False
+    """BERT cloze form (SPEC §2): values renumbered 1..n_items, the slot is `[MASK]`."""
 
     def __post_init__(self):
         known = {**TEMPLATES, **UNSEEN_TEMPLATES}
@@ -125,16 +127,17 @@ class NumeralTask:
         for kind in self.types:
             pool, phrase = known[kind]
             for _ in range(self.per_type):
-                n = rng.randint(self.start_min, self.start_max)
+                n = 1 if self.cloze else rng.randint(self.start_min, self.start_max)
                 subjects = rng.sample(pool, k + 1)
                 values = [n + i for i in range(k)]
-                clean.append(_sentence(subjects, phrase, [*values, None], fmt))
+                slot = " [MASK]" if self.cloze else ""
+                clean.append(_sentence(subjects, phrase, [*values, None], fmt) + slot)
                 corrupted.append(_sentence(subjects, phrase,
-                                           [*_corrupt_values(rng, k, corrupt_hi), None], fmt))
+                                           [*_corrupt_values(rng, k, corrupt_hi), None], fmt) + slot)
                 answers.append(f" {render(n + k, fmt)}")
                 wrongs.append(f" {render(n + k - 1, fmt)}")
                 groups.append(kind)
-        name = "numerals" if fmt == "digits" else f"numerals-{fmt}"
+        name = ("numerals" if fmt == "digits" else f"numerals-{fmt}") + ("-cloze" if self.cloze else "")
         return PromptTexts(name, clean, corrupted, answers, wrongs, groups)
 
 

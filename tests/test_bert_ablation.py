@@ -1,0 +1,91 @@
+"""BERT on the bridge (issue 4 groundwork): a single head's mean ablation at [MASK] equals a
+hand-written Hugging Face hook on BertSelfAttention's per-head context (before the output
+projection); an MLP's ablation equals a hook on BertOutput's dense layer."""
+
+import pytest
+import torch
+from transformers import BertConfig, BertForMaskedLM
+
+from kdmech.analysis import AblationKind, Node, ablated_logit_diff, boot, corrupted_activations
+from kdmech.analysis.engine import AblationEngine
+from kdmech.tasks import NumeralTask, tokenize_prompts
+
+
+@pytest.fixture(scope="module")
+def bert(tokenizer):
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                     intermediate_size=64, pad_token_id=tokenizer.pad_token_id, max_position_embeddings=64,
+                     attn_implementation="eager", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    model = BertForMaskedLM(cfg).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.ndim == 2:
+                p.mul_(8)
+    return model
+
+
+@pytest.fixture(scope="module")
+def cloze(tokenizer):
+    return tokenize_prompts(NumeralTask(per_type=6, seed=2, cloze=True).prompts(), tokenizer, kind="masked")
+
+
+def test_cloze_prompts(cloze, tokenizer):
+    assert cloze.task == "numerals-cloze"
+    assert (cloze.clean[:, 0] == tokenizer.cls_token_id).all() and (cloze.clean[:, -1] == tokenizer.sep_token_id).all()
+    assert (cloze.clean[torch.arange(len(cloze)), cloze.positions] == tokenizer.mask_token_id).all()
+    assert all(t.split(" done in ")[1].startswith("1.") for t in cloze.texts.clean if " done in " in t)
+    assert set(cloze.texts.answers) == {" 5"} and set(cloze.texts.wrong_answers) == {" 4"}
+
+
+def hf_ld(model, prompts):
+    with torch.no_grad():
+        logits = model(input_ids=prompts.clean, attention_mask=torch.ones_like(prompts.clean)).logits
+    rows = torch.arange(len(prompts))
+    at = logits[rows, prompts.positions]
+    return (at[rows, prompts.answers] - at[rows, prompts.wrong_answers]).mean().item()
+
+
+def capture(model, module, ids):
+    seen = {}
+    handle = module.register_forward_hook(lambda m, a, out: seen.update(x=(out[0] if isinstance(out, tuple) else out).clone()))
+    with torch.no_grad():
+        model(input_ids=ids, attention_mask=torch.ones_like(ids))
+    handle.remove()
+    return seen["x"]
+
+
+def test_bert_head_mean_ablation_matches_hf_hook(bert, tokenizer, cloze):
+    layer, head, d_head = 1, 2, 8
+    self_attn = bert.bert.encoder.layer[layer].attention.self
+    cols = slice(head * d_head, (head + 1) * d_head)
+    mean = capture(bert, self_attn, cloze.corrupted).mean(0)
+
+    def patch(m, a, out):
+        context = (out[0] if isinstance(out, tuple) else out).clone()
+        context[:, :, cols] = mean[:, cols]
+        return (context, *out[1:]) if isinstance(out, tuple) else context
+
+    handle = self_attn.register_forward_hook(patch)
+    expected = hf_ld(bert, cloze)
+    handle.remove()
+    bridged = boot(bert, tokenizer)
+    source = corrupted_activations(bridged, cloze)
+    got = ablated_logit_diff(bridged, cloze, [Node(layer, head)], AblationKind.MEAN, source)
+    assert got == pytest.approx(expected, abs=1e-4)
+    assert abs(got - hf_ld(bert, cloze)) > 1e-3  # the ablation did something
+    engine = AblationEngine(bridged, cloze, "mean", source)
+    assert engine.runner is None and engine.reference_only
+    assert engine.full_logit_diff == pytest.approx(hf_ld(bert, cloze), abs=1e-4)
+    assert engine.logit_diff([Node(layer, head)]) == pytest.approx(expected, abs=1e-4)
+
+
+def test_bert_mlp_mean_ablation_matches_hf_hook(bert, tokenizer, cloze):
+    dense = bert.bert.encoder.layer[0].output.dense
+    mean = capture(bert, dense, cloze.corrupted).mean(0)
+    handle = dense.register_forward_hook(lambda m, a, out: mean.expand_as(out))
+    expected = hf_ld(bert, cloze)
+    handle.remove()
+    bridged = boot(bert, tokenizer)
+    got = ablated_logit_diff(bridged, cloze, [Node(0)], AblationKind.MEAN, corrupted_activations(bridged, cloze))
+    assert got == pytest.approx(expected, abs=1e-4)
