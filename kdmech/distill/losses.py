@@ -70,3 +70,9 @@ def hidden_cosine(student_hidden: list[torch.Tensor], teacher_hidden: list[torch
             s = projection(s)
         terms.append((1 - F.cosine_similarity(s, t[mask], dim=-1)).mean())
     return torch.stack(terms).mean()
+
+
+def masked_lm_ce(student_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Masked-LM cross-entropy: only where `labels` holds the original token (not -100)."""
+    chosen = labels != -100
+    return F.cross_entropy(student_logits[chosen], labels[chosen])
