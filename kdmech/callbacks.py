@@ -76,6 +76,17 @@ class CircuitAnalysisCallback(L.Callback):
         if self.circuits and (final or (self.circuit_every and step % self.circuit_every == 0)):
             self._circuits(trainer, step, student)
 
+    def _probes(self, prof) -> dict:
+        """Each probe on its own: one that does not apply (e.g. on an encoder) says why."""
+        out = {}
+        for key, fn in (("similar_member", lambda: similar_member_scores(prof)),
+                        ("successor", lambda: successor_scores(prof.engine, self.tokenizer))):
+            try:
+                out[key] = fn()
+            except KdmechError as e:
+                out[key] = {"error": str(e)}
+        return out
+
     def _timeline(self, trainer: L.Trainer, step: int) -> None:
         """Refresh history.csv and the restructuring pictures; log the pictures to W&B."""
         from kdmech.commands.timeline import PICTURES, student_timeline
@@ -133,8 +144,7 @@ class CircuitAnalysisCallback(L.Callback):
             circuit = discover(student.engine, self.circuit_threshold)
             record = {"step": step, "threshold": self.circuit_threshold,
                       "teacher": self.teacher_circuit.to_json(), "student": circuit.to_json(),
-                      "probes": {who: {"similar_member": similar_member_scores(prof),
-                                       "successor": successor_scores(prof.engine, self.tokenizer)}
+                      "probes": {who: self._probes(prof)
                                  for who, prof in (("teacher", self.teacher_profile), ("student", student))}}
         except KdmechError as e:  # e.g. a student that does not solve the task yet
             record = {"step": step, "error": str(e)}

@@ -170,7 +170,7 @@ def load_history(folder: str | Path, rules: Rules = Rules()) -> RunHistory:
         probes = last.get("probes", {}).get("teacher", {})
         for function, key in (("successor", "successor"), ("similar-member", "similar_member")):
             scores = probes.get(key, {})
-            if scores:
+            if scores and "error" not in scores:
                 best = max(scores, key=scores.get)
                 if scores[best] >= rules.min_probe:
                     functions[function] = best
