@@ -11,7 +11,8 @@ import torch
 from transformers import BertForMaskedLM
 
 from kdmech.errors import KdmechError
-from kdmech.models.capacity import CapacitySpec, InitStrategy, _head_columns, _slice_copy, layer_map
+from kdmech.models.capacity import (CapacitySpec, InitStrategy, _head_columns, copy_from_teacher,
+                                    layer_map)
 
 
 def build_bert_student(teacher: BertForMaskedLM, capacity: CapacitySpec,
@@ -56,21 +57,7 @@ def build_bert_student(teacher: BertForMaskedLM, capacity: CapacitySpec,
             return [slice(0, None)]
         return [model_dim]  # LayerNorms
 
-    teacher_params = dict(teacher.named_parameters())
-    with torch.no_grad():
-        for name, param in student.named_parameters():
-            src_name = name
-            if ".encoder.layer." in name:
-                i = int(name.split(".encoder.layer.")[1].split(".")[0])
-                src_name = name.replace(f".encoder.layer.{i}.", f".encoder.layer.{layers[i]}.", 1)
-            src = teacher_params.get(src_name)
-            index = index_for(name, param.ndim)
-            if src is None or any(ix is None for ix in index):
-                prov["tensors"][name] = "random"
-                continue
-            sl = _slice_copy(param, src, index)
-            whole = list(param.shape) == list(src.shape)
-            prov["tensors"][name] = {"from": src_name, **({} if whole else {"slice": sl})}
+    copy_from_teacher(student, teacher, ".encoder.layer.", layers, index_for, prov)
     if tc.tie_word_embeddings:
         student.tie_weights()
     return student, prov

@@ -97,6 +97,28 @@ def _head_columns(n_head_t: int, d_head_t: int, n_head_s: int, d_head_s: int) ->
     return torch.cat([torch.arange(h * d_head_t, h * d_head_t + d_head_s) for h in range(n_head_s)])
 
 
+def copy_from_teacher(student, teacher, layer_prefix: str, layers: list[int], index_for,
+                      prov: dict) -> None:
+    """Copy (or slice) every student tensor from its teacher tensor: block i of the student
+    (named `<layer_prefix>i.`) reads teacher block layers[i]; `index_for(name, ndim)` gives the
+    slice, None where it cannot be sliced (left random). Records each origin in `prov`."""
+    teacher_params = dict(teacher.named_parameters())
+    with torch.no_grad():
+        for name, param in student.named_parameters():
+            src_name = name
+            if layer_prefix in name:
+                i = int(name.split(layer_prefix)[1].split(".")[0])
+                src_name = name.replace(f"{layer_prefix}{i}.", f"{layer_prefix}{layers[i]}.", 1)
+            src = teacher_params.get(src_name)
+            index = index_for(name, param.ndim)
+            if src is None or any(ix is None for ix in index):
+                prov["tensors"][name] = "random"
+                continue
+            sl = _slice_copy(param, src, index)
+            whole = list(param.shape) == list(src.shape)
+            prov["tensors"][name] = {"from": src_name, **({} if whole else {"slice": sl})}
+
+
 def build_gpt2_student(teacher: GPT2LMHeadModel, capacity: CapacitySpec,
                        init: InitStrategy = "every_k", seed: int = 0):
     """(student, provenance dict) — see module docstring."""
@@ -138,21 +160,7 @@ def build_gpt2_student(teacher: GPT2LMHeadModel, capacity: CapacitySpec,
             return [slice(0, None), model_dim]
         return [model_dim]  # LayerNorm weights and biases
 
-    teacher_params = dict(teacher.named_parameters())
-    with torch.no_grad():
-        for name, param in student.named_parameters():
-            src_name = name
-            if name.startswith("transformer.h."):
-                i = int(name.split(".")[2])
-                src_name = name.replace(f"transformer.h.{i}.", f"transformer.h.{layers[i]}.", 1)
-            src = teacher_params.get(src_name)
-            index = index_for(name, param.ndim)
-            if src is None or any(ix is None for ix in index):
-                prov["tensors"][name] = "random"
-                continue
-            sl = _slice_copy(param, src, index)
-            whole = list(param.shape) == list(src.shape)
-            prov["tensors"][name] = {"from": src_name, **({} if whole else {"slice": sl})}
+    copy_from_teacher(student, teacher, "transformer.h.", layers, index_for, prov)
     if tc.tie_word_embeddings:
         student.tie_weights()
     return student, prov

@@ -63,26 +63,33 @@ def _local_only(name_or_path: str) -> bool:
     return False
 
 
-def load_causal_lm(name_or_path: str | Path):
-    """(model in eval mode, tokenizer) for a GPT-2-family causal LM."""
+def _load(name_or_path: str | Path, types: set[str], auto_cls, role: str):
     name_or_path = str(name_or_path)
     _check_source(name_or_path)
     local = _local_only(name_or_path)
     try:
         config = AutoConfig.from_pretrained(name_or_path, local_files_only=local)
     except (OSError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise KdmechError(f"cannot load model {name_or_path!r}: {first}") from None
-    if config.model_type not in CAUSAL_TYPES:
-        raise KdmechError(f"model {name_or_path!r} is a {config.model_type!r}; causal teachers "
-                          f"and students must be one of {sorted(CAUSAL_TYPES)}")
+        raise KdmechError(f"cannot load model {name_or_path!r}: {_first_line(e)}") from None
+    if config.model_type not in types:
+        raise KdmechError(f"model {name_or_path!r} is a {config.model_type!r}; {role} teachers "
+                          f"and students must be one of {sorted(types)}")
     try:
-        model = AutoModelForCausalLM.from_pretrained(name_or_path, attn_implementation="eager",
-                                                     local_files_only=local)
+        model = auto_cls.from_pretrained(name_or_path, attn_implementation="eager", local_files_only=local)
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, local_files_only=local)
     except (OSError, ValueError) as e:
-        first = str(e).strip().splitlines()[0]
-        raise KdmechError(f"cannot load model {name_or_path!r}: {first}") from None
+        raise KdmechError(f"cannot load model {name_or_path!r}: {_first_line(e)}") from None
+    return model, tokenizer, config.model_type
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def load_causal_lm(name_or_path: str | Path):
+    """(model in eval mode, tokenizer) for a GPT-2-family causal LM."""
+    model, tokenizer, _ = _load(name_or_path, CAUSAL_TYPES, AutoModelForCausalLM, "causal")
     return model.eval(), tokenizer
 
 
@@ -92,22 +99,7 @@ def load_masked_lm(name_or_path: str | Path):
     DistilBERT; the conversion keeps the logits)."""
     from kdmech.models.distilbert import distilbert_to_bert
 
-    name_or_path = str(name_or_path)
-    _check_source(name_or_path)
-    local = _local_only(name_or_path)
-    try:
-        config = AutoConfig.from_pretrained(name_or_path, local_files_only=local)
-    except (OSError, ValueError) as e:
-        raise KdmechError(f"cannot load model {name_or_path!r}: {str(e).strip().splitlines()[0]}") from None
-    if config.model_type not in MASKED_TYPES:
-        raise KdmechError(f"model {name_or_path!r} is a {config.model_type!r}; masked-LM teachers "
-                          f"and students must be one of {sorted(MASKED_TYPES)}")
-    try:
-        model = AutoModelForMaskedLM.from_pretrained(name_or_path, attn_implementation="eager",
-                                                     local_files_only=local)
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path, local_files_only=local)
-    except (OSError, ValueError) as e:
-        raise KdmechError(f"cannot load model {name_or_path!r}: {str(e).strip().splitlines()[0]}") from None
-    if config.model_type == "distilbert":
+    model, tokenizer, kind = _load(name_or_path, MASKED_TYPES, AutoModelForMaskedLM, "masked-LM")
+    if kind == "distilbert":
         model = distilbert_to_bert(model)
     return model.eval(), tokenizer
