@@ -68,3 +68,33 @@ def test_masked_kd_terms_by_hand():
     ce = masked_lm_ce(s, labels).item()
     by_hand = np.mean([-F.log_softmax(s[0, 2], -1)[5].item(), -F.log_softmax(s[1, 4], -1)[1].item()])
     assert ce == pytest.approx(by_hand, rel=1e-6)
+
+
+def test_masked_distillation_terms_match_a_hand_computation(bert_teacher, tokenizer):
+    from kdmech.distill.masked_module import MaskedDistillationModule
+
+    student, prov = build_bert_student(bert_teacher, CapacitySpec(depth=0.5))
+    special = [tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id]
+    module = MaskedDistillationModule(bert_teacher, student, [0, 3], special, tokenizer.mask_token_id, seed=5)
+    ids = torch.randint(10, 200, (4, 12))
+    ids[:, 0], ids[:, -1] = tokenizer.cls_token_id, tokenizer.sep_token_id
+    attn = torch.ones_like(ids)
+    terms = module.losses({"input_ids": ids, "attention_mask": attn})
+    # the same corruption, drawn again from the same seed, then everything by hand
+    corrupted, labels = mask_tokens(ids, torch.isin(ids, torch.tensor(special)), tokenizer.mask_token_id,
+                                    len(tokenizer), torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        t = bert_teacher(input_ids=corrupted, attention_mask=attn, output_hidden_states=True)
+        s = student(input_ids=corrupted, attention_mask=attn, output_hidden_states=True)
+    chosen = labels != -100
+    assert chosen.any()
+    T = 2.0
+    pt, ps = F.log_softmax(t.logits[chosen] / T, -1), F.log_softmax(s.logits[chosen] / T, -1)
+    kl = (pt.exp() * (pt - ps)).sum(-1).mean().item() * T * T
+    ce = np.mean([-F.log_softmax(s.logits[b, i], -1)[labels[b, i]].item() for b, i in chosen.nonzero()])
+    cos = np.mean([(1 - F.cosine_similarity(s.hidden_states[k + 1], t.hidden_states[j + 1], dim=-1)).mean().item()
+                   for k, j in enumerate([0, 3])])
+    assert terms["kl"].item() == pytest.approx(kl, rel=1e-4)
+    assert terms["ce"].item() == pytest.approx(ce, rel=1e-4)
+    assert terms["cos"].item() == pytest.approx(cos, rel=1e-4)
+    assert terms["loss"].item() == pytest.approx(5 * kl + 2 * ce + cos, rel=1e-4)
