@@ -98,3 +98,16 @@ def test_masked_distillation_terms_match_a_hand_computation(bert_teacher, tokeni
     assert terms["ce"].item() == pytest.approx(ce, rel=1e-4)
     assert terms["cos"].item() == pytest.approx(cos, rel=1e-4)
     assert terms["loss"].item() == pytest.approx(5 * kl + 2 * ce + cos, rel=1e-4)
+
+
+def test_masked_corpus_is_wrapped_in_cls_and_sep(tokenizer):
+    from kdmech.distill.data import corpus_dataset
+
+    data = corpus_dataset(tokenizer, 20, seed=0, kind="masked")
+    for row in data:
+        ids, attn = row["input_ids"], row["attention_mask"]
+        n = int(attn.sum())
+        assert ids[0] == tokenizer.cls_token_id and ids[n - 1] == tokenizer.sep_token_id
+        assert (ids[n:] == tokenizer.pad_token_id).all()
+    causal = corpus_dataset(tokenizer, 5, seed=0)
+    assert all(row["input_ids"][0] == tokenizer.bos_token_id for row in causal)

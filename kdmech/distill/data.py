@@ -10,11 +10,16 @@ from torch.utils.data import DataLoader
 from kdmech.tasks import numerals
 
 
-def corpus_dataset(tokenizer, n: int, seed: int) -> Dataset:
-    """`n` numeral sequences, tokenized with a BOS token and right-padded to one length."""
+def corpus_dataset(tokenizer, n: int, seed: int, kind: str = "causal") -> Dataset:
+    """`n` numeral sequences, right-padded to one length: after a BOS token for causal models,
+    between [CLS] and [SEP] for masked (BERT-style) ones."""
     texts = numerals.training_corpus(n, seed)
-    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
-    ids = [bos + tokenizer.encode(t, add_special_tokens=False) for t in texts]
+    if kind == "masked":
+        wrap = lambda x: [tokenizer.cls_token_id, *x, tokenizer.sep_token_id]  # noqa: E731
+    else:
+        bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+        wrap = lambda x: bos + x  # noqa: E731
+    ids = [wrap(tokenizer.encode(t, add_special_tokens=False)) for t in texts]
     width = max(map(len, ids))
     pad = tokenizer.pad_token_id
     return Dataset.from_dict({
@@ -28,14 +33,14 @@ class CorpusDataModule(L.LightningDataModule):
     """Train and validation splits of the synthetic corpus (different seeds)."""
 
     def __init__(self, tokenizer, n_train: int = 20000, n_val: int = 500,
-                 batch_size: int = 64, seed: int = 0):
+                 batch_size: int = 64, seed: int = 0, kind: str = "causal"):
         super().__init__()
         self.tokenizer, self.n_train, self.n_val = tokenizer, n_train, n_val
-        self.batch_size, self.seed = batch_size, seed
+        self.batch_size, self.seed, self.kind = batch_size, seed, kind
 
     def setup(self, stage: str | None = None) -> None:
-        self.train_set = corpus_dataset(self.tokenizer, self.n_train, self.seed)
-        self.val_set = corpus_dataset(self.tokenizer, self.n_val, self.seed + 10_000)
+        self.train_set = corpus_dataset(self.tokenizer, self.n_train, self.seed, self.kind)
+        self.val_set = corpus_dataset(self.tokenizer, self.n_val, self.seed + 10_000, self.kind)
 
     def train_dataloader(self) -> DataLoader:
         g = torch.Generator().manual_seed(self.seed)
