@@ -29,7 +29,7 @@ class CircuitAnalysisCallback(L.Callback):
                  every_n_steps: int = 100, ablation: AblationKind = AblationKind.MEAN,
                  compare_options: dict | None = None, circuit_every_n_steps: int = 0,
                  circuit_threshold: float = 0.20, circuits: bool = True,
-                 student_name: str | None = None):
+                 student_name: str | None = None, teacher_side: dict | None = None):
         self.teacher, self.tokenizer, self.prompts = teacher, tokenizer, prompts
         self.out_dir = Path(out_dir)
         self.every, self.ablation = every_n_steps, AblationKind(ablation)
@@ -40,8 +40,9 @@ class CircuitAnalysisCallback(L.Callback):
         # of them and prefixes its W&B keys with the student's name.
         self.student_name = student_name
         self.prefix = f"{student_name}/" if student_name else ""
-        self.teacher_profile = None
-        self.teacher_circuit = None
+        # The teacher's profile and circuit, computed once; callbacks of students distilled
+        # from one teacher on one prompt set (distill-shared) pass the same dict.
+        self.teacher_side = teacher_side if teacher_side is not None else {}
         self.last_student = None
         self.nodes_table = None
         self.done: set[int] = set()
@@ -53,12 +54,12 @@ class CircuitAnalysisCallback(L.Callback):
             return
         self.done.add(step)
         start = time.perf_counter()
-        if self.teacher_profile is None:
-            self.teacher_profile = profile(self.teacher, self.tokenizer, self.prompts, self.ablation)
+        if "profile" not in self.teacher_side:
+            self.teacher_side["profile"] = profile(self.teacher, self.tokenizer, self.prompts, self.ablation)
         model = pl_module.student_named(self.student_name) if self.student_name else pl_module.student
         student = profile(model, self.tokenizer, self.prompts, self.ablation)
         self.last_student = student
-        result = compare(self.teacher_profile, student, step, self.prompts.task,
+        result = compare(self.teacher_side["profile"], student, step, self.prompts.task,
                          **self.compare_options)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         result.save(self.out_dir / f"step_{step}.json")
@@ -67,7 +68,6 @@ class CircuitAnalysisCallback(L.Callback):
                            f"influence at step {step}")
         self.results.append(result)
         self._log(trainer, result)
-        self._timeline(trainer, step)
         print(f"[analysis] {self.prefix}step {step}: LD teacher {result.logit_diff['teacher']:.2f} "
                        f"student {result.logit_diff['student']:.2f}, A {result.alignment.A:.3f}, "
                        f"worst drop {result.worst_drop['student']['value']:.1f}% "
@@ -75,6 +75,7 @@ class CircuitAnalysisCallback(L.Callback):
                        f"[{time.perf_counter() - start:.1f}s]")
         if self.circuits and (final or (self.circuit_every and step % self.circuit_every == 0)):
             self._circuits(trainer, step, student)
+        self._timeline(trainer, step)
 
     def _probes(self, prof) -> dict:
         """Each probe on its own: one that does not apply (e.g. on an encoder) says why."""
@@ -139,19 +140,19 @@ class CircuitAnalysisCallback(L.Callback):
     def _circuits(self, trainer: L.Trainer, step: int, student) -> None:
         start = time.perf_counter()
         try:
-            if self.teacher_circuit is None:
-                self.teacher_circuit = discover(self.teacher_profile.engine, self.circuit_threshold)
+            if "circuit" not in self.teacher_side:
+                self.teacher_side["circuit"] = discover(self.teacher_side["profile"].engine,
+                                                        self.circuit_threshold)
             circuit = discover(student.engine, self.circuit_threshold)
             record = {"step": step, "threshold": self.circuit_threshold,
-                      "teacher": self.teacher_circuit.to_json(), "student": circuit.to_json(),
+                      "teacher": self.teacher_side["circuit"].to_json(), "student": circuit.to_json(),
                       "probes": {who: self._probes(prof)
-                                 for who, prof in (("teacher", self.teacher_profile), ("student", student))}}
+                                 for who, prof in (("teacher", self.teacher_side["profile"]), ("student", student))}}
         except KdmechError as e:  # e.g. a student that does not solve the task yet
             record = {"step": step, "error": str(e)}
             circuit = None
         path = self.out_dir / f"circuit_step_{step}.json"
         path.write_text(json.dumps(record, indent=1))
-        self._timeline(trainer, step)  # circuit membership joins the history
         if circuit is not None:
             print(f"[circuit] step {step}: student {len(circuit.nodes)} nodes {circuit.nodes}, "
                   f"{len(circuit.edges)} edges, completeness {circuit.completeness:.0f}% "
@@ -163,7 +164,7 @@ class CircuitAnalysisCallback(L.Callback):
             logger.log_metrics({f"circuit/{self.prefix}student_nodes": len(circuit.nodes),
                                 f"circuit/{self.prefix}student_edges": len(circuit.edges),
                                 f"circuit/{self.prefix}student_completeness": circuit.completeness,
-                                "circuit/teacher_nodes": len(self.teacher_circuit.nodes)}, step=step)
+                                "circuit/teacher_nodes": len(self.teacher_side["circuit"].nodes)}, step=step)
         import wandb
 
         artifact = wandb.Artifact(f"circuit-{self.student_name or logger.experiment.name}", type="circuit",
@@ -186,3 +187,4 @@ class CircuitAnalysisCallback(L.Callback):
         elif trainer.is_global_zero and self.circuits and not (
                 self.circuit_every and step % self.circuit_every == 0):
             self._circuits(trainer, step, self.last_student)  # analysed, but no circuit yet
+            self._timeline(trainer, step)

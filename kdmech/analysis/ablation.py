@@ -89,15 +89,17 @@ def ablation_hooks(nodes: list[Node], kind: AblationKind, source: CorruptedActiv
     return [(name, factory(name, group)) for name, group in by_hook.items()]
 
 
-def logit_diff(logits: torch.Tensor, prompts: PromptSet) -> torch.Tensor:
-    """Per-prompt task metric (a logit difference for most tasks) from logits [N, V] at the
-    prediction positions."""
-    return task_metric(logits, prompts)
+def ablated_metric(bridged: Bridged, prompts: PromptSet, nodes: list[Node],
+                   kind: AblationKind = AblationKind.MEAN,
+                   source: CorruptedActivations | None = None) -> torch.Tensor:
+    """Per-prompt task metric (LD for most tasks) with every node in `nodes` ablated at once:
+    one plain full forward, the reference every faster path is tested against."""
+    hooks = ablation_hooks(nodes, kind, source) if nodes else []
+    return task_metric(logits_at(bridged, prompts.clean, prompts.positions, hooks), prompts)
 
 
 def ablated_logit_diff(bridged: Bridged, prompts: PromptSet, nodes: list[Node],
                        kind: AblationKind = AblationKind.MEAN,
                        source: CorruptedActivations | None = None) -> float:
-    """Mean LD over the clean prompts with every node in `nodes` ablated at once."""
-    hooks = ablation_hooks(nodes, kind, source) if nodes else []
-    return logit_diff(logits_at(bridged, prompts.clean, prompts.positions, hooks), prompts).mean().item()
+    """Mean of `ablated_metric` over the clean prompts."""
+    return ablated_metric(bridged, prompts, nodes, kind, source).mean().item()

@@ -23,9 +23,8 @@ from collections import defaultdict
 import torch
 
 from kdmech.analysis import gpt2_runner
-from kdmech.analysis.ablation import (AblationKind, CorruptedActivations, ablated_logit_diff,
-                                     ablation_hooks)
-from kdmech.analysis.bridge import Bridged, logits_at
+from kdmech.analysis.ablation import AblationKind, CorruptedActivations, ablated_metric
+from kdmech.analysis.bridge import Bridged
 from kdmech.analysis.nodes import Node
 from kdmech.tasks.metric import task_metric
 from kdmech.tasks.prompt_set import PromptSet
@@ -48,13 +47,13 @@ class AblationEngine:
         self.runner = (gpt2_runner.GPT2Runner(bridged.model, prompts.clean)
                        if fast_path and bridged.model is not None and gpt2_runner.supported(bridged.model)
                        else None)
-        if bridged.masked:
-            # Post-LayerNorm encoders: no start-at-layer shortcut through their MLM head; every
-            # ablation set is one plain forward (the reference path, with the attention mask).
-            self.reference_only = True
-            self.full_logit_diff = ablated_logit_diff(bridged, prompts, [], self.kind, source)
+        # Post-LayerNorm encoders: no start-at-layer shortcut through their MLM head; every
+        # ablation set is one plain forward (the reference path, with the attention mask).
+        self.reference_only = bridged.masked
+        if self.reference_only or self.runner is not None:
+            # the reference and the GPT-2 runner need no cached bridge residuals
+            self.full_logit_diff = self._intact().mean().item()
             return
-        self.reference_only = False
         names = [f"blocks.{l}.hook_resid_pre" for l in range(self.n_layers)]
         names += [f"blocks.{self.n_layers - 1}.hook_resid_post"]
         with torch.no_grad():
@@ -138,6 +137,16 @@ class AblationEngine:
     def _mlp_new(self, layer: int) -> torch.Tensor:
         return self.replacement(f"blocks.{layer}.hook_mlp_out")
 
+    def _intact(self) -> torch.Tensor:
+        """Per-prompt metric of the intact model."""
+        if self.reference_only:
+            return ablated_metric(self.bridged, self.prompts, [], self.kind, self.source)
+        if self.runner is not None:
+            p = self.prompts
+            at = self.runner.resid_final[torch.arange(len(p)), p.positions]
+            return self.runner.metric_from_final(at, p)
+        return self.logit_diffs_from_resid(self.resid_final)
+
     def _runner_logit_diffs(self, nodes: list[Node]) -> torch.Tensor:
         p = self.prompts
         resid = self.runner.final_resid_at(nodes, p.positions, self._z_new, self._mlp_new)
@@ -147,13 +156,15 @@ class AblationEngine:
     def logit_diffs(self, sets: list[list[Node]], per_prompt: bool = False) -> list:
         """Mean LD (or per-prompt LDs, with `per_prompt`) for each ablation set, each set
         ablated at once from the full model."""
-        if self.reference_only:
-            return [_reference_lds(self, nodes, per_prompt) for nodes in sets]
-        if self.runner is not None:
+        if self.reference_only or self.runner is not None:
             out = []
             for nodes in sets:
-                lds = (self._runner_logit_diffs(nodes) if nodes
-                       else self.logit_diffs_from_resid(self.resid_final))
+                if not nodes:
+                    lds = self._intact()
+                elif self.reference_only:
+                    lds = ablated_metric(self.bridged, self.prompts, nodes, self.kind, self.source)
+                else:
+                    lds = self._runner_logit_diffs(nodes)
                 out.append(lds if per_prompt else lds.mean().item())
             return out
         n = len(self.prompts)
@@ -179,9 +190,3 @@ class AblationEngine:
     def logit_diff(self, nodes: list[Node]) -> float:
         return self.logit_diffs([nodes])[0]
 
-
-def _reference_lds(engine: AblationEngine, nodes: list[Node], per_prompt: bool):
-    p = engine.prompts
-    hooks = ablation_hooks(nodes, engine.kind, engine.source) if nodes else []
-    lds = task_metric(logits_at(engine.bridged, p.clean, p.positions, hooks), p)
-    return lds if per_prompt else lds.mean().item()

@@ -127,17 +127,13 @@ def find_events(history: list[Checkpoint], teacher_circuit: list[str], functions
 
 
 # --- reading a run folder ----------------------------------------------------------------
-def _argmax_rows(sim: dict) -> dict[str, tuple[str, float]]:
-    return {s: max(zip(sim["teacher"], row), key=lambda x: x[1])
-            for s, row in zip(sim["student"], sim["matrix"])}
-
-
-def _argmax_cols(sim: dict) -> dict[str, tuple[str, float]]:
-    out = {}
-    for j, t in enumerate(sim["teacher"]):
-        col = [(s, row[j]) for s, row in zip(sim["student"], sim["matrix"])]
-        out[t] = max(col, key=lambda x: x[1])
-    return out
+def _best_matches(sim: dict, student_to_teacher: bool) -> dict[str, tuple[str, float]]:
+    """Each node's most similar node on the other side: student → teacher reads the rows of
+    the [student × teacher] matrix, teacher → student its columns."""
+    rows, cols, m = sim["student"], sim["teacher"], sim["matrix"]
+    if not student_to_teacher:
+        rows, cols, m = cols, rows, [list(c) for c in zip(*m)]
+    return {r: max(zip(cols, row), key=lambda x: x[1]) for r, row in zip(rows, m)}
 
 
 def _step_of(path: Path) -> int:
@@ -179,8 +175,8 @@ def load_history(folder: str | Path, rules: Rules = Rules()) -> RunHistory:
         d = json.loads(f.read_text())
         step, sim = d["step"], d.get("similarity", {})
         s2t = {m["student"]: (m["teacher"], m["similarity"]) for m in d["matching"]}
-        t2s = {**_argmax_cols(sim["heads"]), **_argmax_cols(sim["mlps"])} if sim else {}
-        s2t_best = {**_argmax_rows(sim["heads"]), **_argmax_rows(sim["mlps"])} if sim else s2t
+        t2s = {**_best_matches(sim["heads"], False), **_best_matches(sim["mlps"], False)} if sim else {}
+        s2t_best = {**_best_matches(sim["heads"], True), **_best_matches(sim["mlps"], True)} if sim else s2t
         circuit = circuits.get(step, {}).get("student", {}).get("nodes")
         infl = d["influence"]["student"]
         checkpoints.append(Checkpoint(step, infl, s2t_best, t2s, d["worst_drop"]["ratio"], circuit,

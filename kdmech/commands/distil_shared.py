@@ -62,13 +62,14 @@ def distill_shared(teacher: str, out: Path, capacities: list[CapacitySpec],
         teacher_model, {n: s for n, (s, _) in built.items()},
         {n: [int(v) for v in p["layer_map"].values()] for n, (_, p) in built.items()},
         loss, training.lr, training.warmup_steps)
-    callbacks = []
+    callbacks, teacher_side = [], {}
     if analysis.enabled:
         callbacks = [CircuitAnalysisCallback(
             teacher_model, tokenizer, prompts, out / "analysis" / n, analysis.every_n_steps,
             analysis.ablation, {"direction": analysis.matching_direction, "mlp_method": analysis.mlp_similarity,
                                 "normalisation": analysis.normalisation},
-            analysis.circuit_every_n_steps, circuits=analysis.circuits, student_name=n) for n in names]
+            analysis.circuit_every_n_steps, circuits=analysis.circuits, student_name=n,
+            teacher_side=teacher_side) for n in names]
     ckpt_dir = out / "checkpoints" / "shared"
     last = ckpt_dir / "last.ckpt"
     callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0,

@@ -25,9 +25,6 @@ def _distill_kwargs(point: dict) -> dict:
     """Validate a point's options with the same parser as `kdmech distill`."""
     parser = ArgumentParser(exit_on_error=False)
     parser.add_function_arguments(distill, skip=set(FIXED))
-    unknown = [k for k in point if k.split(".")[0] not in {a.dest.split(".")[0] for a in parser._actions}]
-    if unknown:
-        raise KdmechError(f"sweep parameter {unknown[0]!r} is not a `kdmech distill` option")
     try:
         cfg = parser.parse_object(nested(point))
     except ArgumentError as e:
