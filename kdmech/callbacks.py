@@ -154,17 +154,20 @@ class CircuitAnalysisCallback(L.Callback):
         path = self.out_dir / f"circuit_step_{step}.json"
         path.write_text(json.dumps(record, indent=1))
         if circuit is not None:
+            edges = f"{len(circuit.edges)} edges" if circuit.edges_pruned else "edges not pruned (post-LN)"
             print(f"[circuit] step {step}: student {len(circuit.nodes)} nodes {circuit.nodes}, "
-                  f"{len(circuit.edges)} edges, completeness {circuit.completeness:.0f}% "
+                  f"{edges}, completeness {circuit.completeness:.0f}% "
                   f"[{time.perf_counter() - start:.1f}s]")
         logger = trainer.logger
         if logger is None or not hasattr(logger, "experiment"):
             return
         if circuit is not None:
-            logger.log_metrics({f"circuit/{self.prefix}student_nodes": len(circuit.nodes),
-                                f"circuit/{self.prefix}student_edges": len(circuit.edges),
-                                f"circuit/{self.prefix}student_completeness": circuit.completeness,
-                                "circuit/teacher_nodes": len(self.teacher_side["circuit"].nodes)}, step=step)
+            metrics = {f"circuit/{self.prefix}student_nodes": len(circuit.nodes),
+                       f"circuit/{self.prefix}student_completeness": circuit.completeness,
+                       "circuit/teacher_nodes": len(self.teacher_side["circuit"].nodes)}
+            if circuit.edges_pruned:
+                metrics[f"circuit/{self.prefix}student_edges"] = len(circuit.edges)
+            logger.log_metrics(metrics, step=step)
         import wandb
 
         artifact = wandb.Artifact(f"circuit-{self.student_name or logger.experiment.name}", type="circuit",

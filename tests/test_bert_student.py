@@ -71,11 +71,12 @@ def test_masked_kd_terms_by_hand():
 
 
 def test_masked_distillation_terms_match_a_hand_computation(bert_teacher, tokenizer):
-    from kdmech.distill.masked_module import MaskedDistillationModule
+    from kdmech.distill import BertMasker, DistillationModule
 
     student, prov = build_bert_student(bert_teacher, CapacitySpec(depth=0.5))
     special = [tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id]
-    module = MaskedDistillationModule(bert_teacher, student, [0, 3], special, tokenizer.mask_token_id, seed=5)
+    module = DistillationModule(bert_teacher, student, [0, 3],
+                                masker=BertMasker(tokenizer, len(tokenizer), seed=5))
     ids = torch.randint(10, 200, (4, 12))
     ids[:, 0], ids[:, -1] = tokenizer.cls_token_id, tokenizer.sep_token_id
     attn = torch.ones_like(ids)

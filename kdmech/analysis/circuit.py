@@ -23,6 +23,10 @@ from kdmech.analysis.nodes import Node
 from kdmech.errors import KdmechError
 
 THRESHOLDS = (0.10, 0.15, 0.20, 0.25, 0.30)
+EDGES_REFUSED = ("edges not pruned: path patching sends a node's output along one path of an "
+                 "additive residual stream, which a post-LayerNorm encoder (BERT) does not have "
+                 "(each block's LayerNorm mixes every path); the node-level circuit stands, edges "
+                 "are refused rather than computed wrongly")
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,8 @@ class Circuit:
     edges_pruned: bool = False
     edge_nodes: list[str] = field(default_factory=list)
     """Nodes left after edge pruning (those with at least one kept edge)."""
+    edges_note: str = ""
+    """Why edges were not pruned when they were asked for (post-LayerNorm models)."""
 
     @property
     def heads(self) -> list[str]:
@@ -134,8 +140,7 @@ def prune_edges(engine: AblationEngine, circuit: set[Node], threshold: float = 0
                 progress=None) -> list[list[str]]:
     runner = engine.runner
     if runner is None:
-        raise KdmechError("edge pruning needs an additive residual stream and kdmech's GPT-2 "
-                          "fast path; this model is not a supported pre-LayerNorm GPT-2")
+        raise KdmechError(EDGES_REFUSED)
     ld_full = _check_ld(engine)
     p = engine.prompts
     limit = (1 - threshold) * ld_full
@@ -173,7 +178,8 @@ def discover(engine: AblationEngine, threshold: float = 0.20, edges: bool = True
         completeness=retained_with_only(engine, nodes),
         faithfulness=retained_with_only(engine, everything - nodes),
         passes=passes, ablation=engine.kind.value,
-        edges_pruned=bool(edges and engine.runner is not None), edge_nodes=edge_nodes(edge_list))
+        edges_pruned=bool(edges and engine.runner is not None), edge_nodes=edge_nodes(edge_list),
+        edges_note=EDGES_REFUSED if edges and engine.runner is None else "")
 
 
 @dataclass(frozen=True)

@@ -28,8 +28,10 @@ from kdmech.errors import KdmechError
 
 def _runner(engine: AblationEngine):
     if engine.runner is None:
-        raise KdmechError("mechanism probes read GPT-2 weights and assume an additive residual "
-                          "stream; this model is not a supported pre-LayerNorm GPT-2")
+        raise KdmechError("this probe reads GPT-2 weights and assumes an additive residual stream "
+                          "read through one final LayerNorm; the model is not a pre-LayerNorm GPT-2 "
+                          "(post-LayerNorm encoders such as BERT renormalise after every block), "
+                          "so it is refused rather than computed wrongly")
     return engine.runner
 
 

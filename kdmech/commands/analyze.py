@@ -24,7 +24,7 @@ from kdmech.analysis.sensitivity import sensitivity
 from kdmech.analysis.shift import distribution_shift, rows_to_json
 from kdmech.commands.common import atomic_dir
 from kdmech.errors import KdmechError
-from kdmech.models import load_causal_lm
+from kdmech.models import load_lm
 from kdmech.report import plots
 from kdmech.report.heatmap import save_influence_png
 from kdmech.tasks import check_same_tokenization, get_task
@@ -70,7 +70,9 @@ def analyze(teacher: str, student: str, out: Path, task: str = "numerals",
         teacher: Hub name or save_pretrained folder of the teacher.
         student: Hub name or save_pretrained folder of the student.
         out: Folder for analysis.json, prompts.json and the PNGs.
-        task: numerals, numerals-words, numerals-months, numerals-days or ioi.
+        task: numerals, numerals-any-start, numerals-words, numerals-months, numerals-days,
+            ioi or greater-than; BERT pairs get the cloze form ([MASK]), which greater-than
+            lacks.
         analyses: Which analyses to run (influence and matching always run).
         options: Settings of the individual analyses.
         progress: Show a progress bar.
@@ -81,10 +83,13 @@ def analyze(teacher: str, student: str, out: Path, task: str = "numerals",
     wanted = set(analyses) | {"influence", "matching"}
     start = time.perf_counter()
     out = Path(out)
-    texts = get_task(task, per_type=options.per_type).prompts()
-    t_model, t_tok = load_causal_lm(teacher)
-    s_model, s_tok = load_causal_lm(student)
-    prompts = check_same_tokenization(t_tok, s_tok, texts)
+    t_model, t_tok, kind = load_lm(teacher)
+    s_model, s_tok, s_kind = load_lm(student)
+    if s_kind != kind:
+        raise KdmechError(f"teacher {teacher!r} is a {t_model.config.model_type} and student "
+                          f"{student!r} a {s_model.config.model_type}; a pair must be one family")
+    texts = get_task(task, cloze=kind == "masked", per_type=options.per_type).prompts()
+    prompts = check_same_tokenization(t_tok, s_tok, texts, kind)
     if options.filter_prompts:
         prompts = filter_by_teacher(t_model, prompts)
 
@@ -134,7 +139,8 @@ def analyze(teacher: str, student: str, out: Path, task: str = "numerals",
         result["noise"] = curve.to_json()
     if "shift" in wanted:
         bar.set_postfix_str("distribution shift")
-        result["shift"] = rows_to_json(distribution_shift(t_model, s_model, t_tok, s_tok, progress=tick))
+        result["shift"] = rows_to_json(distribution_shift(t_model, s_model, t_tok, s_tok, progress=tick,
+                                                          kind=kind))
     if "probes" in wanted:
         bar.set_postfix_str("probes")
         result["probes"] = _probes(tp, sp, pair, t_tok)

@@ -20,9 +20,9 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from kdmech.analysis import AblationKind
 from kdmech.callbacks import CircuitAnalysisCallback
 from kdmech.commands.common import atomic_dir, quiet_lightning, trainer
-from kdmech.distill import CorpusDataModule, DistillationModule, LossWeights
+from kdmech.distill import BertMasker, CorpusDataModule, DistillationModule, LossWeights
 from kdmech.errors import KdmechError
-from kdmech.models import CapacitySpec, build_gpt2_student, load_causal_lm
+from kdmech.models import CapacitySpec, build_student, load_lm
 from kdmech.models.capacity import InitStrategy
 from kdmech.tasks import check_same_tokenization, get_task
 from kdmech.tasks.filtering import accuracy_and_ld, filter_by_teacher
@@ -89,9 +89,10 @@ class StudentResult:
     steps: list[int] = field(default_factory=list)
 
 
-def _prompts(teacher, tokenizer, schedule: AnalysisSchedule):
-    texts = get_task(schedule.task, per_type=schedule.per_type).prompts()
-    prompts = check_same_tokenization(tokenizer, tokenizer, texts)
+def _prompts(teacher, tokenizer, schedule: AnalysisSchedule, kind: str = "causal"):
+    """The analysis prompts (cloze form, read at [MASK], for masked LMs), filtered by the teacher."""
+    texts = get_task(schedule.task, cloze=kind == "masked", per_type=schedule.per_type).prompts()
+    prompts = check_same_tokenization(tokenizer, tokenizer, texts, kind)
     return filter_by_teacher(teacher, prompts) if schedule.filter_prompts else prompts
 
 
@@ -105,7 +106,9 @@ def distill(teacher: str, out: Path, capacity: CapacitySpec = CapacitySpec(),
     """Distil one student from `teacher` and analyse it at checkpoints.
 
     Args:
-        teacher: Hub name (e.g. gpt2) or a save_pretrained folder.
+        teacher: Hub name (gpt2, bert-base-uncased, distilbert-base-uncased, ...) or a
+            save_pretrained folder; BERT teachers get BERT students, masked-LM distillation
+            and the cloze form of the task.
         out: Run folder; the student goes to out/students/<name>.
         capacity: Student size relative to the teacher (ratios in (0, 1]).
         name: Student name (default: the capacity's name, e.g. d0.5-w1-h1).
@@ -126,10 +129,10 @@ def distill(teacher: str, out: Path, capacity: CapacitySpec = CapacitySpec(),
     start = time.perf_counter()
     out = Path(out)
     name = name or capacity.name
-    teacher_model, tokenizer = load_causal_lm(teacher)
+    teacher_model, tokenizer, kind = load_lm(teacher)
     L.seed_everything(training.seed, verbose=False)
-    student, provenance = build_gpt2_student(teacher_model, capacity, init, seed=training.seed)
-    prompts = _prompts(teacher_model, tokenizer, analysis) if analysis.enabled else None
+    student, provenance = build_student(teacher_model, capacity, init, seed=training.seed)
+    prompts = _prompts(teacher_model, tokenizer, analysis, kind) if analysis.enabled else None
     student_dir, analysis_dir = out / "students" / name, out / "analysis" / name
     ckpt_dir = out / "checkpoints" / name
     last = ckpt_dir / "last.ckpt"
@@ -137,8 +140,9 @@ def distill(teacher: str, out: Path, capacity: CapacitySpec = CapacitySpec(),
     run_id_file = ckpt_dir / "wandb_run_id"
     run_id = run_id_file.read_text().strip() if ckpt_path and run_id_file.exists() else None
 
+    masker = BertMasker(tokenizer, student.config.vocab_size, training.seed) if kind == "masked" else None
     module = DistillationModule(teacher_model, student, [int(v) for v in provenance["layer_map"].values()],
-                                loss, training.lr, training.warmup_steps)
+                                loss, training.lr, training.warmup_steps, masker)
     callback = CircuitAnalysisCallback(
         teacher_model, tokenizer, prompts, analysis_dir, analysis.every_n_steps, analysis.ablation,
         {"direction": analysis.matching_direction, "mlp_method": analysis.mlp_similarity,
@@ -151,7 +155,7 @@ def distill(teacher: str, out: Path, capacity: CapacitySpec = CapacitySpec(),
                          config={"teacher": teacher, "capacity": asdict(capacity), "init": init,
                                  "loss": asdict(loss), "training": asdict(training),
                                  "analysis": asdict(analysis)})
-    data = CorpusDataModule(tokenizer, training.n_train, 500, training.batch_size, training.seed)
+    data = CorpusDataModule(tokenizer, training.n_train, 500, training.batch_size, training.seed, kind)
     fit = trainer(training.steps, logger, [callback, checkpoint] if analysis.enabled else [checkpoint],
                   strategy, devices, default_root_dir=out, progress=progress, val_every=None,
                   accelerator=accelerator, num_nodes=num_nodes)

@@ -1,14 +1,16 @@
 """`kdmech quickstart`: tiny teacher → students at three depths → analysis → summary.
 
-Everything runs offline in a few minutes on two CPU cores. A teacher already in
-`out/teacher` is reused unless `fresh` is set; students are always trained anew.
+Everything runs offline in a few minutes on two CPU cores, for a GPT-2 (`--family gpt2`,
+into runs/quickstart) or a BERT (`--family bert`, into runs/quickstart-bert) teacher. A
+teacher of the same family already in `out/teacher` is reused unless `fresh` is set; students
+are always trained anew.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Literal
 
@@ -17,7 +19,7 @@ from kdmech.commands.distil import AnalysisSchedule, DistillTraining, distill
 from kdmech.commands.timeline import timeline
 from kdmech.commands.train_teacher import TeacherTraining, train_teacher
 from kdmech.errors import KdmechError
-from kdmech.models import CapacitySpec, TinyGPT2Spec
+from kdmech.models import FAMILIES, CapacitySpec, TinyGPT2Spec
 from kdmech.report.html import write_report
 from kdmech.tracking import WandbMode, resolve_mode
 
@@ -34,7 +36,12 @@ def _table(rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def quickstart(out: Path = Path("runs/quickstart"), family: Literal["gpt2"] = "gpt2",
+# BERT's cloze numerals renumbered to 1..4 (SPEC §2) always answer 5, which a tiny BERT can
+# get from the slot's position alone; the tiny BERT quickstart keeps the starts 1..8.
+BERT_TASK = "numerals-any-start"
+
+
+def quickstart(out: Path | None = None, family: Literal["gpt2", "bert"] = "gpt2",
                depths: list[float] = [0.25, 0.5, 0.75],  # noqa: B006 - jsonargparse needs a literal
                teacher: TinyGPT2Spec = TinyGPT2Spec(),
                teacher_training: TeacherTraining = TeacherTraining(steps=800),
@@ -44,10 +51,12 @@ def quickstart(out: Path = Path("runs/quickstart"), family: Literal["gpt2"] = "g
     """Train a tiny teacher, distil students at several depth ratios, analyse them.
 
     Args:
-        out: Run folder (teacher/, students/, analysis/, wandb/, summary.json).
-        family: Model family of the tiny teacher (gpt2).
+        out: Run folder (teacher/, students/, analysis/, wandb/, summary.json); default
+            runs/quickstart (gpt2) or runs/quickstart-bert (bert).
+        family: Tiny teacher: gpt2 (next-token) or bert (masked LM, masked-LM distillation,
+            cloze prompts read at [MASK]; the task numerals becomes numerals-any-start).
         depths: Student depth ratios, each in (0, 1].
-        teacher: Tiny teacher architecture.
+        teacher: Tiny teacher sizes (for either family).
         teacher_training: Teacher optimisation.
         student_training: Student optimisation.
         analysis: Checkpoint analysis settings.
@@ -55,18 +64,28 @@ def quickstart(out: Path = Path("runs/quickstart"), family: Literal["gpt2"] = "g
         wandb: W&B mode: auto (offline unless a key is configured), online, offline, disabled.
         progress: Show progress bars.
     """
-    if family != "gpt2":
-        raise KdmechError(f"family {family!r} is not available yet; accepted: gpt2")
+    if family not in FAMILIES:
+        raise KdmechError(f"family {family!r} is unknown; accepted: {list(FAMILIES)}")
     capacities = [CapacitySpec(depth=d) for d in depths]  # validates every ratio up front
-    out = Path(out)
+    out = Path(out or ("runs/quickstart" if family == "gpt2" else f"runs/quickstart-{family}"))
+    if family == "bert" and analysis.task == "numerals":
+        analysis = replace(analysis, task=BERT_TASK)
+        print(f"== BERT: analysing the cloze task {BERT_TASK} (starts 1..8 kept; SPEC's renumbered "
+              f"form always answers 5)")
     start = time.perf_counter()
     teacher_dir = out / "teacher"
-    if fresh or not (teacher_dir / "eval.json").exists():
-        print(f"== training the tiny teacher ({teacher.n_layer} layers, {teacher.n_head} heads, "
+    saved_eval = teacher_dir / "eval.json"
+    if not fresh and saved_eval.exists():
+        saved = json.loads(saved_eval.read_text()).get("family", "gpt2")
+        if saved != family:
+            raise KdmechError(f"{teacher_dir} holds a {saved} teacher, not {family}; pass --fresh "
+                              f"to replace it or choose another --out")
+    if fresh or not saved_eval.exists():
+        print(f"== training the tiny {family} teacher ({teacher.n_layer} layers, {teacher.n_head} heads, "
               f"d_model {teacher.n_embd}) for {teacher_training.steps} steps")
-        teacher_eval = train_teacher(teacher_dir, teacher, teacher_training, wandb, out, progress)
+        teacher_eval = train_teacher(teacher_dir, teacher, teacher_training, wandb, out, progress, family)
     else:
-        teacher_eval = json.loads((teacher_dir / "eval.json").read_text())
+        teacher_eval = json.loads(saved_eval.read_text())
         print(f"== reusing the teacher in {teacher_dir} (held-out top-1 {teacher_eval['top1']:.3f}); "
               f"--fresh retrains it")
     results = []

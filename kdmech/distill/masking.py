@@ -17,3 +17,21 @@ def mask_tokens(input_ids: torch.Tensor, special: torch.Tensor, mask_id: int, vo
     random_pos = chosen & (roll >= 0.8) & (roll < 0.9)
     ids[random_pos] = torch.randint(0, vocab_size, (int(random_pos.sum()),), generator=generator)
     return ids, labels
+
+
+class BertMasker:
+    """Corrupts a batch once ({input_ids, attention_mask} → + labels) with `mask_tokens`;
+    [CLS], [SEP] and padding are never chosen. One masker (one generator) per training run, so
+    teacher and students read the same corrupted tokens."""
+
+    def __init__(self, tokenizer, vocab_size: int, seed: int = 0):
+        self.special_ids = [tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id]
+        self.mask_id, self.vocab_size = tokenizer.mask_token_id, vocab_size
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __call__(self, batch: dict) -> dict:
+        ids, attn = batch["input_ids"], batch["attention_mask"]
+        special = (attn == 0) | torch.isin(ids, torch.tensor(self.special_ids, device=ids.device))
+        corrupted, labels = mask_tokens(ids.cpu(), special.cpu(), self.mask_id, self.vocab_size,
+                                        self.generator)
+        return {**batch, "input_ids": corrupted.to(ids.device), "labels": labels.to(ids.device)}

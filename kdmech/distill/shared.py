@@ -7,6 +7,7 @@ import torch
 
 from kdmech.distill.lm_module import adamw_with_warmup
 from kdmech.distill.losses import LossWeights
+from kdmech.distill.masking import BertMasker
 from kdmech.distill.module import distillation_terms, teacher_outputs
 
 
@@ -14,13 +15,16 @@ class SharedTeacherModule(L.LightningModule):
     """Trains every student in `students` against a frozen teacher whose logits and hidden
     states are computed once per batch. The students' losses are summed; as they share no
     parameters, each student gets exactly the gradient it would get alone. Teacher handling is
-    as in `DistillationModule` (eval, no gradients, not in the optimizer or checkpoints)."""
+    as in `DistillationModule` (eval, no gradients, not in the optimizer or checkpoints), and
+    so is the `masker` of BERT students."""
 
     strict_loading = False
 
     def __init__(self, teacher, students: dict, layer_maps: dict[str, list[int]],
-                 weights: LossWeights = LossWeights(), lr: float = 1e-3, warmup_steps: int = 50):
+                 weights: LossWeights = LossWeights(), lr: float = 1e-3, warmup_steps: int = 50,
+                 masker: BertMasker | None = None):
         super().__init__()
+        self.masker = masker
         self.teacher = teacher.eval().requires_grad_(False)
         # ModuleDict keys may not hold dots; student names (d0.5-w1-h1) do.
         self.names = {name: name.replace(".", "_") for name in students}
@@ -41,6 +45,8 @@ class SharedTeacherModule(L.LightningModule):
         return self
 
     def training_step(self, batch, batch_idx):
+        if self.masker is not None:  # one corruption for the teacher and every student
+            batch = self.masker(batch)
         with torch.no_grad():
             t = teacher_outputs(self.teacher, batch)
         total = 0

@@ -63,7 +63,7 @@ def _local_only(name_or_path: str) -> bool:
     return False
 
 
-def _load(name_or_path: str | Path, types: set[str], auto_cls, role: str):
+def _load(name_or_path: str | Path, types: set[str], role: str):
     name_or_path = str(name_or_path)
     _check_source(name_or_path)
     local = _local_only(name_or_path)
@@ -72,8 +72,9 @@ def _load(name_or_path: str | Path, types: set[str], auto_cls, role: str):
     except (OSError, ValueError) as e:
         raise KdmechError(f"cannot load model {name_or_path!r}: {_first_line(e)}") from None
     if config.model_type not in types:
-        raise KdmechError(f"model {name_or_path!r} is a {config.model_type!r}; {role} teachers "
+        raise KdmechError(f"model {name_or_path!r} is a {config.model_type!r}; {role}teachers "
                           f"and students must be one of {sorted(types)}")
+    auto_cls = AutoModelForMaskedLM if config.model_type in MASKED_TYPES else AutoModelForCausalLM
     try:
         model = auto_cls.from_pretrained(name_or_path, attn_implementation="eager", local_files_only=local)
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, local_files_only=local)
@@ -89,7 +90,7 @@ def _first_line(e: Exception) -> str:
 
 def load_causal_lm(name_or_path: str | Path):
     """(model in eval mode, tokenizer) for a GPT-2-family causal LM."""
-    model, tokenizer, _ = _load(name_or_path, CAUSAL_TYPES, AutoModelForCausalLM, "causal")
+    model, tokenizer, _ = _load(name_or_path, CAUSAL_TYPES, "causal ")
     return model.eval(), tokenizer
 
 
@@ -99,7 +100,23 @@ def load_masked_lm(name_or_path: str | Path):
     DistilBERT; the conversion keeps the logits)."""
     from kdmech.models.distilbert import distilbert_to_bert
 
-    model, tokenizer, kind = _load(name_or_path, MASKED_TYPES, AutoModelForMaskedLM, "masked-LM")
+    model, tokenizer, kind = _load(name_or_path, MASKED_TYPES, "masked-LM ")
     if kind == "distilbert":
         model = distilbert_to_bert(model)
     return model.eval(), tokenizer
+
+
+def load_lm(name_or_path: str | Path):
+    """(model in eval mode, tokenizer, kind): a GPT-2 ("causal") or a BERT/DistilBERT
+    ("masked", DistilBERT converted as in `load_masked_lm`), whichever the config names."""
+    from kdmech.models.distilbert import distilbert_to_bert
+
+    model, tokenizer, model_type = _load(name_or_path, CAUSAL_TYPES | MASKED_TYPES, "")
+    if model_type == "distilbert":
+        model = distilbert_to_bert(model)
+    return model.eval(), tokenizer, model_kind(model)
+
+
+def model_kind(model) -> str:
+    """"masked" for BERT-family models, "causal" for GPT-2."""
+    return "masked" if model.config.model_type in MASKED_TYPES else "causal"

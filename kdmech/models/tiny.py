@@ -1,10 +1,11 @@
-"""The tiny GPT-2 teacher kdmech trains offline on the synthetic tasks."""
+"""The tiny teachers kdmech trains offline on the synthetic tasks: a GPT-2 (causal LM) and a
+BERT (masked LM) of the same sizes."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from transformers import GPT2Config, GPT2LMHeadModel
+from transformers import BertConfig, BertForMaskedLM, GPT2Config, GPT2LMHeadModel
 
 from kdmech.errors import KdmechError
 
@@ -39,3 +40,30 @@ class TinyGPT2Spec:
                             pad_token_id=tokenizer.pad_token_id,
                             resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
         return GPT2LMHeadModel(config)
+
+
+@dataclass(frozen=True)
+class TinyBertSpec(TinyGPT2Spec):
+    """A tiny BERT teacher with the same sizes (d_mlp = 4·n_embd, as in BERT)."""
+
+    def build(self, tokenizer, seed: int = 0) -> BertForMaskedLM:
+        import torch
+
+        torch.manual_seed(seed)
+        config = BertConfig(vocab_size=len(tokenizer), hidden_size=self.n_embd,
+                            num_hidden_layers=self.n_layer, num_attention_heads=self.n_head,
+                            intermediate_size=4 * self.n_embd, max_position_embeddings=self.n_positions,
+                            pad_token_id=tokenizer.pad_token_id, hidden_dropout_prob=0.0,
+                            attention_probs_dropout_prob=0.0)
+        return BertForMaskedLM(config)
+
+
+FAMILIES = ("gpt2", "bert")
+
+
+def tiny_spec(family: str, sizes: TinyGPT2Spec) -> TinyGPT2Spec:
+    """The tiny teacher of `family` with the sizes of `sizes`."""
+    if family not in FAMILIES:
+        raise KdmechError(f"family {family!r} is unknown; accepted: {list(FAMILIES)}")
+    cls = TinyBertSpec if family == "bert" else TinyGPT2Spec
+    return cls(sizes.n_layer, sizes.n_head, sizes.n_embd, sizes.n_positions)

@@ -51,8 +51,9 @@ def versus_ratio(records: list[StudentRecord], path) -> None:
     axes[2].legend(fontsize=7)
     nodes = [len(r.circuit["student"]["nodes"]) if r.circuit and "student" in r.circuit else np.nan
              for r in records]
-    edges = [len(r.circuit["student"]["edges"]) if r.circuit and "student" in r.circuit else np.nan
-             for r in records]
+    edges = [len(r.circuit["student"]["edges"])
+             if r.circuit and "student" in r.circuit and r.circuit["student"].get("edges_pruned", True)
+             else np.nan for r in records]
     axes[3].plot(x, nodes, "o-", label="nodes")
     axes[3].plot(x, edges, "s-", label="edges")
     t = next((r.circuit["teacher"] for r in records if r.circuit and "teacher" in r.circuit), None)

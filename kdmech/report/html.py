@@ -47,8 +47,15 @@ def _summary_rows(records: list[StudentRecord]) -> list[list]:
                      _f(f.alignment.A) + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""),
                      f"{f.worst_drop['student']['value']:.1f}% {f.worst_drop['student']['node']}",
                      f"{f.worst_drop['ratio']:.2f}" + (" ⚑" if f.worst_drop["flag_2x"] else ""),
-                     _f(sev), f"{len(circ['nodes'])}/{len(circ['edges'])}" if circ else "–"])
+                     _f(sev), f"{len(circ['nodes'])}/{len(circ['edges']) if circ.get('edges_pruned', True) else '–'}"
+                     if circ else "–"])
     return rows
+
+
+def _edges_note(records) -> str:
+    notes = {r.circuit["student"].get("edges_note", "") for r in records if r.circuit and "student" in r.circuit}
+    notes.discard("")
+    return f" Circuit edges “–”: {html.escape(notes.pop())}." if notes else ""
 
 
 def write_report(root: str | Path) -> Path:
@@ -63,7 +70,8 @@ def write_report(root: str | Path) -> Path:
          "ratio to teacher", "severity (heads)", "circuit nodes/edges"], _summary_rows(records))
         + f'<p class="note">Teacher LD {first.logit_diff["teacher"]:.2f}, worst drop '
           f'{first.worst_drop["teacher"]["value"]:.1f}% ({first.worst_drop["teacher"]["node"]}); '
-          f'task {html.escape(first.task)}, {html.escape(first.ablation)} ablation. ⚑ = worst drop over 2× the teacher\'s.</p>'))
+          f'task {html.escape(first.task)}, {html.escape(first.ablation)} ablation. ⚑ = worst drop over 2× the teacher\'s.'
+          + _edges_note(records) + '</p>'))
 
     figs.alignment_over_steps(records, out / "alignment_over_steps.png")
     sections.append(("Alignment over training", _img(out / "alignment_over_steps.png", "A over steps")))

@@ -54,7 +54,9 @@ def circuits_png(path, circuits: dict[str, dict], shapes: dict[str, tuple[int, i
         ax.set_xticks([*range(n_heads), n_heads + 0.5], [f"H{h}" for h in range(n_heads)] + ["MLP"])
         ax.set_yticks(range(n_layers), [f"L{l}" for l in range(n_layers)])
         ax.set_ylim(-0.6, n_layers - 0.1)
-        ax.set_title(f"{who}: {len(c['nodes'])} nodes, {len(c.get('edges', []))} edges "
+        edge_text = (f"{len(c.get('edges', []))} edges" if c.get("edges_pruned", True)
+                     else "edges not pruned")
+        ax.set_title(f"{who}: {len(c['nodes'])} nodes, {edge_text} "
                      f"(T={c['threshold']:.2f}, completeness {c['completeness']:.0f}%)", fontsize=9)
     fig.suptitle("circuits (blue); orange: teacher nodes matched by the student's circuit")
     _save(fig, path)

@@ -9,6 +9,8 @@ from kdmech.tasks.prompt_set import (PromptSet, PromptTexts, check_same_tokeniza
 
 TASKS = {
     "numerals": NumeralTask,
+    # Cloze form with starts 1..8 kept (answers 5..12); the same prompts as numerals for GPT-2.
+    "numerals-any-start": lambda **kw: NumeralTask(renumber=False, **kw),
     "numerals-words": lambda **kw: NumeralTask(fmt="words", **kw),
     "numerals-months": lambda **kw: NumeralTask(fmt="months", **kw),
     "numerals-days": lambda **kw: NumeralTask(fmt="days", start_max=3, **kw),
@@ -17,12 +19,22 @@ TASKS = {
 }
 
 
-def get_task(name: str, **kwargs):
-    """A task generator by name; a one-line error lists the accepted names."""
+# Tasks with a BERT cloze form (SPEC §2): the slot to predict is `[MASK]`.
+CLOZE_TASKS = ("numerals", "numerals-any-start", "numerals-words", "numerals-months", "numerals-days", "ioi")
+
+
+def get_task(name: str, cloze: bool = False, **kwargs):
+    """A task generator by name (its cloze form for masked LMs when `cloze`); a one-line
+    error lists the accepted names."""
     if name not in TASKS:
         raise KdmechError(f"task {name!r} is unknown; accepted: {sorted(TASKS)}")
+    if cloze:
+        if name not in CLOZE_TASKS:
+            raise KdmechError(f"task {name!r} has no cloze ([MASK]) form for masked-LM (BERT) "
+                              f"models; accepted: {list(CLOZE_TASKS)}")
+        kwargs["cloze"] = True
     return TASKS[name](**kwargs)
 
 
-__all__ = ["GreaterThanTask", "IOITask", "NumeralTask", "PromptSet", "PromptTexts", "TASKS", "check_same_tokenization",
+__all__ = ["CLOZE_TASKS", "GreaterThanTask", "IOITask", "NumeralTask", "PromptSet", "PromptTexts", "TASKS", "check_same_tokenization",
            "get_task", "tokenize_prompts"]

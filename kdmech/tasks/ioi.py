@@ -36,6 +36,8 @@ class IOITask:
 
     n: int = 100
     seed: int = 0
+    cloze: bool = False
+    """BERT cloze form (SPEC §2): the final `to <IO>` becomes `to [MASK]`."""
 
     def __post_init__(self):
         if self.n < 1:
@@ -50,10 +52,11 @@ class IOITask:
             place, obj = rng.choice(PLACES), rng.choice(OBJECTS)
             order = "ABBA" if i % 2 == 0 else "BABA"
             first, second = (io, s) if order == "ABBA" else (s, io)
-            clean.append(template.format(A=first, B=second, C=s, PLACE=place, OBJECT=obj))
+            slot = " [MASK]" if self.cloze else ""
+            clean.append(template.format(A=first, B=second, C=s, PLACE=place, OBJECT=obj) + slot)
             a, b, c = rng.sample(NAMES, 3)
-            corrupted.append(template.format(A=a, B=b, C=c, PLACE=place, OBJECT=obj))
+            corrupted.append(template.format(A=a, B=b, C=c, PLACE=place, OBJECT=obj) + slot)
             answers.append(f" {io}")
             wrongs.append(f" {s}")
             groups.append(order)
-        return PromptTexts("ioi", clean, corrupted, answers, wrongs, groups)
+        return PromptTexts("ioi-cloze" if self.cloze else "ioi", clean, corrupted, answers, wrongs, groups)

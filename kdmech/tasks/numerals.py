@@ -100,6 +100,10 @@ class NumeralTask:
     start_max: int = STARTS.stop - 1
     cloze: bool = False
     """BERT cloze form (SPEC §2): values renumbered 1..n_items, the slot is `[MASK]`."""
+    renumber: bool = True
+    """In the cloze form, renumber to 1..n_items as SPEC §2 does (the answer is then always
+    n_items + 1). False keeps the drawn starts, so the answer varies and a model must read the
+    sequence: the form kdmech's tiny BERT teachers are analysed on."""
 
     def __post_init__(self):
         known = {**TEMPLATES, **UNSEEN_TEMPLATES}
@@ -127,7 +131,7 @@ class NumeralTask:
         for kind in self.types:
             pool, phrase = known[kind]
             for _ in range(self.per_type):
-                n = 1 if self.cloze else rng.randint(self.start_min, self.start_max)
+                n = 1 if self.cloze and self.renumber else rng.randint(self.start_min, self.start_max)
                 subjects = rng.sample(pool, k + 1)
                 values = [n + i for i in range(k)]
                 slot = " [MASK]" if self.cloze else ""
@@ -138,6 +142,8 @@ class NumeralTask:
                 wrongs.append(f" {render(n + k - 1, fmt)}")
                 groups.append(kind)
         name = ("numerals" if fmt == "digits" else f"numerals-{fmt}") + ("-cloze" if self.cloze else "")
+        if self.cloze and not self.renumber:
+            name += "-any-start"
         return PromptTexts(name, clean, corrupted, answers, wrongs, groups)
 
 
