@@ -8,7 +8,7 @@ TORCH  ?= torch==2.13.0
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.kdmech-installed
 
-.PHONY: quickstart test test-slow bench install clean browser
+.PHONY: quickstart quickstart-bert test test-slow bench install clean browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,9 @@ install: $(STAMP)
 
 quickstart: $(STAMP)
 	$(BIN)/kdmech quickstart --config configs/quickstart.yaml
+
+quickstart-bert: $(STAMP)
+	$(BIN)/kdmech quickstart --config configs/quickstart-bert.yaml
 
 # The report test renders in headless Chromium (Debian's package); install it when we can.
 browser:

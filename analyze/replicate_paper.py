@@ -1,4 +1,4 @@
-"""Replicate "Distilled Circuits" (arXiv 2505.10822) for GPT-2 → DistilGPT2 on the numeral task.
+"""Replicate "Distilled Circuits" (arXiv 2505.10822): GPT-2 → DistilGPT2 or BERT → DistilBERT on the numeral task.
 
 Exactly as SPEC describes: 128 prompts per type, the teacher filter, mean ablation, node
 circuits at T = 20% (with path-patched edges), sensitivity over heads and MLPs, and the
@@ -6,6 +6,7 @@ alignment metric — printed beside the paper's reference values. Needs the hub 
 local folders of the same kind):
 
     python analyze/replicate_paper.py                       # gpt2 vs distilgpt2 from the hub
+    python analyze/replicate_paper.py --family bert         # bert-base-uncased vs distilbert-base-uncased
     python analyze/replicate_paper.py --teacher DIR --student DIR --out runs/replicate
 """
 
@@ -24,7 +25,10 @@ REFERENCE_HEADS = ["L0.H1", "L1.H5", "L4.H4", "L4.H10", "L5.H0", "L6.H1", "L6.H6
 REFERENCE_MLPS = [f"L{l}.MLP" for l in range(12) if l != 5]
 # The authors' code, GPT-2 → DistilGPT2, numerals, heads (SPEC §6, §8).
 REFERENCE = {"teacher_mean_drop": 0.77, "teacher_worst_drop": 16.4, "student_mean_drop": 6.72,
-             "student_worst_drop": 90.6, "A_number_words": 0.895, "A_ioi": 0.90}
+             "student_worst_drop": 90.6, "A": "0.895 (number words), 0.90 (IOI)", "C": 0.34}
+# BERT → DistilBERT (SPEC §8, §11): cloze numerals read at [MASK]; post-LayerNorm, so no edges.
+REFERENCE_BERT = {"A": "0.821 (numerals), 0.853 (IOI)", "C": 0.39}
+PAIRS = {"gpt2": ("gpt2", "distilgpt2"), "bert": ("bert-base-uncased", "distilbert-base-uncased")}
 
 
 def jaccard(a, b) -> float:
@@ -32,7 +36,12 @@ def jaccard(a, b) -> float:
     return len(a & b) / len(a | b) if a | b else 1.0
 
 
-def report(r: dict) -> str:
+def _ref(value, fmt: str) -> str:
+    return format(value, fmt) if value is not None else "–".rjust(int(fmt.split(".")[0][1:] or 0))
+
+
+def report(r: dict, family: str = "gpt2") -> str:
+    ref = REFERENCE if family == "gpt2" else REFERENCE_BERT
     lines = []
     t_c = next(c for c in r["circuit"]["teacher"]["circuits"] if abs(c["threshold"] - 0.2) < 1e-9)
     s_c = next(c for c in r["circuit"]["student"]["circuits"] if abs(c["threshold"] - 0.2) < 1e-9)
@@ -40,8 +49,11 @@ def report(r: dict) -> str:
                  f"{[n for n in t_c['nodes'] if '.H' in n]}")
     lines.append(f"  MLPs {[n for n in t_c['nodes'] if n.endswith('.MLP')]}; edges {len(t_c['edges'])}; "
                  f"completeness {t_c['completeness']:.1f}%, faithfulness {t_c['faithfulness']:.1f}%")
-    lines.append(f"  reference (Lan et al.): heads {REFERENCE_HEADS}, MLPs 0-11 except 5; Jaccard "
-                 f"{jaccard(t_c['nodes'], REFERENCE_HEADS + REFERENCE_MLPS):.2f}")
+    if family == "gpt2":
+        lines.append(f"  reference (Lan et al.): heads {REFERENCE_HEADS}, MLPs 0-11 except 5; Jaccard "
+                     f"{jaccard(t_c['nodes'], REFERENCE_HEADS + REFERENCE_MLPS):.2f}")
+    if t_c.get("edges_note"):
+        lines.append(f"  {t_c['edges_note']}")
     lines.append(f"student circuit (T=0.20): {[n for n in s_c['nodes']]}; edges {len(s_c['edges'])}; "
                  f"completeness {s_c['completeness']:.1f}%")
     s = r["sensitivity"]
@@ -49,37 +61,39 @@ def report(r: dict) -> str:
     lines.append(f"{'heads':<10}{'mean drop':>12}{'(paper)':>9}{'worst drop':>12}{'(paper)':>9}  worst node")
     for who in ("teacher", "student"):
         h = s[who]["heads"]
-        lines.append(f"{who:<10}{h['mean']:>12.2f}{REFERENCE[who + '_mean_drop']:>9.2f}"
-                     f"{h['worst']:>12.1f}{REFERENCE[who + '_worst_drop']:>9.1f}  {h['worst_node']}")
+        lines.append(f"{who:<10}{h['mean']:>12.2f}{_ref(ref.get(who + '_mean_drop'), '>9.2f')}"
+                     f"{h['worst']:>12.1f}{_ref(ref.get(who + '_worst_drop'), '>9.1f')}  {h['worst_node']}")
     for who in ("teacher", "student"):
         m = s[who]["mlps"]
         lines.append(f"{who + ' MLP':<10}{m['mean']:>12.2f}{'':>9}{m['worst']:>12.1f}{'':>9}  {m['worst_node']}")
-    lines.append(f"compression C = {s['compression']:.3f} (paper ≈ 0.34), worst-drop ratio "
+    lines.append(f"compression C = {s['compression']:.3f} (paper ≈ {ref['C']}), worst-drop ratio "
                  f"{s['worst_ratio']:.2f}{' (flag: > 2×)' if s['brittle'] else ''}")
     a = r["alignment"]
     lines.append("")
     lines.append(f"alignment A = {a['A']:.3f} [{a['ci95']['A'][0]:.3f}, {a['ci95']['A'][1]:.3f}] "
-                 f"(heads {a['A_heads']:.3f}, MLPs {a['A_mlp']:.3f}); paper, GPT-2→DistilGPT2: "
-                 f"{REFERENCE['A_number_words']} (number words), {REFERENCE['A_ioi']} (IOI)")
+                 f"(heads {a['A_heads']:.3f}, MLPs {a['A_mlp']:.3f}); paper: {ref['A']}")
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--teacher", default="gpt2")
-    ap.add_argument("--student", default="distilgpt2")
+    ap.add_argument("--family", choices=sorted(PAIRS), default="gpt2",
+                    help="which of the paper's pairs (sets the default teacher and student)")
+    ap.add_argument("--teacher", help="hub name or folder (default: the family's teacher)")
+    ap.add_argument("--student", help="hub name or folder (default: the family's student)")
     ap.add_argument("--out", type=Path, default=Path("runs/replicate_paper"))
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
+    teacher, student = args.teacher or PAIRS[args.family][0], args.student or PAIRS[args.family][1]
     options = AnalyzeOptions(per_type=128, filter_prompts=True, thresholds=(0.2,))
     try:
-        r = analyze(args.teacher, args.student, args.out, "numerals",
+        r = analyze(teacher, student, args.out, "numerals",
                     ["influence", "sensitivity", "circuit", "matching"], options,
                     progress=not args.no_progress)
     except KdmechError as e:
         print(f"replicate_paper: error: {e}", file=sys.stderr)
         return 2
-    print(report(r))
+    print(report(r, args.family))
     return 0
 
 

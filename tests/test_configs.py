@@ -22,7 +22,7 @@ def parser_for(func):
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.rglob("*.yaml")), ids=lambda p: str(p.relative_to(CONFIGS)))
 def test_config_loads(path):
-    func = quickstart if path.name == "quickstart.yaml" else COMMAND[path.parent.name]
+    func = quickstart if path.name.startswith("quickstart") else COMMAND[path.parent.name]
     required = {"train_teacher": ["--out", "x"], "distill": ["--teacher", "t", "--out", "x"]}
     cfg = parser_for(func).parse_args(["--config", str(path), *required.get(func.__name__, [])])
     init = parser_for(func).instantiate_classes(cfg)  # builds the dataclasses, runs validation

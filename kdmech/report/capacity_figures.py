@@ -55,7 +55,8 @@ def versus_ratio(records: list[StudentRecord], path) -> None:
              if r.circuit and "student" in r.circuit and r.circuit["student"].get("edges_pruned", True)
              else np.nan for r in records]
     axes[3].plot(x, nodes, "o-", label="nodes")
-    axes[3].plot(x, edges, "s-", label="edges")
+    if not np.all(np.isnan(edges)):  # post-LN (BERT) circuits have no pruned edges
+        axes[3].plot(x, edges, "s-", label="edges")
     t = next((r.circuit["teacher"] for r in records if r.circuit and "teacher" in r.circuit), None)
     if t:
         axes[3].axhline(len(t["nodes"]), color="grey", ls="--", label="teacher nodes")
@@ -63,6 +64,7 @@ def versus_ratio(records: list[StudentRecord], path) -> None:
     axes[3].legend(fontsize=7)
     for ax in axes:
         ax.set_xlabel("student / teacher parameters")
+    fig.subplots_adjust(wspace=0.35)  # room for the severity axis
     _save(fig, path)
 
 
