@@ -1,4 +1,5 @@
-"""Compare a saved teacher and student on the numeral task with the plain analysis functions.
+"""Compare a saved teacher and student (GPT-2 or BERT) on the numeral task with the plain
+analysis functions.
 
     python analyze/compare_pair.py runs/quickstart/teacher runs/quickstart/students/d0.5-w1-h1
 """
@@ -8,16 +9,18 @@ import sys
 
 from kdmech.analysis import compare, profile
 from kdmech.errors import KdmechError
-from kdmech.models import load_causal_lm
-from kdmech.tasks import NumeralTask, check_same_tokenization
+from kdmech.models import load_lm
+from kdmech.tasks import check_same_tokenization, get_task
 
 
 def run(teacher_path: str, student_path: str) -> dict:
-    teacher, t_tok = load_causal_lm(teacher_path)
-    student, s_tok = load_causal_lm(student_path)
-    prompts = check_same_tokenization(t_tok, s_tok, NumeralTask().prompts())
+    teacher, t_tok, kind = load_lm(teacher_path)
+    student, s_tok, _ = load_lm(student_path)
+    # BERT reads the cloze form at [MASK] (starts kept, as in the BERT quickstart)
+    task = get_task("numerals-any-start", cloze=kind == "masked").prompts()
+    prompts = check_same_tokenization(t_tok, s_tok, task, kind)
     result = compare(profile(teacher, t_tok, prompts), profile(student, s_tok, prompts),
-                     step=0, task="numerals")
+                     step=0, task=prompts.task)
     return result.to_json()
 
 

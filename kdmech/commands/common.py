@@ -16,6 +16,7 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*module\(s\) in eval mode.*")  # the frozen teacher
     warnings.filterwarnings("ignore", ".*LeafSpec.*")
+    warnings.filterwarnings("ignore", ".*no `validation_step`.*")  # distill-shared trains only
     warnings.filterwarnings("ignore", ".*isinstance.*treespec.*")
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda",
                  "lightning.fabric.utilities.distributed"):

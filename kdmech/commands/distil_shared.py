@@ -18,10 +18,10 @@ from kdmech.callbacks import CircuitAnalysisCallback
 from kdmech.commands.common import quiet_lightning, trainer
 from kdmech.commands.distil import (AnalysisSchedule, DistillTraining, StudentResult, _prompts,
                                    save_student)
-from kdmech.distill import CorpusDataModule, LossWeights
+from kdmech.distill import BertMasker, CorpusDataModule, LossWeights
 from kdmech.distill.shared import SharedTeacherModule
 from kdmech.errors import KdmechError
-from kdmech.models import CapacitySpec, build_gpt2_student, load_causal_lm
+from kdmech.models import CapacitySpec, build_student, load_lm
 from kdmech.models.capacity import InitStrategy
 from kdmech.tracking import WandbMode, finish, make_logger
 
@@ -54,14 +54,16 @@ def distill_shared(teacher: str, out: Path, capacities: list[CapacitySpec],
     names = [c.name for c in capacities]
     if not capacities or len(set(names)) != len(names):
         raise KdmechError(f"distill-shared needs one or more distinct capacities, got {names}")
-    teacher_model, tokenizer = load_causal_lm(teacher)
+    teacher_model, tokenizer, kind = load_lm(teacher)
     L.seed_everything(training.seed, verbose=False)
-    built = {c.name: build_gpt2_student(teacher_model, c, init, seed=training.seed) for c in capacities}
-    prompts = _prompts(teacher_model, tokenizer, analysis) if analysis.enabled else None
+    built = {c.name: build_student(teacher_model, c, init, seed=training.seed) for c in capacities}
+    prompts = _prompts(teacher_model, tokenizer, analysis, kind) if analysis.enabled else None
+    masker = (BertMasker(tokenizer, teacher_model.config.vocab_size, training.seed)
+              if kind == "masked" else None)
     module = SharedTeacherModule(
         teacher_model, {n: s for n, (s, _) in built.items()},
         {n: [int(v) for v in p["layer_map"].values()] for n, (_, p) in built.items()},
-        loss, training.lr, training.warmup_steps)
+        loss, training.lr, training.warmup_steps, masker)
     callbacks, teacher_side = [], {}
     if analysis.enabled:
         callbacks = [CircuitAnalysisCallback(
@@ -77,7 +79,7 @@ def distill_shared(teacher: str, out: Path, capacities: list[CapacitySpec],
     logger = make_logger(out, name="shared-" + "+".join(names), group="shared", mode=wandb,
                          config={"teacher": teacher, "capacities": [asdict(c) for c in capacities],
                                  "loss": asdict(loss), "training": asdict(training)})
-    data = CorpusDataModule(tokenizer, training.n_train, 500, training.batch_size, training.seed)
+    data = CorpusDataModule(tokenizer, training.n_train, 500, training.batch_size, training.seed, kind)
     fit = trainer(training.steps, logger, callbacks, strategy, devices, default_root_dir=out,
                   progress=progress)
     try:
