@@ -43,18 +43,19 @@ def _ref(value, fmt: str) -> str:
 def report(r: dict, family: str = "gpt2") -> str:
     ref = REFERENCE if family == "gpt2" else REFERENCE_BERT
     lines = []
+    edges = lambda c: len(c["edges"]) if c.get("edges_pruned", True) else "not pruned"  # noqa: E731
     t_c = next(c for c in r["circuit"]["teacher"]["circuits"] if abs(c["threshold"] - 0.2) < 1e-9)
     s_c = next(c for c in r["circuit"]["student"]["circuits"] if abs(c["threshold"] - 0.2) < 1e-9)
     lines.append(f"teacher circuit (T=0.20): {len([n for n in t_c['nodes'] if '.H' in n])} heads "
                  f"{[n for n in t_c['nodes'] if '.H' in n]}")
-    lines.append(f"  MLPs {[n for n in t_c['nodes'] if n.endswith('.MLP')]}; edges {len(t_c['edges'])}; "
+    lines.append(f"  MLPs {[n for n in t_c['nodes'] if n.endswith('.MLP')]}; edges {edges(t_c)}; "
                  f"completeness {t_c['completeness']:.1f}%, faithfulness {t_c['faithfulness']:.1f}%")
     if family == "gpt2":
         lines.append(f"  reference (Lan et al.): heads {REFERENCE_HEADS}, MLPs 0-11 except 5; Jaccard "
                      f"{jaccard(t_c['nodes'], REFERENCE_HEADS + REFERENCE_MLPS):.2f}")
     if t_c.get("edges_note"):
         lines.append(f"  {t_c['edges_note']}")
-    lines.append(f"student circuit (T=0.20): {[n for n in s_c['nodes']]}; edges {len(s_c['edges'])}; "
+    lines.append(f"student circuit (T=0.20): {[n for n in s_c['nodes']]}; edges {edges(s_c)}; "
                  f"completeness {s_c['completeness']:.1f}%")
     s = r["sensitivity"]
     lines.append("")

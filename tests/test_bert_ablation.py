@@ -89,3 +89,22 @@ def test_bert_mlp_mean_ablation_matches_hf_hook(bert, tokenizer, cloze):
     bridged = boot(bert, tokenizer)
     got = ablated_logit_diff(bridged, cloze, [Node(0)], AblationKind.MEAN, corrupted_activations(bridged, cloze))
     assert got == pytest.approx(expected, abs=1e-4)
+
+
+def test_bert_mlp_write_norms_and_refused_probes(bert, tokenizer, cloze):
+    """The per-token MLP write norms hold for BERT (a hook on BertOutput.dense gives them);
+    probes and edges that assume an additive residual refuse with the reason."""
+    from kdmech.analysis import profile
+    from kdmech.analysis.circuit import prune_edges
+    from kdmech.analysis.probes import logit_attribution, mlp_write_norms, successor_scores
+    from kdmech.errors import KdmechError
+
+    prof = profile(bert, tokenizer, cloze)
+    norms = mlp_write_norms(prof)
+    for l in range(2):
+        by_hand = capture(bert, bert.bert.encoder.layer[l].output.dense, cloze.clean).norm(dim=-1).mean(0)
+        assert norms[f"L{l}.MLP"] == pytest.approx(by_hand.tolist(), rel=1e-4, abs=1e-4)
+    for call in (lambda: logit_attribution(prof.engine), lambda: successor_scores(prof.engine, tokenizer),
+                 lambda: prune_edges(prof.engine, {Node(0)})):
+        with pytest.raises(KdmechError, match="post-LayerNorm"):
+            call()

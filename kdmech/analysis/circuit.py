@@ -193,7 +193,7 @@ class ThresholdSweep:
         for c in self.circuits:
             a, b = set(c.nodes), set(ref.nodes)
             out.append({"threshold": c.threshold, "heads": len(c.heads), "mlps": len(c.mlps),
-                        "nodes": len(c.nodes), "edges": len(c.edges),
+                        "nodes": len(c.nodes), "edges": len(c.edges) if c.edges_pruned else None,
                         "completeness": c.completeness, "faithfulness": c.faithfulness,
                         "jaccard_vs_ref": len(a & b) / len(a | b) if a | b else 1.0})
         return out

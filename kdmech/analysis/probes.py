@@ -140,6 +140,15 @@ def logit_attribution(engine: AblationEngine) -> LogitAttribution:
     return LogitAttribution(per_node, embeddings, biases, engine.full_logit_diff, mlp_norms)
 
 
+def mlp_write_norms(profile: ModelProfile) -> dict[str, list[float]]:
+    """Per MLP, the mean norm (over prompts) of its output at each position: which tokens an
+    MLP serves. Read from the MLP outputs themselves, so it holds for post-LayerNorm models
+    too (there it is the write before the block's residual add and LayerNorm)."""
+    n, t = profile.engine.prompts.clean.shape
+    norms = profile.mlp_out.view(profile.mlp_out.shape[0], n, t, -1).norm(dim=-1).mean(1)
+    return {f"L{l}.MLP": norms[l].tolist() for l in range(norms.shape[0])}
+
+
 def first_token_divergence(teacher: ModelProfile, student: ModelProfile,
                            matches: list[Match]) -> dict[str, dict]:
     """Per matched MLP pair, the similarity of their outputs at each position."""

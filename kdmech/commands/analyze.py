@@ -17,7 +17,7 @@ from kdmech.analysis import compare, profile
 from kdmech.analysis.alignment import alignment_ci
 from kdmech.analysis.circuit import THRESHOLDS, threshold_sweep
 from kdmech.analysis.noise import SIGMAS, noise_curve
-from kdmech.analysis.probes import (first_token_divergence, logit_attribution,
+from kdmech.analysis.probes import (first_token_divergence, logit_attribution, mlp_write_norms,
                                     similar_member_from_items, similar_member_scores,
                                     successor_scores)
 from kdmech.analysis.sensitivity import sensitivity
@@ -172,7 +172,8 @@ def _probes(tp, sp, pair, tokenizer) -> dict:
     out = {who: {"similar_member": attempt(similar_member_scores, prof),
                  "similar_member_from_items": attempt(similar_member_from_items, prof),
                  "successor": attempt(successor_scores, prof.engine, tokenizer),
-                 "logit_attribution": attempt(logit_attribution, prof.engine)}
+                 "logit_attribution": attempt(logit_attribution, prof.engine),
+                 "mlp_write_norm": mlp_write_norms(prof)}
            for who, prof in (("teacher", tp), ("student", sp))}
     out["first_token_divergence"] = first_token_divergence(tp, sp, pair.matching)
     return out
