@@ -98,23 +98,22 @@ def load_masked_lm(name_or_path: str | Path):
     """(BertForMaskedLM in eval mode, tokenizer) for a BERT or DistilBERT masked LM.
     DistilBERT checkpoints are converted to BERT's layout (TransformerLens' bridge refuses
     DistilBERT; the conversion keeps the logits)."""
-    from kdmech.models.distilbert import distilbert_to_bert
-
-    model, tokenizer, kind = _load(name_or_path, MASKED_TYPES, "masked-LM ")
-    if kind == "distilbert":
-        model = distilbert_to_bert(model)
-    return model.eval(), tokenizer
+    model, tokenizer, model_type = _load(name_or_path, MASKED_TYPES, "masked-LM ")
+    return _bert_layout(model, model_type).eval(), tokenizer
 
 
 def load_lm(name_or_path: str | Path):
     """(model in eval mode, tokenizer, kind): a GPT-2 ("causal") or a BERT/DistilBERT
     ("masked", DistilBERT converted as in `load_masked_lm`), whichever the config names."""
+    model, tokenizer, model_type = _load(name_or_path, CAUSAL_TYPES | MASKED_TYPES, "")
+    model = _bert_layout(model, model_type).eval()
+    return model, tokenizer, model_kind(model)
+
+
+def _bert_layout(model, model_type: str):
     from kdmech.models.distilbert import distilbert_to_bert
 
-    model, tokenizer, model_type = _load(name_or_path, CAUSAL_TYPES | MASKED_TYPES, "")
-    if model_type == "distilbert":
-        model = distilbert_to_bert(model)
-    return model.eval(), tokenizer, model_kind(model)
+    return distilbert_to_bert(model) if model_type == "distilbert" else model
 
 
 def model_kind(model) -> str:
