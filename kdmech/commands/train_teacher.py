@@ -58,7 +58,7 @@ def train_teacher(out: Path, model: TinyGPT2Spec = TinyGPT2Spec(),
     L.seed_everything(training.seed, verbose=False)
     tokenizer = build_word_tokenizer()
     masked = family == "bert"
-    lr = training.lr or (1e-3 if masked else 3e-3)
+    lr = training.lr if training.lr is not None else (1e-3 if masked else 3e-3)
     net = tiny_spec(family, model).build(tokenizer, seed=training.seed)
     kind = "masked" if masked else "causal"
     data = CorpusDataModule(tokenizer, training.n_train, 500, training.batch_size, training.seed, kind)
