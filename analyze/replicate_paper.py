@@ -37,7 +37,7 @@ def jaccard(a, b) -> float:
 
 
 def _ref(value, fmt: str) -> str:
-    return format(value, fmt) if value is not None else "–".rjust(int(fmt.split(".")[0][1:] or 0))
+    return format(value, fmt) if value is not None else format("–", fmt.split(".")[0])
 
 
 def report(r: dict, family: str = "gpt2") -> str:

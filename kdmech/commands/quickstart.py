@@ -19,7 +19,7 @@ from kdmech.commands.distil import AnalysisSchedule, DistillTraining, distill
 from kdmech.commands.timeline import timeline
 from kdmech.commands.train_teacher import TeacherTraining, train_teacher
 from kdmech.errors import KdmechError
-from kdmech.models import FAMILIES, CapacitySpec, TinyGPT2Spec
+from kdmech.models import FAMILIES, CapacitySpec, TinySpec
 from kdmech.report.html import write_report
 from kdmech.tracking import WandbMode, resolve_mode
 
@@ -43,7 +43,7 @@ BERT_TASK = "numerals-any-start"
 
 def quickstart(out: Path | None = None, family: Literal["gpt2", "bert"] = "gpt2",
                depths: list[float] = [0.25, 0.5, 0.75],  # noqa: B006 - jsonargparse needs a literal
-               teacher: TinyGPT2Spec = TinyGPT2Spec(),
+               teacher: TinySpec = TinySpec(),
                teacher_training: TeacherTraining = TeacherTraining(steps=800),
                student_training: DistillTraining = DistillTraining(steps=400),
                analysis: AnalysisSchedule = AnalysisSchedule(every_n_steps=100, circuit_every_n_steps=200),

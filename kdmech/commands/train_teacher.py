@@ -13,7 +13,7 @@ import lightning as L
 
 from kdmech.commands.common import atomic_dir, quiet_lightning, trainer
 from kdmech.distill import BertMasker, CausalLMModule, CorpusDataModule, MaskedLMModule
-from kdmech.models import TinyGPT2Spec, build_word_tokenizer, tiny_spec
+from kdmech.models import TinySpec, build_word_tokenizer, tiny_spec
 from kdmech.tasks import NumeralTask, tokenize_prompts
 from kdmech.tasks.filtering import accuracy_and_ld
 from kdmech.tracking import WandbMode, finish, make_logger
@@ -36,7 +36,7 @@ class TeacherTraining:
     seed: int = 0
 
 
-def train_teacher(out: Path, model: TinyGPT2Spec = TinyGPT2Spec(),
+def train_teacher(out: Path, model: TinySpec = TinySpec(),
                   training: TeacherTraining = TeacherTraining(), wandb: WandbMode = "auto",
                   wandb_dir: Path | None = None, progress: bool = True,
                   family: Literal["gpt2", "bert"] = "gpt2") -> dict:

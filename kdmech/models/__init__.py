@@ -4,8 +4,8 @@ from kdmech.models.capacity import CapacitySpec, build_gpt2_student, layer_map
 from kdmech.models.loading import load_causal_lm, load_lm, load_masked_lm, model_kind
 from kdmech.models.students import build_student
 from kdmech.models.bert_student import build_bert_student
-from kdmech.models.tiny import FAMILIES, TinyBertSpec, TinyGPT2Spec, tiny_spec
+from kdmech.models.tiny import FAMILIES, TinyBertSpec, TinyGPT2Spec, TinySpec, tiny_spec
 from kdmech.models.tokenizer import build_word_tokenizer
 
-__all__ = ["CapacitySpec", "FAMILIES", "TinyBertSpec", "TinyGPT2Spec", "build_bert_student", "build_gpt2_student", "build_word_tokenizer",
+__all__ = ["CapacitySpec", "FAMILIES", "TinyBertSpec", "TinyGPT2Spec", "TinySpec", "build_bert_student", "build_gpt2_student", "build_word_tokenizer",
            "build_student", "layer_map", "load_causal_lm", "load_lm", "load_masked_lm", "model_kind", "tiny_spec"]

@@ -11,8 +11,8 @@ from kdmech.errors import KdmechError
 
 
 @dataclass(frozen=True)
-class TinyGPT2Spec:
-    """Architecture of a tiny GPT-2 teacher (vocabulary size comes from the tokenizer)."""
+class TinySpec:
+    """Sizes of a tiny teacher of either family (vocabulary size comes from the tokenizer)."""
 
     n_layer: int = 4
     """Transformer blocks."""
@@ -25,9 +25,14 @@ class TinyGPT2Spec:
 
     def __post_init__(self):
         if min(self.n_layer, self.n_head, self.n_embd, self.n_positions) < 1:
-            raise KdmechError(f"tiny GPT-2 sizes must be positive, got {self}")
+            raise KdmechError(f"tiny teacher sizes must be positive, got {self}")
         if self.n_embd % self.n_head:
             raise KdmechError(f"n_embd {self.n_embd} is not divisible by n_head {self.n_head}")
+
+
+@dataclass(frozen=True)
+class TinyGPT2Spec(TinySpec):
+    """A tiny GPT-2 teacher."""
 
     def build(self, tokenizer, seed: int = 0) -> GPT2LMHeadModel:
         import torch
@@ -43,7 +48,7 @@ class TinyGPT2Spec:
 
 
 @dataclass(frozen=True)
-class TinyBertSpec(TinyGPT2Spec):
+class TinyBertSpec(TinySpec):
     """A tiny BERT teacher with the same sizes (d_mlp = 4·n_embd, as in BERT)."""
 
     def build(self, tokenizer, seed: int = 0) -> BertForMaskedLM:
@@ -61,7 +66,7 @@ class TinyBertSpec(TinyGPT2Spec):
 FAMILIES = ("gpt2", "bert")
 
 
-def tiny_spec(family: str, sizes: TinyGPT2Spec) -> TinyGPT2Spec:
+def tiny_spec(family: str, sizes: TinySpec) -> TinyGPT2Spec | TinyBertSpec:
     """The tiny teacher of `family` with the sizes of `sizes`."""
     if family not in FAMILIES:
         raise KdmechError(f"family {family!r} is unknown; accepted: {list(FAMILIES)}")
