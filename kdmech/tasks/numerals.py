@@ -22,10 +22,12 @@ from kdmech.tasks.prompt_set import PromptTexts
 NOUNS = ["Van", "Hat", "Ring", "Desk", "Sun", "Ice", "Snow", "Watch", "Queen", "Oil", "Rose",
          "Car", "Moon", "Book", "Key", "Star", "Road", "Box", "Apple", "Chair", "Gate", "Flag",
          "Tree", "Ball"]
-OBJECTS = ["Pen", "Cup", "Bag", "Coin", "Shoe", "Phone", "Lamp", "Map", "Bell", "Kite", "Fork",
-           "Boat", "Card", "Drum", "Glove", "Mask"]
-PEOPLE = ["Marcus", "Anna", "John", "Mary", "David", "Sarah", "Peter", "Laura", "James", "Emma",
-          "Paul", "Alice", "Thomas", "Julia", "Daniel", "Sophie"]
+OBJECTS = ["Pen", "Wallet", "Camera", "Coin", "Clock", "Phone", "Radio", "Map", "Bell", "Letter",
+           "Chain", "Button", "Card", "Disk", "Sword", "Mask"]
+PEOPLE = ["Marcus", "Anna", "John", "Mary", "David", "Sarah", "Peter", "Laura", "James", "Emily",
+          "Paul", "Alice", "Thomas", "Lisa", "Daniel", "Rachel"]
+# Every subject is one GPT-2 token both as " Word" and as "Word" (the first word of a prompt has
+# no leading space), so a prompt set keeps one length under GPT-2's BPE (tests/test_gpt2_bpe.py).
 
 PromptType = Literal["done", "lost", "names"]
 TEMPLATES: dict[str, tuple[list[str], str]] = {

@@ -170,7 +170,23 @@ def tokenize_prompts(texts: PromptTexts, tokenizer, kind: ModelKind = "causal") 
     year_ids = None
     if texts.metric == "greater_than":
         year_ids = t([_single_token(tokenizer, f"{i:02d}", "year ending", texts.clean[0]) for i in range(100)])
+        _check_years_split(tokenizer, texts, clean, corrupted, wrongs, positions, year_ids)
     return PromptSet(texts, t(clean), t(corrupted), t(answers), t(wrongs), t(positions), kind, year_ids)
+
+
+def _check_years_split(tokenizer, texts: PromptTexts, clean, corrupted, wrongs, positions,
+                       year_ids) -> None:
+    """greater_than: the prompt ends on the century YY (read at its position), and its year
+    YYXX must be that token followed by the ending XX (the corruption's by 01). A BPE may merge
+    a year otherwise (GPT-2: " 1440" is one token, " 1102" is " 110" "2") and still keep the
+    lengths equal."""
+    for c, r, ci, ri, w, p in zip(texts.clean, texts.corrupted, clean, corrupted, wrongs, positions):
+        for prompt, ids, ending in ((c, ci[:p + 1], w), (r, ri[:p + 1], int(year_ids[1]))):
+            if (ids[-1], ending) not in set(zip(ids, ids[1:])):
+                raise KdmechError(f"the year of prompt {prompt!r} is not the century "
+                                  f"{tokenizer.convert_ids_to_tokens(ids[-1])!r} followed by the "
+                                  f"ending {tokenizer.convert_ids_to_tokens(ending)!r} for tokenizer "
+                                  f"{tokenizer.name_or_path!r}: {tokenizer.convert_ids_to_tokens(ids)}")
 
 
 def check_same_tokenization(teacher_tok, student_tok, texts: PromptTexts,
