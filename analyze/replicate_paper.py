@@ -2,12 +2,18 @@
 
 Exactly as SPEC describes: 128 prompts per type, the teacher filter, mean ablation, node
 circuits at T = 20% (with path-patched edges), sensitivity over heads and MLPs, and the
-alignment metric — printed beside the paper's reference values. Needs the hub weights (or
-local folders of the same kind):
+alignment metric — printed beside the paper's reference values. The same pair is analysed
+again under the `authors` preset (their conventions: A from zero-ablation influence, their MLP
+score, pooled clamped sensitivity with their bootstrap) and both sets of numbers are printed
+side by side. Needs the hub weights (or local folders of the same kind):
 
     python analyze/replicate_paper.py                       # gpt2 vs distilgpt2 from the hub
     python analyze/replicate_paper.py --family bert         # bert-base-uncased vs distilbert-base-uncased
     python analyze/replicate_paper.py --teacher DIR --student DIR --out runs/replicate
+    python analyze/replicate_paper.py --preset kdmech       # one preset only (kdmech or authors)
+
+OUT/analysis.json holds the kdmech run (with circuits), OUT/authors/analysis.json the authors
+run (when both run; a single preset writes OUT/analysis.json).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from kdmech.analysis.presets import PRESETS
 from kdmech.commands.analyze import AnalyzeOptions, analyze
 from kdmech.errors import KdmechError
 
@@ -26,6 +33,11 @@ REFERENCE_MLPS = [f"L{l}.MLP" for l in range(12) if l != 5]
 # The authors' code, GPT-2 → DistilGPT2, numerals, heads (SPEC §6, §8).
 REFERENCE = {"teacher_mean_drop": 0.77, "teacher_worst_drop": 16.4, "student_mean_drop": 6.72,
              "student_worst_drop": 90.6, "A": "0.895 (number words), 0.90 (IOI)", "C": 0.34}
+# Sensitivity the authors' way (drops 100 − clamp(retained, 0, 100), heads and MLPs pooled,
+# bootstrap 10,000, seed 42): their robustness/plots/compute_robustness.py run on the GPT-2
+# retained percentages it lists (numbers computed from their data, not quoted from the paper).
+REFERENCE_POOLED = {"teacher": (3.06, (1.71, 4.66), 71.3), "student": (12.24, (6.45, 18.83), 100.0),
+                    "delta": (9.12, (3.12, 15.76))}
 # BERT → DistilBERT (SPEC §8, §11): cloze numerals read at [MASK]; post-LayerNorm, so no edges.
 REFERENCE_BERT = {"A": "0.821 (numerals), 0.853 (IOI)", "C": 0.39}
 PAIRS = {"gpt2": ("gpt2", "distilgpt2"), "bert": ("bert-base-uncased", "distilbert-base-uncased")}
@@ -43,6 +55,17 @@ def _ref(value, fmt: str) -> str:
 def report(r: dict, family: str = "gpt2") -> str:
     ref = REFERENCE if family == "gpt2" else REFERENCE_BERT
     lines = []
+    if "circuit" in r:
+        lines += _circuits(r, family) + [""]
+    lines += _sensitivity(r, ref) + [""]
+    a = r["alignment"]
+    lines.append(f"alignment A = {a['A']:.3f} [{a['ci95']['A'][0]:.3f}, {a['ci95']['A'][1]:.3f}] "
+                 f"(heads {a['A_heads']:.3f}, MLPs {a['A_mlp']:.3f}); paper: {ref['A']}")
+    return "\n".join(lines)
+
+
+def _circuits(r: dict, family: str) -> list[str]:
+    lines = []
     edges = lambda c: len(c["edges"]) if c.get("edges_pruned", True) else "not pruned"  # noqa: E731
     t_c = next(c for c in r["circuit"]["teacher"]["circuits"] if abs(c["threshold"] - 0.2) < 1e-9)
     s_c = next(c for c in r["circuit"]["student"]["circuits"] if abs(c["threshold"] - 0.2) < 1e-9)
@@ -57,8 +80,12 @@ def report(r: dict, family: str = "gpt2") -> str:
         lines.append(f"  {t_c['edges_note']}")
     lines.append(f"student circuit (T=0.20): {[n for n in s_c['nodes']]}; edges {edges(s_c)}; "
                  f"completeness {s_c['completeness']:.1f}%")
+    return lines
+
+
+def _sensitivity(r: dict, ref: dict) -> list[str]:
     s = r["sensitivity"]
-    lines.append("")
+    lines = []
     lines.append(f"{'heads':<10}{'mean drop':>12}{'(paper)':>9}{'worst drop':>12}{'(paper)':>9}  worst node")
     for who in ("teacher", "student"):
         h = s[who]["heads"]
@@ -69,10 +96,50 @@ def report(r: dict, family: str = "gpt2") -> str:
         lines.append(f"{who + ' MLP':<10}{m['mean']:>12.2f}{'':>9}{m['worst']:>12.1f}{'':>9}  {m['worst_node']}")
     lines.append(f"compression C = {s['compression']:.3f} (paper ≈ {ref['C']}), worst-drop ratio "
                  f"{s['worst_ratio']:.2f}{' (flag: > 2×)' if s['brittle'] else ''}")
-    a = r["alignment"]
-    lines.append("")
-    lines.append(f"alignment A = {a['A']:.3f} [{a['ci95']['A'][0]:.3f}, {a['ci95']['A'][1]:.3f}] "
-                 f"(heads {a['A_heads']:.3f}, MLPs {a['A_mlp']:.3f}); paper: {ref['A']}")
+    return lines
+
+
+def _ci(mean: float, ci, fmt: str = ".2f") -> str:
+    return f"{mean:{fmt}} [{ci[0]:{fmt}}, {ci[1]:{fmt}}]"
+
+
+def side_by_side(results: dict, family: str = "gpt2") -> str:
+    """Both presets' A (pooled, heads, MLPs) and sensitivity mean/worst beside the paper's
+    numbers. `results`: {"kdmech": analysis, "authors": analysis}."""
+    ref = REFERENCE if family == "gpt2" else REFERENCE_BERT
+    k, a = results["kdmech"], results["authors"]
+    col = lambda v: f"{v:>12}"  # noqa: E731
+    num = lambda v: col(f"{v:.3f}")  # noqa: E731
+    lines = [f"{'the two presets':<28}{'kdmech':>12}{'authors':>12}   paper / authors' code",
+             f"{'A (heads and MLPs)':<28}{num(k['alignment']['A'])}{num(a['alignment']['A'])}   {ref['A']}",
+             f"{'A heads':<28}{num(k['alignment']['A_heads'])}{num(a['alignment']['A_heads'])}",
+             f"{'A MLPs':<28}{num(k['alignment']['A_mlp'])}{num(a['alignment']['A_mlp'])}",
+             f"{'  influence feeding A':<28}{col(k['alignment']['ablation'])}{col(a['alignment']['ablation'])}"
+             f"   (ablation kind)",
+             f"{'  MLP similarity':<28}{col(k['matching']['options']['mlp_similarity'])}"
+             f"{col(a['matching']['options']['mlp_similarity'])}"]
+    pooled = a["sensitivity"].get("pooled")
+    if "sensitivity" not in k or not pooled:
+        return "\n".join(lines)
+    lines += ["", "sensitivity: kdmech = heads, D = |100 − retained| (SPEC §6); authors = heads and MLPs "
+              "pooled, m = 100 − clamp(retained, 0, 100), bootstrap 10,000 (seed 42)"]
+    lines.append(f"{'mean / worst drop':<18}{'kdmech, heads':>20}{'(paper)':>14}{'authors, pooled':>30}"
+                 f"{'(authors data)':>30}")
+    for who in ("teacher", "student"):
+        h, p = k["sensitivity"][who]["heads"], pooled[who]
+        paper = (f"{ref[who + '_mean_drop']:.2f} / {ref[who + '_worst_drop']:.1f}"
+                 if who + "_mean_drop" in ref else "–")
+        mine = f"{_ci(p['mean'], p['mean_ci95'])} / {p['worst']:.1f}"
+        theirs = "–"
+        if family == "gpt2":
+            m, ci, w = REFERENCE_POOLED[who]
+            theirs = f"{_ci(m, ci)} / {w:.1f}"
+        kd = f"{h['mean']:.2f} / {h['worst']:.1f}"
+        lines.append(f"{who:<18}{kd:>20}{paper:>14}{mine:>30}{theirs:>30}")
+    d = k["sensitivity"]["delta_mean"]["heads"], k["sensitivity"]["delta_mean_ci95"]["heads"]
+    theirs = _ci(*REFERENCE_POOLED["delta"]) if family == "gpt2" else "–"
+    lines.append(f"{'Δ mean (s − t)':<18}{_ci(d[0], d[1]):>20}{'':>14}"
+                 f"{_ci(pooled['delta_mean'], pooled['delta_mean_ci95']):>30}{theirs:>30}")
     return "\n".join(lines)
 
 
@@ -83,18 +150,31 @@ def main(argv=None) -> int:
     ap.add_argument("--teacher", help="hub name or folder (default: the family's teacher)")
     ap.add_argument("--student", help="hub name or folder (default: the family's student)")
     ap.add_argument("--out", type=Path, default=Path("runs/replicate_paper"))
+    ap.add_argument("--preset", choices=["both", *PRESETS], default="both",
+                    help="analysis conventions: kdmech's, the authors', or both side by side")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
     teacher, student = args.teacher or PAIRS[args.family][0], args.student or PAIRS[args.family][1]
-    options = AnalyzeOptions(per_type=128, filter_prompts=True, thresholds=(0.2,))
-    try:
-        r = analyze(teacher, student, args.out, "numerals",
-                    ["influence", "sensitivity", "circuit", "matching"], options,
-                    progress=not args.no_progress)
-    except KdmechError as e:
-        print(f"replicate_paper: error: {e}", file=sys.stderr)
-        return 2
-    print(report(r, args.family))
+    presets = list(PRESETS) if args.preset == "both" else [args.preset]
+    results, notes = {}, []
+    for i, preset in enumerate(presets):
+        # Circuits do not depend on the preset: the first run finds them.
+        analyses = ["influence", "sensitivity", "matching"] + (["circuit"] if i == 0 else [])
+        options = AnalyzeOptions(per_type=128, filter_prompts=True, thresholds=(0.2,), preset=preset)
+        try:
+            results[preset] = analyze(teacher, student, args.out / preset if i else args.out, "numerals",
+                                      analyses, options, progress=not args.no_progress)
+        except KdmechError as e:
+            if i == 0:
+                print(f"replicate_paper: error: {e}", file=sys.stderr)
+                return 2
+            notes.append(f"preset {preset!r} not run: {e}")  # e.g. its MLP score needs equal widths
+    print(report(results[presets[0]], args.family))
+    if len(results) == 2:
+        print()
+        print(side_by_side(results, args.family))
+    for note in notes:
+        print(f"\n{note}")
     return 0
 
 

@@ -11,6 +11,7 @@ import json
 
 from kdmech.analysis import AblationKind, PairAnalysis, compare, profile
 from kdmech.analysis.circuit import discover
+from kdmech.analysis.presets import alignment_lds, get_preset, realign
 from kdmech.analysis.probes import similar_member_scores, successor_scores
 from kdmech.errors import KdmechError
 from kdmech.report.heatmap import influence_figure, save_influence_png
@@ -29,13 +30,15 @@ class CircuitAnalysisCallback(L.Callback):
                  every_n_steps: int = 100, ablation: AblationKind = AblationKind.MEAN,
                  compare_options: dict | None = None, circuit_every_n_steps: int = 0,
                  circuit_threshold: float = 0.20, circuits: bool = True,
-                 student_name: str | None = None, teacher_side: dict | None = None):
+                 student_name: str | None = None, teacher_side: dict | None = None,
+                 preset: str = "kdmech"):
         self.teacher, self.tokenizer, self.prompts = teacher, tokenizer, prompts
         self.out_dir = Path(out_dir)
         self.every, self.ablation = every_n_steps, AblationKind(ablation)
         self.compare_options = compare_options or {}
         self.circuit_every, self.circuit_threshold = circuit_every_n_steps, circuit_threshold
         self.circuits = circuits
+        self.preset = get_preset(preset)  # e.g. authors: A from zero-ablation influence
         # With several students in one module (shared teacher pass), each callback watches one
         # of them and prefixes its W&B keys with the student's name.
         self.student_name = student_name
@@ -61,6 +64,10 @@ class CircuitAnalysisCallback(L.Callback):
         self.last_student = student
         result = compare(self.teacher_side["profile"], student, step, self.prompts.task,
                          **self.compare_options)
+        if "alignment_lds" not in self.teacher_side:
+            self.teacher_side["alignment_lds"] = alignment_lds(self.preset, self.teacher_side["profile"])
+        result = realign(result, self.preset, self.teacher_side["alignment_lds"],
+                         alignment_lds(self.preset, student))
         self.out_dir.mkdir(parents=True, exist_ok=True)
         result.save(self.out_dir / f"step_{step}.json")
         save_influence_png(self.out_dir / f"influence_step_{step}.png",

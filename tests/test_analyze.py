@@ -123,6 +123,10 @@ def test_paper_replication_runs_on_local_models_of_the_same_kind(pair, tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "teacher circuit (T=0.20)" in proc.stdout and "(paper)" in proc.stdout
     assert "alignment A =" in proc.stdout and (tmp_path / "rep" / "analysis.json").exists()
+    # Both presets side by side; the authors run beside the kdmech one (tests/test_presets.py).
+    assert "the two presets" in proc.stdout and "influence feeding A" in proc.stdout
+    authors = json.loads((tmp_path / "rep" / "authors" / "analysis.json").read_text())
+    assert authors["options"]["preset"] == "authors" and authors["alignment"]["ablation"] == "zero"
 
 
 def test_paper_replication_without_hub_weights_fails_cleanly(tmp_path):

@@ -7,6 +7,15 @@ m_i = 100 − clamp(retained_i, 0, 100), L = 100, T = 20, α = 1; 95% bootstrap 
 resamples, fixed seed) on the mean and on Δ = student − teacher; compression ratio
 C = 1 − P_student/P_teacher and slope β = Δmean / C. A student whose worst single-node drop
 exceeds 2× the teacher's is flagged.
+
+`pooled_sensitivity` is the authors' form (their `robustness/plots/compute_robustness.py`),
+reported under the `authors` preset: drops m = 100 − clamp(retained, 0, 100) (a node whose
+ablation raises the metric drops 0, one that flips its sign drops 100), heads and MLPs in one
+list; the mean's 95% CI from 10,000 resamples of that list (numpy `default_rng(42)`, one
+`choice` with replacement per resample, percentiles 2.5/97.5); Δ = the mean over 10,000
+resamples of mean(student resample) − mean(teacher resample) (one generator, seed 42, teacher
+drawn first each time) with its percentile CI; severity on the pooled list; β = Δ / C and its
+CI the Δ CI over C.
 """
 
 from __future__ import annotations
@@ -97,6 +106,10 @@ class Sensitivity:
     brittle: bool
     """True when that ratio exceeds 2."""
     severity_params: dict[str, float]
+    convention: str = "kdmech"
+    """kdmech, or authors when `pooled` holds the authors' pooled form as well."""
+    pooled: dict | None = None
+    """`PooledSensitivity.to_json()` under the authors preset."""
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -124,3 +137,79 @@ def sensitivity(teacher: Influence, student: Influence, teacher_params: int,
                        {g: (delta[g] / compression if compression else float("nan")) for g in groups},
                        ratio, bool(ratio > 2.0),
                        {"L": SEVERITY_L, "T": SEVERITY_T, "alpha": SEVERITY_ALPHA})
+
+
+AUTHORS_N_BOOT, AUTHORS_SEED = 10_000, 42
+
+
+def clamped_drops(infl: Influence) -> tuple[list[str], np.ndarray]:
+    """Node names and m = 100 − clamp(retained, 0, 100), heads and MLPs in one list."""
+    names = list(infl.retained)
+    return names, 100.0 - np.clip(np.array([infl.retained[k] for k in names], dtype=float), 0.0, 100.0)
+
+
+def authors_mean_ci(x: np.ndarray, n_boot: int = AUTHORS_N_BOOT, seed: int = AUTHORS_SEED) -> list[float]:
+    """95% percentile CI of the mean, resampling as the authors do (one draw per resample)."""
+    rng = np.random.default_rng(seed)
+    means = [rng.choice(x, size=x.size, replace=True).mean() for _ in range(n_boot)]
+    return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
+
+
+def authors_diff(teacher: np.ndarray, student: np.ndarray, n_boot: int = AUTHORS_N_BOOT,
+                 seed: int = AUTHORS_SEED) -> tuple[float, list[float]]:
+    """(mean of the bootstrap differences, its 95% percentile CI) of mean(student) − mean(teacher),
+    one generator drawing the teacher's resample then the student's each time."""
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for _ in range(n_boot):
+        t = rng.choice(teacher, size=teacher.size, replace=True).mean()
+        diffs.append(rng.choice(student, size=student.size, replace=True).mean() - t)
+    return float(np.mean(diffs)), [float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))]
+
+
+@dataclass(frozen=True)
+class PooledStats:
+    n: int
+    mean: float
+    mean_ci95: list[float]
+    median: float
+    worst: float
+    worst_node: str
+    severity: float
+
+
+@dataclass(frozen=True)
+class PooledSensitivity:
+    teacher: PooledStats
+    student: PooledStats
+    delta_mean: float
+    """Mean of the bootstrap differences (what the authors report as Δ)."""
+    delta_mean_ci95: list[float]
+    compression: float
+    slope: float
+    slope_ci95: list[float]
+    n_boot: int
+    seed: int
+    drops: str = "100 - clamp(retained, 0, 100), heads and MLPs pooled"
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def pooled_stats(infl: Influence, n_boot: int = AUTHORS_N_BOOT, seed: int = AUTHORS_SEED) -> PooledStats:
+    names, m = clamped_drops(infl)
+    worst = int(np.argmax(m))
+    return PooledStats(n=int(m.size), mean=float(m.mean()), mean_ci95=authors_mean_ci(m, n_boot, seed),
+                       median=float(np.median(m)), worst=float(m[worst]), worst_node=names[worst],
+                       severity=severity(100.0 - m))
+
+
+def pooled_sensitivity(teacher: Influence, student: Influence, teacher_params: int,
+                       student_params: int, n_boot: int = AUTHORS_N_BOOT,
+                       seed: int = AUTHORS_SEED) -> PooledSensitivity:
+    """The authors' sensitivity (module docstring) of a teacher–student pair."""
+    delta, ci = authors_diff(clamped_drops(teacher)[1], clamped_drops(student)[1], n_boot, seed)
+    c = 1 - student_params / teacher_params
+    slope = lambda v: v / c if c > 0 else float("nan")  # noqa: E731
+    return PooledSensitivity(pooled_stats(teacher, n_boot, seed), pooled_stats(student, n_boot, seed),
+                             delta, ci, c, slope(delta), [slope(ci[0]), slope(ci[1])], n_boot, seed)

@@ -17,10 +17,11 @@ from kdmech.analysis import compare, profile
 from kdmech.analysis.alignment import alignment_ci
 from kdmech.analysis.circuit import THRESHOLDS, threshold_sweep
 from kdmech.analysis.noise import SIGMAS, noise_curve
+from kdmech.analysis.presets import alignment_lds, alignment_profile, get_preset, realign
 from kdmech.analysis.probes import (first_token_divergence, logit_attribution, mlp_write_norms,
                                     similar_member_from_items, similar_member_scores,
                                     successor_scores)
-from kdmech.analysis.sensitivity import sensitivity
+from kdmech.analysis.sensitivity import pooled_sensitivity, sensitivity
 from kdmech.analysis.shift import distribution_shift, rows_to_json
 from kdmech.commands.common import atomic_dir
 from kdmech.errors import KdmechError
@@ -54,6 +55,11 @@ class AnalyzeOptions:
     n_boot: int = 1000
     """Bootstrap resamples for the alignment CI (the sensitivity CIs use 10,000)."""
     seed: int = 0
+    preset: str = "kdmech"
+    """kdmech, or authors: the paper authors' conventions where they differ (A from
+    zero-ablation influence, their MLP similarity, pooled clamped sensitivity with their
+    bootstrap, IOI over Wang et al.'s 15 templates and mirrors with N = 100); see
+    kdmech.analysis.presets."""
 
 
 def _count(model) -> int:
@@ -77,6 +83,8 @@ def analyze(teacher: str, student: str, out: Path, task: str = "numerals",
         options: Settings of the individual analyses.
         progress: Show a progress bar.
     """
+    preset = get_preset(options.preset)
+    mlp_method = preset.mlp_method(options.mlp_similarity)
     bad = [a for a in analyses if a not in ANALYSES]
     if bad:
         raise KdmechError(f"analysis {bad[0]!r} is unknown; accepted: {list(ANALYSES)}")
@@ -88,7 +96,7 @@ def analyze(teacher: str, student: str, out: Path, task: str = "numerals",
     if s_kind != kind:
         raise KdmechError(f"teacher {teacher!r} is a {t_model.config.model_type} and student "
                           f"{student!r} a {s_model.config.model_type}; a pair must be one family")
-    texts = get_task(task, cloze=kind == "masked", per_type=options.per_type).prompts()
+    texts = get_task(task, cloze=kind == "masked", **preset.task_options(task, options.per_type)).prompts()
     prompts = check_same_tokenization(t_tok, s_tok, texts, kind)
     if options.filter_prompts:
         prompts = filter_by_teacher(t_model, prompts)
@@ -107,21 +115,27 @@ def analyze(teacher: str, student: str, out: Path, task: str = "numerals",
     bar.set_postfix_str("student profile")
     sp = profile(s_model, s_tok, prompts, options.ablation)
     tick()
-    pair = compare(tp, sp, 0, prompts.task, options.matching_direction, options.mlp_similarity,
+    pair = compare(tp, sp, 0, prompts.task, options.matching_direction, mlp_method,
                    options.normalisation)
+    a_lds = (alignment_lds(preset, tp), alignment_lds(preset, sp))  # None: the profiles' own
+    pair = realign(pair, preset, *a_lds)
     result["logit_diff"] = pair.logit_diff
     result["influence"] = {"ablation": pair.ablation, **pair.influence,
                            "retained": {"teacher": tp.influence.retained, "student": sp.influence.retained}}
     result["matching"] = {"pairs": [m.to_json() for m in pair.matching], "merges": pair.merges,
                           "options": pair.options}
-    result["alignment"] = {**pair.alignment.to_json(),
-                           "ci95": alignment_ci(pair.matching, sp.lds, tp.lds, options.normalisation,
+    result["alignment"] = {**pair.alignment.to_json(), "ablation": pair.options["alignment_ablation"],
+                           "ci95": alignment_ci(pair.matching, a_lds[1] or sp.lds, a_lds[0] or tp.lds,
+                                                options.normalisation,
                                                 options.n_boot, options.seed)}
     result["worst_drop"] = pair.worst_drop
     if "sensitivity" in wanted:
         bar.set_postfix_str("sensitivity")
         result["sensitivity"] = sensitivity(tp.influence, sp.influence, _count(t_model),
                                             _count(s_model), seed=options.seed).to_json()
+        if preset.sensitivity == "authors":
+            result["sensitivity"] |= {"convention": "authors", "pooled": pooled_sensitivity(
+                tp.influence, sp.influence, _count(t_model), _count(s_model)).to_json()}
         tick()
     if "circuit" in wanted:
         result["circuit"] = {}
@@ -132,10 +146,10 @@ def analyze(teacher: str, student: str, out: Path, task: str = "numerals",
             tick(len(options.thresholds))
     if "noise" in wanted:
         bar.set_postfix_str("noise validation")
-        curve = noise_curve(tp, s_model, s_tok, prompts, options.noise_sigmas,
-                            tuple(range(options.noise_seeds)), options.ablation, tick,
+        curve = noise_curve(alignment_profile(tp, a_lds[0]), s_model, s_tok, prompts, options.noise_sigmas,
+                            tuple(range(options.noise_seeds)), pair.options["alignment_ablation"], tick,
                             direction=options.matching_direction,
-                            mlp_method=options.mlp_similarity, normalisation=options.normalisation)
+                            mlp_method=mlp_method, normalisation=options.normalisation)
         result["noise"] = curve.to_json()
     if "shift" in wanted:
         bar.set_postfix_str("distribution shift")

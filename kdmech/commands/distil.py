@@ -18,6 +18,7 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from kdmech.analysis import AblationKind
+from kdmech.analysis.presets import get_preset
 from kdmech.callbacks import CircuitAnalysisCallback
 from kdmech.commands.common import atomic_dir, quiet_lightning, trainer
 from kdmech.distill import BertMasker, CorpusDataModule, DistillationModule, LossWeights
@@ -63,8 +64,19 @@ class AnalysisSchedule:
     matching_direction: str = "student_to_teacher"
     mlp_similarity: str = "auto"
     normalisation: str = "sum"
+    preset: str = "kdmech"
+    """kdmech, or authors: the paper authors' conventions where they differ (A from
+    zero-ablation influence, their MLP similarity, IOI over Wang et al.'s templates, N = 100);
+    see kdmech.analysis.presets."""
+
+    def compare_options(self) -> dict:
+        """The keyword arguments of every checkpoint's `compare`."""
+        return {"direction": self.matching_direction, "mlp_method": self.mlp_similarity,
+                "normalisation": self.normalisation}
 
     def __post_init__(self):
+        # The preset's MLP similarity replaces "auto" (and is recorded); a clash is an error.
+        object.__setattr__(self, "mlp_similarity", get_preset(self.preset).mlp_method(self.mlp_similarity))
         kinds = [k.value for k in AblationKind]
         if self.ablation not in kinds:
             raise KdmechError(f"ablation {self.ablation!r} is unknown; accepted: {kinds}")
@@ -91,7 +103,8 @@ class StudentResult:
 
 def _prompts(teacher, tokenizer, schedule: AnalysisSchedule, kind: str = "causal"):
     """The analysis prompts (cloze form, read at [MASK], for masked LMs), filtered by the teacher."""
-    texts = get_task(schedule.task, cloze=kind == "masked", per_type=schedule.per_type).prompts()
+    texts = get_task(schedule.task, cloze=kind == "masked",
+                     **get_preset(schedule.preset).task_options(schedule.task, schedule.per_type)).prompts()
     prompts = check_same_tokenization(tokenizer, tokenizer, texts, kind)
     return filter_by_teacher(teacher, prompts) if schedule.filter_prompts else prompts
 
@@ -145,9 +158,8 @@ def distill(teacher: str, out: Path, capacity: CapacitySpec = CapacitySpec(),
                                 loss, training.lr, training.warmup_steps, masker)
     callback = CircuitAnalysisCallback(
         teacher_model, tokenizer, prompts, analysis_dir, analysis.every_n_steps, analysis.ablation,
-        {"direction": analysis.matching_direction, "mlp_method": analysis.mlp_similarity,
-         "normalisation": analysis.normalisation}, analysis.circuit_every_n_steps,
-        circuits=analysis.circuits)
+        analysis.compare_options(), analysis.circuit_every_n_steps,
+        circuits=analysis.circuits, preset=analysis.preset)
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0,
                                  every_n_train_steps=max(1, analysis.every_n_steps or 100))
     logger = make_logger(out, name=name, group=group or capacity.name, job_type=capacity.name,

@@ -68,10 +68,9 @@ def distill_shared(teacher: str, out: Path, capacities: list[CapacitySpec],
     if analysis.enabled:
         callbacks = [CircuitAnalysisCallback(
             teacher_model, tokenizer, prompts, out / "analysis" / n, analysis.every_n_steps,
-            analysis.ablation, {"direction": analysis.matching_direction, "mlp_method": analysis.mlp_similarity,
-                                "normalisation": analysis.normalisation},
+            analysis.ablation, analysis.compare_options(),
             analysis.circuit_every_n_steps, circuits=analysis.circuits, student_name=n,
-            teacher_side=teacher_side) for n in names]
+            teacher_side=teacher_side, preset=analysis.preset) for n in names]
     ckpt_dir = out / "checkpoints" / "shared"
     last = ckpt_dir / "last.ckpt"
     callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0,

@@ -4,7 +4,9 @@ A prompt set is text first (what a task generates) and token ids second (what a 
 `tokenize_prompts` turns the text into ids for one tokenizer and enforces the task contract:
 answers and wrong answers are single tokens, clean and corrupted prompts have equal length,
 and every prompt of the set has one length (so per-position means exist). A violation is a
-`KdmechError` naming the offending prompt, never a silent skip.
+`KdmechError` naming the offending prompt, never a silent skip. A task may declare its set
+`ragged` (IOI over Wang et al.'s templates): its prompts are then right-padded to one length,
+for causal models only, and each is read at its own last token.
 """
 
 from __future__ import annotations
@@ -34,6 +36,10 @@ class PromptTexts:
     groups: list[str] = field(default_factory=list)
     metric: str = "logit_diff"
     """logit_diff, or greater_than (then each wrong answer is the threshold year XX)."""
+    ragged: bool = False
+    """Prompts may differ in length: tokenized right-padded (pad token, else EOS) and read at
+    each prompt's own last token. Causal models only: a padded tail cannot reach earlier
+    positions there, but a bidirectional encoder would attend to it."""
 
     def __post_init__(self):
         n = len(self.clean)
@@ -48,7 +54,7 @@ class PromptTexts:
         pick = lambda xs: [xs[i] for i in keep]  # noqa: E731
         return PromptTexts(self.task, pick(self.clean), pick(self.corrupted), pick(self.answers),
                            pick(self.wrong_answers), pick(self.groups) if self.groups else [],
-                           self.metric)
+                           self.metric, self.ragged)
 
 
 @dataclass(frozen=True)
@@ -100,14 +106,15 @@ class PromptSet:
             "positions": self.positions.tolist(),
             "clean_text": self.texts.clean, "corrupted_text": self.texts.corrupted,
             "answer_text": self.texts.answers, "wrong_answer_text": self.texts.wrong_answers,
-            "groups": self.texts.groups, "metric": self.metric,
+            "groups": self.texts.groups, "metric": self.metric, "ragged": self.texts.ragged,
             "year_ids": self.year_ids.tolist() if self.year_ids is not None else None,
         }
 
     @classmethod
     def from_json(cls, d: dict) -> "PromptSet":
         texts = PromptTexts(d["task"], d["clean_text"], d["corrupted_text"], d["answer_text"],
-                            d["wrong_answer_text"], d.get("groups", []), d.get("metric", "logit_diff"))
+                            d["wrong_answer_text"], d.get("groups", []), d.get("metric", "logit_diff"),
+                            d.get("ragged", False))
         t = lambda k: torch.tensor(d[k], dtype=torch.long)  # noqa: E731
         return cls(texts, t("clean_ids"), t("corrupted_ids"), t("answer_ids"),
                    t("wrong_answer_ids"), t("positions"), d["kind"],
@@ -152,7 +159,7 @@ def tokenize_prompts(texts: PromptTexts, tokenizer, kind: ModelKind = "causal") 
                               f"{r!r} ({len(ri)} tokens) differ in length for tokenizer "
                               f"{tokenizer.name_or_path!r}; they must be equal")
         length = len(ci) if length is None else length
-        if len(ci) != length:
+        if len(ci) != length and not texts.ragged:
             raise KdmechError(f"prompt {c!r} is {len(ci)} tokens but the set's prompts are "
                               f"{length}; every prompt of a set must have one length")
         if kind == "masked":
@@ -166,6 +173,8 @@ def tokenize_prompts(texts: PromptTexts, tokenizer, kind: ModelKind = "causal") 
         wrongs.append(_single_token(tokenizer, w, "wrong answer", c))
         clean.append(ci)
         corrupted.append(ri)
+    if texts.ragged:
+        clean, corrupted = _pad_right(texts, tokenizer, kind, clean, corrupted)
     t = lambda x: torch.tensor(x, dtype=torch.long)  # noqa: E731
     year_ids = None
     if texts.metric == "greater_than":
@@ -187,6 +196,21 @@ def _check_years_split(tokenizer, texts: PromptTexts, clean, corrupted, wrongs, 
                                   f"{tokenizer.convert_ids_to_tokens(ids[-1])!r} followed by the "
                                   f"ending {tokenizer.convert_ids_to_tokens(ending)!r} for tokenizer "
                                   f"{tokenizer.name_or_path!r}: {tokenizer.convert_ids_to_tokens(ids)}")
+
+
+def _pad_right(texts: PromptTexts, tokenizer, kind: ModelKind, clean: list, corrupted: list):
+    """Right-pad a ragged set's ids to its longest prompt (positions stay each prompt's own)."""
+    if kind != "causal" and len({len(ids) for ids in clean}) > 1:
+        raise KdmechError(f"task {texts.task!r} has prompts of different lengths, which kdmech "
+                          f"pads on the right; a masked LM (BERT) would attend to that padding, so "
+                          f"this prompt set is for causal models only")
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    if pad is None:
+        raise KdmechError(f"task {texts.task!r} has prompts of different lengths but tokenizer "
+                          f"{tokenizer.name_or_path!r} has neither a pad nor an EOS token to pad with")
+    width = max(len(ids) for ids in clean)
+    fill = lambda rows: [ids + [pad] * (width - len(ids)) for ids in rows]  # noqa: E731
+    return fill(clean), fill(corrupted)
 
 
 def check_same_tokenization(teacher_tok, student_tok, texts: PromptTexts,
