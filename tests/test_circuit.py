@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from kdmech.analysis import AblationKind, Node, ablated_logit_diff, boot, corrupted_activations
-from kdmech.analysis.circuit import backward_order, discover, forward_order, threshold_sweep
+from kdmech.analysis.circuit import (backward_order, discover, forward_order, path_patching,
+                                     threshold_sweep)
 from kdmech.analysis.engine import AblationEngine
 from kdmech.models import TinyGPT2Spec, load_causal_lm
 from kdmech.tasks import NumeralTask, tokenize_prompts
@@ -32,9 +33,10 @@ def planted_model(tokenizer):
     return model
 
 
-def planted_prompts(model, tokenizer):
-    """Answers the planted model gets right and loses when L1.H2 is mean-ablated, chosen with
-    plain HF hooks (no kdmech ablation code)."""
+def planted_prompts(model, tokenizer, paired: bool = False):
+    """Answers the planted model gets right and loses when L1.H2 is mean-ablated (`paired`:
+    when L1.H2 outputs what it does on the paired corrupted prompt), chosen with plain HF hooks
+    (no kdmech ablation code)."""
     base = tokenize_prompts(NumeralTask(per_type=20, seed=5).prompts(), tokenizer)
     c_proj = model.transformer.h[PLANTED.layer].attn.c_proj
     cols = slice(PLANTED.head * 8, (PLANTED.head + 1) * 8)
@@ -43,11 +45,11 @@ def planted_prompts(model, tokenizer):
     with torch.no_grad():
         model(base.corrupted)
     handle.remove()
-    mean = grabbed["z"].mean(0)
+    new = grabbed["z"] if paired else grabbed["z"].mean(0)
 
     def patch(m, a):
         z = a[0].clone()
-        z[:, :, cols] = mean[:, cols]
+        z[:, :, cols] = new[..., cols]
         return (z,)
 
     rows = torch.arange(len(base))
@@ -77,11 +79,28 @@ def test_discovery_finds_the_planted_head(tokenizer):
     bridged = boot(model, tokenizer)
     # the means come from the whole corrupted set, as when the answers were chosen
     engine = AblationEngine(bridged, prompts, "mean", corrupted_activations(bridged, base))
-    circuit = discover(engine, 0.20)
+    circuit = discover(engine, 0.20, edges=False)
     assert circuit.nodes == ["L1.H2"]
-    assert circuit.edges == [["L1.H2", "resid_final"]]
     assert circuit.completeness == pytest.approx(100.0, abs=1e-3)
     assert circuit.faithfulness <= 0  # every answer flips without the head
+
+
+def test_edge_pruning_keeps_the_planted_path(tokenizer):
+    """The head's only path is to the logits; path patching gives it its paired corrupted
+    output, so the answers here are those the model loses when that happens."""
+    model = planted_model(tokenizer)
+    prompts, base = planted_prompts(model, tokenizer, paired=True)
+    bridged = boot(model, tokenizer)
+    engine = AblationEngine(bridged, prompts, "mean", corrupted_activations(bridged, base))
+    circuit = discover(engine, 0.20)
+    assert circuit.nodes == ["L1.H2"] and circuit.edge_nodes == ["L1.H2"]
+    assert circuit.edges == [["L1.H2", "resid_final"]]
+    # one node, one path: patching it is resample-ablating the head
+    paired = corrupted_activations(bridged, prompts, keep_full=True)
+    resampled = ablated_logit_diff(bridged, prompts, [PLANTED], AblationKind.RESAMPLE, paired)
+    scored = path_patching(engine, {PLANTED})
+    assert scored.baseline == pytest.approx(engine.full_logit_diff, abs=1e-5)
+    assert scored.scores[("L1.H2", "resid_final")] == pytest.approx(resampled, abs=1e-5)
 
 
 @pytest.fixture(scope="module")

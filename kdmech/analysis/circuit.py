@@ -7,16 +7,31 @@ heads 0..H−1) and forward (first layer to last; heads, then the MLP) until a p
 nothing (at most 50 passes). When it stops that way, every kept node is necessary: removing
 any one of them drops the circuit below the threshold.
 
-Edge pruning by path patching on the node circuit: for each sender (a circuit head or MLP)
-and each downstream receiver input (a circuit head's q, k or v; a circuit MLP's input; the
-final residual stream), only that receiver sees the sender's ablated output. The edge is kept
-if that alone leaves LD below (1 − T)·LD_full. Receivers left with no incoming edge are
-dropped; a node with no kept edge in or out leaves the edge-level circuit. Path patching assumes an additive residual stream (pre-LayerNorm models).
+Edge pruning by path patching on the node circuit (GPT-2 only). Throughout, every node
+outside the node circuit stays ablated with the engine's kind (mean by default), exactly as in
+node pruning, so the starting point is the circuit's own metric (its completeness × LD_full,
+≈ 80–85% of it), not the full model's. One forward with those ablations is cached (residuals,
+head outputs before W_O, MLP outputs: the circuit state). Senders are the circuit's heads and
+MLPs; a sender's change is its *paired* corrupted output (the same prompt row of the
+corrupted set, from the intact corrupted run) minus its output in the circuit state; for a
+head that is (z_corrupted,h − z_circuit,h)·W_O,h. Receivers are a circuit head's q, k and v
+inputs (each separately), a circuit MLP's input and the final residual stream; a sender
+feeds every receiver of a later layer, and a head also feeds its own layer's MLP. For each
+sender→receiver edge only that receiver input sees the change (its LayerNorm input becomes
+circuit-state residual + change; the head's other two inputs, the layer's other heads and
+everything upstream keep their circuit-state values: a direct path, as Wang et al. define
+path patching); downstream of the receiver the forward is recomputed with the non-circuit
+nodes still ablated. The edge is kept if patching it alone leaves the metric below
+(1 − T)·LD_full. Receivers left with no incoming edge are dropped; a node with no kept edge
+in or out leaves the edge-level circuit. Path patching assumes an additive residual stream
+(pre-LayerNorm models); post-LayerNorm encoders (BERT) refuse it.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+
+import torch
 
 from kdmech.analysis.engine import AblationEngine
 from kdmech.analysis.nodes import Node
@@ -136,27 +151,48 @@ def _upstream(sender: Node, receiver: str, layer: int) -> bool:
     return sender.layer == layer and sender.is_head and receiver.endswith(".MLP")
 
 
-def prune_edges(engine: AblationEngine, circuit: set[Node], threshold: float = 0.20,
-                progress=None) -> list[list[str]]:
+@dataclass(frozen=True)
+class EdgeScores:
+    baseline: float
+    """Mean metric of the node circuit alone (every other node ablated, no edge patched)."""
+    scores: dict[tuple[str, str], float]
+    """(sender, receiver input) → mean metric with that one path patched."""
+
+
+def path_patching(engine: AblationEngine, circuit: set[Node], progress=None) -> EdgeScores:
+    """Every edge of the node circuit scored by path patching (see module docstring)."""
     runner = engine.runner
     if runner is None:
         raise KdmechError(EDGES_REFUSED)
-    ld_full = _check_ld(engine)
     p = engine.prompts
-    limit = (1 - threshold) * ld_full
-    edges = []
+    state = engine.ablated_state([n for n in engine.bridged.nodes if n not in circuit])
+    paired = engine.paired_corrupted().full
+    z_corrupted = lambda layer: paired[Node(layer, 0).hook].flatten(2)  # noqa: E731
+    mlp_corrupted = lambda layer: paired[Node(layer).hook]  # noqa: E731
+    rows = torch.arange(len(p))
+    baseline = runner.metric_from_final(state.resid_final[rows, p.positions], p).mean().item()
+    scores = {}
     for sender in sorted(circuit):
-        delta = runner.sender_delta(sender, engine._z_new, engine._mlp_new)
+        delta = runner.sender_delta(sender, z_corrupted, mlp_corrupted, state)
         for receiver, layer in _receivers(circuit, engine.n_layers):
             if not _upstream(sender, receiver, layer):
                 continue
-            resid = runner.patched_path_resid(delta, receiver, p.positions)
-            ld = runner.metric_from_final(resid, p).mean().item()
-            if ld < limit:
-                edges.append([sender.name, receiver])
+            resid = runner.patched_path_resid(delta, receiver, p.positions, state)
+            scores[(sender.name, receiver)] = runner.metric_from_final(resid, p).mean().item()
             if progress:
                 progress(1)
-    return edges
+    return EdgeScores(baseline, scores)
+
+
+def prune_edges(engine: AblationEngine, circuit: set[Node], threshold: float = 0.20,
+                progress=None) -> list[list[str]]:
+    """[sender, receiver input] edges kept: patching one leaves the metric below
+    (1 − T)·LD_full."""
+    if engine.runner is None:
+        raise KdmechError(EDGES_REFUSED)
+    limit = (1 - threshold) * _check_ld(engine)
+    scored = path_patching(engine, circuit, progress)
+    return [[s, r] for (s, r), ld in scored.scores.items() if ld < limit]
 
 
 def edge_nodes(edges: list[list[str]]) -> list[str]:

@@ -23,7 +23,8 @@ from collections import defaultdict
 import torch
 
 from kdmech.analysis import gpt2_runner
-from kdmech.analysis.ablation import AblationKind, CorruptedActivations, ablated_metric
+from kdmech.analysis.ablation import (AblationKind, CorruptedActivations, ablated_metric,
+                                     corrupted_activations)
 from kdmech.analysis.bridge import Bridged
 from kdmech.analysis.nodes import Node
 from kdmech.tasks.metric import task_metric
@@ -41,6 +42,7 @@ class AblationEngine:
                  fast_path: bool = True):
         self.bridged, self.prompts = bridged, prompts
         self.kind, self.source = AblationKind(kind), source
+        self._paired: CorruptedActivations | None = None
         on_gpu = prompts.clean.is_cuda
         self.max_rows = max(max_rows or (4096 if on_gpu else 0), len(prompts))
         self.n_layers = bridged.n_layers
@@ -136,6 +138,22 @@ class AblationEngine:
 
     def _mlp_new(self, layer: int) -> torch.Tensor:
         return self.replacement(f"blocks.{layer}.hook_mlp_out")
+
+    def paired_corrupted(self) -> CorruptedActivations:
+        """Corrupted activations paired row by row with the prompts (`full` is [N, T, ...]):
+        the source's when it keeps them for these prompts, else one run over the prompts'
+        corrupted set, kept for later calls. Path patching needs them whatever the ablation
+        kind; a mean or zero ablation source usually keeps only means."""
+        src, n = self.source, len(self.prompts)
+        if src is not None and src.full and all(v.shape[0] == n for v in src.full.values()):
+            return src
+        if self._paired is None:
+            self._paired = corrupted_activations(self.bridged, self.prompts, keep_full=True)
+        return self._paired
+
+    def ablated_state(self, nodes: list[Node]) -> "gpt2_runner.RunState":
+        """The GPT-2 runner's cached forward with `nodes` ablated (this engine's kind)."""
+        return self.runner.ablated_state(nodes, self._z_new, self._mlp_new)
 
     def _intact(self) -> torch.Tensor:
         """Per-prompt metric of the intact model."""

@@ -11,12 +11,17 @@ full forward per ablation set:
 - the last block only computes keys and values at every position; queries, attention output
   and MLP are computed at the prediction positions only;
 - only the two logits the metric needs are read (answer and wrong-answer columns of W_U).
+
+Path patching (edges) runs against a cached forward, a `RunState`: the clean run, or a run
+with the nodes outside a circuit ablated (`ablated_state`).
 """
 
 from __future__ import annotations
 
 import copy
 import math
+from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 
@@ -30,6 +35,39 @@ def supported(model) -> bool:
             and not getattr(c, "reorder_and_upcast_attn", False))
 
 
+@dataclass
+class RunState:
+    """One cached forward over the clean prompts, every position kept, some nodes ablated
+    (none for the clean run): the residual entering each block and after its attention, each
+    layer's head outputs before W_O (heads concatenated), each MLP's output, the final
+    residual, and the ablation itself, so that a path-patched forward continues with it."""
+
+    resid_pre: list[torch.Tensor]
+    resid_mid: list[torch.Tensor]
+    z: list[torch.Tensor]
+    mlp_out: list[torch.Tensor]
+    resid_final: torch.Tensor
+    heads_at: dict[int, list[int]] = field(default_factory=dict)
+    """Ablated heads by layer."""
+    mlps: set[int] = field(default_factory=set)
+    """Layers whose MLP is ablated."""
+    z_new: Callable | None = None
+    """layer → replacement head outputs [N, T, d]."""
+    mlp_new: Callable | None = None
+    """layer → replacement MLP output [N, T, d]."""
+
+
+def _ablation_plan(nodes) -> tuple[dict[int, list[int]], set[int]]:
+    heads_at: dict[int, list[int]] = {}
+    mlps = set()
+    for node in nodes:
+        if node.is_head:
+            heads_at.setdefault(node.layer, []).append(node.head)
+        else:
+            mlps.add(node.layer)
+    return heads_at, mlps
+
+
 class GPT2Runner:
     def __init__(self, model, clean: torch.Tensor):
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
@@ -38,18 +76,34 @@ class GPT2Runner:
         self.d_head = self.d // self.n_heads
         self.scale = 1 / math.sqrt(self.d_head) if c.scale_attn_weights else 1.0
         self.blocks = self.model.transformer.h
-        self.resid_pre, self.resid_mid, self.z = [], [], []
-        with torch.no_grad():
-            h = self.model.transformer.wte(clean) + self.model.transformer.wpe(
-                torch.arange(clean.shape[1]))[None]
-            for block in self.blocks:
-                self.resid_pre.append(h)
-                z = self._z(block, h)
-                self.z.append(z)
-                mid = h + block.attn.c_proj(z)
-                self.resid_mid.append(mid)
-                h = mid + block.mlp(block.ln_2(mid))
-        self.resid_final = h
+        self.clean_ids = clean
+        self.clean = self.ablated_state([])
+        # the clean run's caches, by their old names
+        self.resid_pre, self.resid_mid, self.z = self.clean.resid_pre, self.clean.resid_mid, self.clean.z
+        self.resid_final = self.clean.resid_final
+
+    @torch.no_grad()
+    def ablated_state(self, nodes: list[Node], z_new=None, mlp_new=None) -> RunState:
+        """A full forward over the clean prompts with `nodes` ablated (replacements as in
+        `final_resid_at`), every activation path patching needs cached (see `RunState`)."""
+        heads_at, mlps = _ablation_plan(nodes)
+        state = RunState([], [], [], [], None, heads_at, mlps, z_new, mlp_new)
+        ids = self.clean_ids
+        h = self.model.transformer.wte(ids) + self.model.transformer.wpe(
+            torch.arange(ids.shape[1], device=ids.device))[None]
+        for l, block in enumerate(self.blocks):
+            state.resid_pre.append(h)
+            z = self._z(block, h)
+            if l in heads_at:
+                z = self._patched_z(z, heads_at[l], z_new(l))
+            state.z.append(z)
+            mid = h + block.attn.c_proj(z)
+            state.resid_mid.append(mid)
+            out = mlp_new(l) if l in mlps else block.mlp(block.ln_2(mid))
+            state.mlp_out.append(out)
+            h = mid + out
+        state.resid_final = h
+        return state
 
     def _z(self, block, h):
         """Heads' outputs before W_O, concatenated: [B, T, d] (HF's c_proj input)."""
@@ -75,13 +129,7 @@ class GPT2Runner:
     def final_resid_at(self, nodes: list[Node], positions: torch.Tensor, z_new, mlp_new) -> torch.Tensor:
         """Residual after the last block at each prompt's position, with `nodes` ablated.
         `z_new(layer)` → replacement head outputs [N, T, d]; `mlp_new(layer)` → [N, T, d]."""
-        heads_at: dict[int, list[int]] = {}
-        mlps = set()
-        for node in nodes:
-            if node.is_head:
-                heads_at.setdefault(node.layer, []).append(node.head)
-            else:
-                mlps.add(node.layer)
+        heads_at, mlps = _ablation_plan(nodes)
         start = min(n.layer for n in nodes)
         # exact: the first ablated block's input is clean, so only its replaced heads change
         mid = self.resid_mid[start]
@@ -120,57 +168,77 @@ class GPT2Runner:
         return block.mlp(block.ln_2(mid))
 
     # --- path patching (edges) -------------------------------------------------------
-    def _heads_delta(self, layer: int, heads: list[int], z_new: torch.Tensor) -> torch.Tensor:
-        """Change of the attention output when `heads` output `z_new` instead of their clean
-        z: Σ_h (z_new,h − z_h)·W_O,h (only those heads' rows of W_O)."""
+    def _heads_delta(self, layer: int, heads: list[int], z_new: torch.Tensor,
+                     state: RunState | None = None) -> torch.Tensor:
+        """Change of the attention output when `heads` output `z_new` instead of their z in
+        `state` (the clean run by default): Σ_h (z_new,h − z_h)·W_O,h (those heads' rows of W_O)."""
         w_o = self.blocks[layer].attn.c_proj.weight  # Conv1D: [in, out]
-        z = self.z[layer]
+        z = (state or self.clean).z[layer]
         delta = 0
         for h in heads:
             cols = self._head_slice(h)
             delta = delta + (z_new[..., cols] - z[..., cols]) @ w_o[cols]
         return delta
 
-    def sender_delta(self, node: Node, z_new, mlp_new) -> torch.Tensor:
-        """How replacing a sender's output changes the residual stream: [N, T, d]."""
+    def sender_delta(self, node: Node, z_new, mlp_new, state: RunState | None = None) -> torch.Tensor:
+        """How the residual stream changes when a sender outputs `z_new(layer)` (its head's
+        columns) or `mlp_new(layer)` instead of its output in `state` (the clean run by
+        default): [N, T, d]."""
+        state = state or self.clean
         if node.is_head:
-            return self._heads_delta(node.layer, [node.head], z_new(node.layer))
-        clean_out = self.resid_pre[node.layer + 1] - self.resid_mid[node.layer] \
-            if node.layer + 1 < self.n_layers else self.resid_final - self.resid_mid[node.layer]
-        return mlp_new(node.layer) - clean_out
+            return self._heads_delta(node.layer, [node.head], z_new(node.layer), state)
+        return mlp_new(node.layer) - state.mlp_out[node.layer]
 
     @torch.no_grad()
-    def patched_path_resid(self, delta: torch.Tensor, receiver: str, positions) -> torch.Tensor:
+    def patched_path_resid(self, delta: torch.Tensor, receiver: str, positions,
+                           state: RunState | None = None) -> torch.Tensor:
         """Final residual at the positions when only `receiver` sees the sender's change
-        `delta`. Receiver: "L{l}.H{h}.q|k|v", "L{l}.MLP" or "resid_final"."""
+        `delta` on top of `state` (the clean run by default). Receiver: "L{l}.H{h}.q|k|v",
+        "L{l}.MLP" or "resid_final". Everything upstream of the receiver, and the receiver's
+        other inputs, keep their `state` values; downstream of it the forward is recomputed
+        with `state`'s ablations still in place."""
+        state = state or self.clean
+        ablation = (state.heads_at, state.mlps, state.z_new, state.mlp_new)
         rows = torch.arange(positions.shape[0])
         if receiver == "resid_final":
-            return (self.resid_final + delta)[rows, positions]
+            return (state.resid_final + delta)[rows, positions]
         node_name, _, port = receiver.rpartition(".") if receiver.count(".") == 2 else (receiver, "", "")
         node = Node.parse(node_name)
+        block = self.blocks[node.layer]
         if not node.is_head:
-            block = self.blocks[node.layer]
-            mid = self.resid_mid[node.layer]
-            mlp_out = block.mlp(block.ln_2(mid + delta))
-            h_post = mid + mlp_out
+            mid = state.resid_mid[node.layer]
+            h_post = mid + block.mlp(block.ln_2(mid + delta))
             if node.layer == self.n_layers - 1:
                 return h_post[rows, positions]
-            return self.continue_from_mid(node.layer + 1, self._mid_of(node.layer + 1, h_post), positions)
-        block = self.blocks[node.layer]
-        h = self.resid_pre[node.layer]
-        clean = block.attn.c_attn(block.ln_1(h)).split(self.d, dim=-1)
-        patched = block.attn.c_attn(block.ln_1(h + delta)).split(self.d, dim=-1)
+            nxt = node.layer + 1
+            mid = self._mid_of(nxt, h_post, state.heads_at.get(nxt), state.z_new)
+            return self.continue_from_mid(nxt, mid, positions, *ablation)
+        # one head's q, k or v sees the change; the layer's other heads keep their state
+        # outputs, so the attention output changes by that head's (z' − z)·W_O,h only
+        h = state.resid_pre[node.layer]
         cols = self._head_slice(node.head)
-        qkv = [x.clone() for x in clean]
         i = "qkv".index(port)
-        qkv[i][..., cols] = patched[i][..., cols]
-        z = self._attend(*qkv)
-        mid = h + block.attn.c_proj(z)
-        return self.continue_from_mid(node.layer, mid, positions)
+        same = block.attn.c_attn(block.ln_1(h)).split(self.d, dim=-1)
+        patched = block.attn.c_attn(block.ln_1(h + delta)).split(self.d, dim=-1)
+        qkv = [x[..., cols] for x in same]
+        qkv[i] = patched[i][..., cols]
+        z = self._attend_one(*qkv)
+        w_o = block.attn.c_proj.weight[cols]
+        mid = state.resid_mid[node.layer] + (z - state.z[node.layer][..., cols]) @ w_o
+        return self.continue_from_mid(node.layer, mid, positions, *ablation)
 
-    def _mid_of(self, layer: int, h: torch.Tensor) -> torch.Tensor:
+    def _attend_one(self, q, k, v):
+        """One head's attention: q, k, v [B, T, d_head] → z [B, T, d_head]."""
+        z = torch.nn.functional.scaled_dot_product_attention(
+            q[:, None], k[:, None], v[:, None], is_causal=True, scale=self.scale)
+        return z[:, 0]
+
+    def _mid_of(self, layer: int, h: torch.Tensor, heads=None, z_new=None) -> torch.Tensor:
         block = self.blocks[layer]
-        return h + block.attn.c_proj(self._z(block, h))
+        z = self._z(block, h)
+        if heads:
+            z = self._patched_z(z, heads, z_new(layer))
+        return h + block.attn.c_proj(z)
 
     def _last_attention(self, block, h, positions, heads, z_new):
         """resid_mid of the last block at the prediction positions only."""
