@@ -23,10 +23,10 @@ def test_linear_cka_matches_numpy_and_its_invariances():
     assert linear_cka(torch.tensor(x), torch.tensor(3 * x @ q)) == pytest.approx(1.0, abs=1e-9)
 
 
-def test_svd3_similarity_of_a_layer_with_itself_is_one_third():
+def test_svd3_similarity_of_a_layer_with_itself_is_one():
     x = torch.randn(500, 8) * torch.arange(1, 9)
     sim, used = mlp_similarity(x[None], x[None], "svd3")
-    assert used == "svd3" and sim[0, 0].item() == pytest.approx(1 / 3, abs=1e-5)
+    assert used == "svd3" and sim[0, 0].item() == pytest.approx(1.0, abs=1e-5)
 
 
 def test_mlp_similarity_falls_back_to_cka_across_widths():
@@ -72,8 +72,9 @@ def test_a_model_against_itself(tiny_gpt2, tokenizer, prompts):
     # every head finds itself (pattern cosine 1) and every MLP itself
     assert all(m.student == m.teacher for m in r.matching if ".H" in m.student)
     assert r.alignment.A == pytest.approx(r.alignment.mean_similarity, abs=1e-6)
+    assert r.alignment.A == pytest.approx(1.0, abs=1e-5)
     assert r.alignment.A_heads == pytest.approx(1.0, abs=1e-5)
-    assert r.alignment.A_mlp == pytest.approx(1 / 3, abs=1e-4)
+    assert r.alignment.A_mlp == pytest.approx(1.0, abs=1e-5)
     assert r.worst_drop["ratio"] == pytest.approx(1.0)
     assert [n.name for n in p.nodes] == [n.name for n in all_nodes(2, 4)]
     assert set(r.influence["student"]) == {n.name for n in all_nodes(2, 4)}

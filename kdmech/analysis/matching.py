@@ -2,17 +2,30 @@
 
 Heads: the mean attention pattern over the prompt batch, [query × key]; similarity is the
 mean over query positions of the row-wise cosine between two heads' mean patterns.
-MLPs: outputs over all prompts and positions X ∈ [N·T, d]. At equal width, the top-3
-eigenvectors of the uncentred covariance XᵀX/n (= the top-3 right singular vectors of X),
-similarity = mean |cos| over the 3×3 matrix of cosines between the two sets (so a layer
-against itself scores 1/3: the eigenvectors are orthonormal). Across widths, and on request,
-linear CKA between the two activation matrices.
+
+MLPs: outputs over all prompts and positions X ∈ [N·T, d]. Methods (`mlp_similarity`):
+
+- ``svd3`` (equal widths): the top-3 eigenvectors U (3 × d, orthonormal rows) of the uncentred
+  covariance XᵀX/n; similarity = mean cosine of the principal angles between the two 3-dim
+  subspaces = mean singular value of U_s·U_tᵀ. 1 for the same subspace in any basis (a layer
+  against itself), 0 for orthogonal subspaces.
+- ``cka`` (any widths): linear CKA between the two activation matrices; 1 for a layer against
+  itself.
+- ``auto``: svd3 at equal width, cka otherwise — for a single pair only. Several students of
+  one run or sweep are matched with one method: resolve ``auto`` once for the whole set with
+  `resolve_mlp_method`.
+- ``authors`` (equal widths): the score of the authors' notebooks, which also needs the head
+  similarity matrix; see `authors_mlp_similarity`. Not on the 0–1 scale of the others (a layer
+  against itself does not score 1); offered so numbers can sit beside the paper's table.
+
+Every method but ``authors`` scores a model against itself 1 for every node, so A = 1.
 Assignment: each student node to its most similar teacher node of the same type (greedy,
 many-to-one, the paper's), or the reverse, or one-to-one Hungarian.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -22,7 +35,10 @@ from scipy.optimize import linear_sum_assignment
 from kdmech.analysis.nodes import Node
 from kdmech.errors import KdmechError
 
-MlpSimilarity = Literal["auto", "svd3", "cka"]
+MlpSimilarity = Literal["auto", "svd3", "cka", "authors"]
+MLP_METHODS = ("auto", "svd3", "cka", "authors")
+EQUAL_WIDTH_METHODS = ("svd3", "authors")
+"""Methods that compare directions in the residual space, so need equal widths."""
 Direction = Literal["student_to_teacher", "teacher_to_student", "hungarian"]
 
 
@@ -46,14 +62,28 @@ def head_similarity(student_patterns: torch.Tensor, teacher_patterns: torch.Tens
 
 
 def top_directions(x: torch.Tensor, k: int = 3) -> torch.Tensor:
-    """Top-k eigenvectors [k, d] of the uncentred covariance xᵀx/n."""
+    """Top-k eigenvectors [k, d] (float64, orthonormal rows, by decreasing eigenvalue) of the
+    uncentred covariance xᵀx/n. An eigenvector's sign is arbitrary; each is flipped so that its
+    largest-magnitude entry is positive, which makes sign-sensitive scores (``authors``)
+    reproducible. Principal angles (``svd3``) do not depend on signs or on the basis."""
     cov = (x.T.double() @ x.double()) / x.shape[0]
     _, vecs = torch.linalg.eigh(cov)  # ascending eigenvalues
-    return vecs[:, -k:].flip(-1).T.float()
+    dirs = vecs[:, -k:].flip(-1).T
+    pivot = dirs.gather(1, dirs.abs().argmax(1, keepdim=True))
+    return dirs * torch.where(pivot < 0, -1.0, 1.0).to(dirs)
 
 
 def svd3_similarity(student_dirs: torch.Tensor, teacher_dirs: torch.Tensor) -> float:
-    return (student_dirs @ teacher_dirs.T).abs().mean().item()
+    """Mean cosine of the principal angles between the row spaces of two [k, d] matrices with
+    orthonormal rows: the mean singular value of U_s·U_tᵀ (clamped to 1 against rounding)."""
+    cosines = torch.linalg.svdvals(student_dirs.double() @ teacher_dirs.double().T)
+    return cosines.clamp(0.0, 1.0).mean().item()
+
+
+def mean_cosine(student_dirs: torch.Tensor, teacher_dirs: torch.Tensor) -> float:
+    """|mean of the k×k cosines| between two sets of unit directions (the authors' raw score).
+    Depends on the eigenvectors' signs and basis: a layer against itself scores 1/k."""
+    return abs((student_dirs.double() @ teacher_dirs.double().T).mean().item())
 
 
 def linear_cka(x: torch.Tensor, y: torch.Tensor) -> float:
@@ -65,16 +95,104 @@ def linear_cka(x: torch.Tensor, y: torch.Tensor) -> float:
     return (num / den).item() if den > 0 else 0.0
 
 
-def mlp_similarity(student_out: torch.Tensor, teacher_out: torch.Tensor,
-                   method: MlpSimilarity = "auto") -> tuple[torch.Tensor, str]:
-    """[Ls, Lt] similarity from MLP outputs [L, N·T, d] and the method actually used."""
-    if method not in ("auto", "svd3", "cka"):
-        raise KdmechError(f"MLP similarity {method!r} is unknown; accepted: auto, svd3, cka")
-    equal = student_out.shape[-1] == teacher_out.shape[-1]
-    if method == "svd3" and not equal:
-        raise KdmechError(f"MLP similarity 'svd3' needs equal widths, got student "
+def authors_rescale(raw: torch.Tensor, head_sim: torch.Tensor) -> torch.Tensor:
+    """Put raw MLP scores on the heads' scale the way the authors' notebooks do.
+
+    With P the strictly positive raw scores (zeros are left out of the statistics and stay 0):
+    each value in P is z-scored with P's mean and population standard deviation (ddof 0), then
+    given the head similarities' mean and sample standard deviation (ddof 1, over every
+    student-head × teacher-head pair): v' = (v − mean P)/std P · std H + mean H. Every value is
+    then divided by the largest v' (all are 0 if that is 0). So the best MLP pair scores
+    exactly 1 and the others sit below it with the heads' spread; values may be negative.
+    Where P has no spread (one MLP pair, or all equal) the z-score is taken as 0 (the authors'
+    code would divide by zero).
+    """
+    raw = raw.double()
+    heads = head_sim.double().flatten()
+    out = torch.zeros_like(raw)
+    positive = raw > 0
+    if positive.any():
+        p = raw[positive]
+        spread = p.std(unbiased=False)
+        z = (p - p.mean()) / spread if spread > 0 else torch.zeros_like(p)
+        h_std = heads.std(unbiased=True) if heads.numel() > 1 else torch.zeros((), dtype=heads.dtype)
+        out[positive] = z * h_std + heads.mean()
+    top = out.max()
+    return (out / top if top != 0 else torch.zeros_like(out)).float()
+
+
+def authors_mlp_similarity(student_out: torch.Tensor, teacher_out: torch.Tensor,
+                           head_sim: torch.Tensor) -> torch.Tensor:
+    """[Ls, Lt] MLP similarity of the authors' notebooks (SPEC §7), re-implemented.
+
+    Source: Reih02/distilled_circuits, alignment_metric_expms/task_comparisons/
+    qa_alignment_metric.ipynb cells 28–32 (the same code in seq_alignment_metric.ipynb cells
+    50–56 and IOI_alignment_metric.ipynb cells 28–30; the IOI notebook computes the rescaled
+    scores but then matches and scores A with the raw ones).
+
+    1. Raw score of each (student layer, teacher layer): the top-3 eigenvectors of each
+       layer's uncentred covariance XᵀX/n (X = MLP outputs over all prompts and positions),
+       the 3×3 matrix of cosines between the two sets, r = |mean of its 9 entries|
+       (`mean_cosine`; the mean is over signed cosines, so it depends on the eigenvectors'
+       arbitrary signs — here pinned by `top_directions`).
+    2. `authors_rescale(r, head_sim)`: z-scored against the head similarities and divided by
+       the maximum, so the best MLP pair scores 1.
+    """
+    _check_equal_widths("authors", student_out, teacher_out)
+    sd = [top_directions(x) for x in student_out]
+    td = [top_directions(x) for x in teacher_out]
+    raw = torch.tensor([[mean_cosine(a, b) for b in td] for a in sd], dtype=torch.float64)
+    return authors_rescale(raw, head_sim)
+
+
+def _check_equal_widths(method: str, student_out: torch.Tensor, teacher_out: torch.Tensor) -> None:
+    if student_out.shape[-1] != teacher_out.shape[-1]:
+        raise KdmechError(f"MLP similarity {method!r} needs equal widths, got student "
                           f"{student_out.shape[-1]} and teacher {teacher_out.shape[-1]}; use cka")
-    used = "svd3" if (method == "svd3" or (method == "auto" and equal)) else "cka"
+
+
+def resolve_mlp_method(method: str, widths: Iterable[float] | None) -> str:
+    """The one MLP method for every student of a run or sweep (never mix methods inside a
+    capacity comparison).
+
+    `widths`: each student's width ratio to the teacher (CapacitySpec.width; 1 = the teacher's
+    width), or None when the set is not known in advance (a sweep sampling widths from a
+    distribution). ``auto`` becomes ``cka`` if any width differs from 1 (or the set is
+    unknown), else ``svd3``. Other methods are returned unchanged, after checking that the
+    equal-width ones (svd3, authors) are not asked of narrower students.
+    """
+    if method not in MLP_METHODS:
+        raise KdmechError(f"MLP similarity {method!r} is unknown; accepted: {', '.join(MLP_METHODS)}")
+    widths = None if widths is None else [float(w) for w in widths]
+    all_equal = widths is not None and all(w == 1.0 for w in widths)
+    if method == "auto":
+        return "svd3" if all_equal else "cka"
+    if method in EQUAL_WIDTH_METHODS and not all_equal:
+        shown = "sampled from a distribution" if widths is None else sorted(set(widths))
+        raise KdmechError(f"MLP similarity {method!r} needs students as wide as the teacher, but "
+                          f"the width ratios are {shown}; use cka (or auto)")
+    return method
+
+
+def mlp_similarity(student_out: torch.Tensor, teacher_out: torch.Tensor,
+                   method: MlpSimilarity = "auto",
+                   head_sim: torch.Tensor | None = None) -> tuple[torch.Tensor, str]:
+    """[Ls, Lt] similarity from MLP outputs [L, N·T, d] and the method actually used.
+
+    `head_sim` ([Hs_total, Ht_total], `head_similarity`) is read only by ``authors``, which
+    scales the MLP scores against the head similarities; the other methods ignore it.
+    """
+    if method not in MLP_METHODS:
+        raise KdmechError(f"MLP similarity {method!r} is unknown; accepted: {', '.join(MLP_METHODS)}")
+    if method in EQUAL_WIDTH_METHODS:
+        _check_equal_widths(method, student_out, teacher_out)
+    equal = student_out.shape[-1] == teacher_out.shape[-1]
+    used = ("svd3" if equal else "cka") if method == "auto" else method
+    if used == "authors":
+        if head_sim is None:
+            raise KdmechError("MLP similarity 'authors' scales MLP scores against the head "
+                              "similarities: pass head_sim")
+        return authors_mlp_similarity(student_out, teacher_out, head_sim), used
     sim = torch.zeros(student_out.shape[0], teacher_out.shape[0])
     if used == "svd3":
         sd = [top_directions(x) for x in student_out]

@@ -59,7 +59,11 @@ def _worst(infl: Influence) -> dict:
 def compare(teacher: ModelProfile, student: ModelProfile, step: int, task: str,
             direction: Direction = "student_to_teacher", mlp_method: MlpSimilarity = "auto",
             normalisation: Normalisation = "sum") -> PairAnalysis:
-    """Match the student's nodes to the teacher's and score the alignment."""
+    """Match the student's nodes to the teacher's and score the alignment.
+
+    `mlp_method`: auto, svd3, cka or authors (matching.mlp_similarity; authors also reads the
+    head similarity matrix). The method used is recorded in `options["mlp_similarity"]`.
+    With svd3 or cka a profile compared with itself scores 1 for every node and A = 1."""
     if teacher.influence.ablation != student.influence.ablation:
         raise ValueError("teacher and student profiles use different ablations")
     s_heads = [n for n in student.nodes if n.is_head]
@@ -67,7 +71,7 @@ def compare(teacher: ModelProfile, student: ModelProfile, step: int, task: str,
     s_mlps = [n for n in student.nodes if not n.is_head]
     t_mlps = [n for n in teacher.nodes if not n.is_head]
     head_sim = head_similarity(student.patterns, teacher.patterns)
-    mlp_sim, mlp_used = mlp_similarity(student.mlp_out, teacher.mlp_out, mlp_method)
+    mlp_sim, mlp_used = mlp_similarity(student.mlp_out, teacher.mlp_out, mlp_method, head_sim)
     matches = assign(head_sim, s_heads, t_heads, direction) + assign(mlp_sim, s_mlps, t_mlps, direction)
     s_inf, t_inf = student.influence.influence, teacher.influence.influence
     worst_t, worst_s = _worst(teacher.influence), _worst(student.influence)

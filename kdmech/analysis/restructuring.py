@@ -17,8 +17,8 @@ student node is *active* when its influence is ≥ `min_influence` (%).
   head (the probes; only if its score is ≥ `min_probe`) — gets an active student node matched
   to it with similarity ≥ `min_similarity`.
 
-MLP matches compared by top-3 directions ("svd3", at most 1/3 by construction) use
-`min_similarity_svd3` instead of `min_similarity`.
+Every similarity tops out at 1 — for identical nodes (head pattern cosine, svd3, cka) or, with
+the authors' MLP score, for the best pair — so one `min_similarity` serves heads and MLPs.
 - concentration: the student's worst single-node drop exceeds `concentration_ratio` × the
   teacher's.
 """
@@ -36,17 +36,11 @@ from kdmech.errors import KdmechError
 @dataclass(frozen=True)
 class Rules:
     min_similarity: float = 0.5
-    """For heads (pattern cosine) and MLPs compared by CKA, both in [0, 1]."""
+    """For heads and MLPs alike: every similarity tops out at 1 (identical nodes; for the
+    authors' MLP score, the best pair)."""
     min_influence: float = 5.0
     min_probe: float = 0.5
     concentration_ratio: float = 2.0
-    min_similarity_svd3: float = 0.25
-    """For MLPs compared by top-3 directions, whose score is at most 1/3 (a layer with itself)."""
-
-    def min_sim(self, node: str, mlp_method: str) -> float:
-        if node.endswith(".MLP") and mlp_method == "svd3":
-            return self.min_similarity_svd3
-        return self.min_similarity
 
 
 @dataclass(frozen=True)
@@ -80,7 +74,7 @@ def _holds(cp: Checkpoint, teacher_circuit: list[str], functions: dict[str, str]
     active = {n for n, v in cp.student_influence.items() if v >= rules.min_influence}
     out = {}
     by_student: dict[str, list[str]] = {}
-    ok = lambda node, sim: sim >= rules.min_sim(node, cp.mlp_method)  # noqa: E731
+    ok = lambda node, sim: sim >= rules.min_similarity  # noqa: E731
     for t in teacher_circuit:
         s, sim = cp.teacher_to_student.get(t, (None, 0.0))
         if s in active and ok(t, sim):

@@ -8,12 +8,13 @@ each student's name.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from kdmech.analysis.matching import resolve_mlp_method
 from kdmech.callbacks import CircuitAnalysisCallback
 from kdmech.commands.common import quiet_lightning, trainer
 from kdmech.commands.distil import (AnalysisSchedule, DistillTraining, StudentResult, _prompts,
@@ -41,7 +42,8 @@ def distill_shared(teacher: str, out: Path, capacities: list[CapacitySpec],
         init: Initialisation from the teacher: every_k, first_k or random.
         loss: Distillation loss weights and temperature.
         training: Optimisation settings (shared by all students).
-        analysis: Checkpoint analysis settings (applied to every student).
+        analysis: Checkpoint analysis settings (applied to every student; an `auto` MLP
+            similarity is resolved once for all the capacities: cka if any width ratio < 1).
         strategy: Lightning strategy (auto, ddp, ...).
         devices: Number of devices.
         resume: Continue from checkpoints/shared/last.ckpt if it exists.
@@ -54,6 +56,9 @@ def distill_shared(teacher: str, out: Path, capacities: list[CapacitySpec],
     names = [c.name for c in capacities]
     if not capacities or len(set(names)) != len(names):
         raise KdmechError(f"distill-shared needs one or more distinct capacities, got {names}")
+    # One MLP similarity for every student, whatever its width (SPEC §7).
+    analysis = replace(analysis, mlp_similarity=resolve_mlp_method(
+        analysis.mlp_similarity, [c.width for c in capacities]))
     teacher_model, tokenizer, kind = load_lm(teacher)
     L.seed_everything(training.seed, verbose=False)
     built = {c.name: build_student(teacher_model, c, init, seed=training.seed) for c in capacities}

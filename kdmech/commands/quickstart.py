@@ -14,6 +14,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Literal
 
+from kdmech.analysis.matching import resolve_mlp_method
 from kdmech.commands.analyze import AnalyzeOptions, analyze
 from kdmech.commands.distil import AnalysisSchedule, DistillTraining, distill
 from kdmech.commands.timeline import timeline
@@ -67,6 +68,10 @@ def quickstart(out: Path | None = None, family: Literal["gpt2", "bert"] = "gpt2"
     if family not in FAMILIES:
         raise KdmechError(f"family {family!r} is unknown; accepted: {list(FAMILIES)}")
     capacities = [CapacitySpec(depth=d) for d in depths]  # validates every ratio up front
+    # One MLP similarity for every student and its pair analysis (SPEC §7).
+    analysis = replace(analysis, mlp_similarity=resolve_mlp_method(
+        analysis.mlp_similarity, [c.width for c in capacities]))
+    pair_options = replace(PAIR_OPTIONS, mlp_similarity=analysis.mlp_similarity)
     out = Path(out or ("runs/quickstart" if family == "gpt2" else f"runs/quickstart-{family}"))
     if family == "bert" and analysis.task == "numerals":
         analysis = replace(analysis, task=BERT_TASK)
@@ -97,9 +102,9 @@ def quickstart(out: Path | None = None, family: Literal["gpt2", "bert"] = "gpt2"
     print("== pair analyses (sensitivity, noise validation, distribution shift) and the report")
     for r in results:
         analyze(str(teacher_dir), str(out / "students" / r.name), out / "pair-analysis" / r.name,
-                analysis.task, ["sensitivity", "noise", "shift"], PAIR_OPTIONS, progress)
+                analysis.task, ["sensitivity", "noise", "shift"], pair_options, progress)
     summary = {"teacher": {"path": str(teacher_dir), **teacher_eval},
-               "students": [asdict(r) for r in results],
+               "students": [asdict(r) for r in results], "mlp_similarity": analysis.mlp_similarity,
                "wall_seconds": time.perf_counter() - start, "wandb_mode": resolve_mode(wandb)}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     timeline(out)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from jsonargparse import ArgumentError, ArgumentParser
 
+from kdmech.analysis.matching import resolve_mlp_method
 from kdmech.commands.analyze import AnalyzeOptions, analyze
-from kdmech.commands.distil import distill
+from kdmech.commands.distil import AnalysisSchedule, distill
 from kdmech.commands.timeline import timeline
 from kdmech.commands.train_teacher import train_teacher
 from kdmech.errors import KdmechError
@@ -32,6 +33,30 @@ def _distill_kwargs(point: dict) -> dict:
     init = parser.instantiate_classes(cfg)
     return {k: init[k] for k in cfg.keys() if "." not in k} | {
         k.split(".")[0]: init[k.split(".")[0]] for k in cfg.keys() if "." in k}
+
+
+def _mlp_method(config: dict, points: list[dict] | None) -> str:
+    """The one MLP similarity for every student of the sweep (SPEC §7): the sweep's
+    `analysis.mlp_similarity` (auto unless set to one value) resolved for the widths it visits —
+    every point's when the points are known (grid, offline random), else the listed values of
+    `capacity.width`; a width drawn from a distribution (online random/bayes) means cka."""
+    params = config["parameters"]
+    method = params.get("analysis.mlp_similarity", {}).get("value", "auto")
+    if points:
+        widths = [p.get("capacity.width", 1.0) for p in points]
+    else:
+        spec = params.get("capacity.width", {"value": 1.0})
+        widths = [spec["value"]] if "value" in spec else spec.get("values")  # None: a distribution
+    return resolve_mlp_method(method, widths)
+
+
+def _point_kwargs(point: dict, mlp_method: str) -> dict:
+    """distill's options for a point, an `auto` MLP similarity replaced by the sweep's method."""
+    kwargs = _distill_kwargs(point)
+    analysis = kwargs.get("analysis", AnalysisSchedule())
+    if analysis.mlp_similarity == "auto":
+        kwargs["analysis"] = replace(analysis, mlp_similarity=mlp_method)
+    return kwargs
 
 
 def _teacher(value: str, out: Path, mode: str, progress: bool) -> str:
@@ -68,19 +93,21 @@ def sweep(config_file: Path, out: Path | None = None, count: int | None = None,
     if points:
         for p in points:  # validate every point before any work
             _distill_kwargs({k: v for k, v in p.items() if k != "teacher"})
+    mlp_method = _mlp_method(config, points)
     out.mkdir(parents=True, exist_ok=True)
     teacher = _teacher(teacher_spec, out, mode, progress)
     if mode == "online":
-        _online(config, teacher, out, count, project)
+        _online(config, teacher, out, count, project, mlp_method)
     else:
-        _local(config, points, teacher, out, mode, progress)
+        _local(config, points, teacher, out, mode, progress, mlp_method)
     state = SweepState(out, config["name"], points or [])
     if pair_analyses:
-        for name in state.data["done"]:
+        for name, done in state.data["done"].items():
             if not (out / "pair-analysis" / name / "analysis.json").exists():
                 print(f"== pair analysis of {name}")
+                options = replace(PAIR_OPTIONS, mlp_similarity=done.get("mlp_similarity", mlp_method))
                 analyze(teacher, str(out / "students" / name), out / "pair-analysis" / name,
-                        analyses=["sensitivity", "noise", "shift"], options=PAIR_OPTIONS, progress=progress)
+                        analyses=["sensitivity", "noise", "shift"], options=options, progress=progress)
     timeline(out)
     path = write_report(out)
     _upload_report(path, out, config["name"], mode, project)
@@ -88,7 +115,7 @@ def sweep(config_file: Path, out: Path | None = None, count: int | None = None,
     return state.data
 
 
-def _local(config, points, teacher, out, mode, progress) -> None:
+def _local(config, points, teacher, out, mode, progress, mlp_method) -> None:
     state = SweepState(out, config["name"], points)
     varying = varying_keys(config)
     for i, point in enumerate(points, 1):
@@ -98,13 +125,14 @@ def _local(config, points, teacher, out, mode, progress) -> None:
             continue
         resume = (out / "checkpoints" / name / "last.ckpt").exists()
         print(f"== point {i}/{len(points)} {name}" + (" (resuming from its checkpoint)" if resume else ""))
-        kwargs = _distill_kwargs({k: v for k, v in point.items() if k != "teacher"})
+        kwargs = _point_kwargs({k: v for k, v in point.items() if k != "teacher"}, mlp_method)
         result = distill(teacher, out, name=name, resume=resume, wandb=mode, progress=progress,
                          group=config["name"], **kwargs)
-        state.finish(name, asdict(result) | {"point": point})
+        state.finish(name, asdict(result) | {"point": point,
+                                             "mlp_similarity": kwargs["analysis"].mlp_similarity})
 
 
-def _online(config, teacher, out, count, project) -> None:
+def _online(config, teacher, out, count, project, mlp_method) -> None:
     import wandb
 
     cfg = json.loads(json.dumps(config))
@@ -124,9 +152,10 @@ def _online(config, teacher, out, count, project) -> None:
         run = wandb.init()
         point = {k: v for k, v in dict(run.config).items() if k not in ("teacher", "out")}
         name = point_name(point, varying)
-        result = distill(teacher, out, name=name, wandb="online", group=config["name"],
-                         **_distill_kwargs(point))
-        state.finish(name, asdict(result) | {"point": point})
+        kwargs = _point_kwargs(point, mlp_method)
+        result = distill(teacher, out, name=name, wandb="online", group=config["name"], **kwargs)
+        state.finish(name, asdict(result) | {"point": point,
+                                             "mlp_similarity": kwargs["analysis"].mlp_similarity})
 
     wandb.agent(sweep_id, function=run_point, count=count, project=project)
 

@@ -29,8 +29,7 @@ def student_timeline(analysis_dir: Path, out_dir: Path, rules: Rules = Rules()) 
 
 
 def timeline(folder: Path, min_similarity: float = 0.5, min_influence: float = 5.0,
-             min_probe: float = 0.5, concentration_ratio: float = 2.0,
-             min_similarity_svd3: float = 0.25) -> list[dict]:
+             min_probe: float = 0.5, concentration_ratio: float = 2.0) -> list[dict]:
     """Print each student's restructuring events and write the timeline pictures.
 
     Args:
@@ -39,14 +38,13 @@ def timeline(folder: Path, min_similarity: float = 0.5, min_influence: float = 5
         min_influence: Influence (%) that makes a student node active.
         min_probe: Probe score that makes a teacher head a "function" (successor, similar-member).
         concentration_ratio: Worst-drop ratio student/teacher that counts as concentration.
-        min_similarity_svd3: Similarity an MLP match by top-3 directions needs (at most 1/3).
     """
     folder = Path(folder)
     analysis = folder / "analysis"
     students = sorted(p for p in analysis.glob("*") if p.is_dir()) if analysis.is_dir() else []
     if not students:
         raise KdmechError(f"{str(folder)!r} has no analysis/<student>/ folders; pass a run or sweep folder")
-    rules = Rules(min_similarity, min_influence, min_probe, concentration_ratio, min_similarity_svd3)
+    rules = Rules(min_similarity, min_influence, min_probe, concentration_ratio)
     records = []
     for s in students:
         r = student_timeline(s, folder / "timeline" / s.name, rules)
