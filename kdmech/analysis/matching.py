@@ -126,7 +126,7 @@ def authors_mlp_similarity(student_out: torch.Tensor, teacher_out: torch.Tensor,
     """[Ls, Lt] MLP similarity of the authors' notebooks (SPEC §7), re-implemented.
 
     Source: Reih02/distilled_circuits, alignment_metric_expms/task_comparisons/
-    qa_alignment_metric.ipynb cells 28–32 (the same code in seq_alignment_metric.ipynb cells
+    qa_alignment_metric.ipynb cells 29–32 (the same code in seq_alignment_metric.ipynb cells
     50–56 and IOI_alignment_metric.ipynb cells 28–30; the IOI notebook computes the rescaled
     scores but then matches and scores A with the raw ones).
 
