@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import lightning as L
@@ -31,13 +32,15 @@ class CircuitAnalysisCallback(L.Callback):
                  compare_options: dict | None = None, circuit_every_n_steps: int = 0,
                  circuit_threshold: float = 0.20, circuits: bool = True,
                  student_name: str | None = None, teacher_side: dict | None = None,
-                 preset: str = "kdmech"):
+                 preset: str = "kdmech", teacher_competence: dict | None = None):
         self.teacher, self.tokenizer, self.prompts = teacher, tokenizer, prompts
         self.out_dir = Path(out_dir)
         self.every, self.ablation = every_n_steps, AblationKind(ablation)
         self.compare_options = compare_options or {}
         self.circuit_every, self.circuit_threshold = circuit_every_n_steps, circuit_threshold
         self.circuits = circuits
+        # The competence gate's record of the teacher; marks every output (teacher_weak).
+        self.teacher_competence = teacher_competence or {}
         self.preset = get_preset(preset)  # e.g. authors: A from zero-ablation influence
         # With several students in one module (shared teacher pass), each callback watches one
         # of them and prefixes its W&B keys with the student's name.
@@ -68,6 +71,7 @@ class CircuitAnalysisCallback(L.Callback):
             self.teacher_side["alignment_lds"] = alignment_lds(self.preset, self.teacher_side["profile"])
         result = realign(result, self.preset, self.teacher_side["alignment_lds"],
                          alignment_lds(self.preset, student))
+        result = replace(result, teacher_competence=self.teacher_competence)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         result.save(self.out_dir / f"step_{step}.json")
         save_influence_png(self.out_dir / f"influence_step_{step}.png",
@@ -158,12 +162,13 @@ class CircuitAnalysisCallback(L.Callback):
         except KdmechError as e:  # e.g. a student that does not solve the task yet
             record = {"step": step, "error": str(e)}
             circuit = None
+        record["teacher_weak"] = bool(self.teacher_competence.get("weak", False))
         path = self.out_dir / f"circuit_step_{step}.json"
         path.write_text(json.dumps(record, indent=1))
         if circuit is not None:
-            edges = f"{len(circuit.edges)} edges" if circuit.edges_pruned else "edges not pruned (post-LN)"
-            print(f"[circuit] step {step}: student {len(circuit.nodes)} nodes {circuit.nodes}, "
-                  f"{edges}, completeness {circuit.completeness:.0f}% "
+            teacher = self.teacher_side["circuit"]
+            print(f"[circuit] step {step}: student {circuit.summary}; teacher "
+                  f"{teacher.summary if teacher.empty else f'{len(teacher.nodes)} nodes'} "
                   f"[{time.perf_counter() - start:.1f}s]")
         logger = trainer.logger
         if logger is None or not hasattr(logger, "experiment"):

@@ -53,8 +53,19 @@ def _positional(argv: list[str]) -> list[str]:
     return argv
 
 
+def _quiet_weight_loading() -> None:
+    """No "Loading weights"/"Writing model shards" bars (transformers' own tqdm): they would
+    stand before a one-line error. Hub downloads keep their progress bars."""
+    from huggingface_hub.utils import enable_progress_bars
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+    enable_progress_bars()
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("WANDB_SILENT", "true")
+    _quiet_weight_loading()
     from jsonargparse import ArgumentError, auto_cli
 
     argv = _positional(_bare_flags(sys.argv[1:] if argv is None else list(argv)))

@@ -39,7 +39,7 @@ def trained_teacher(tmp_path_factory):
     from kdmech.commands.train_teacher import TeacherTraining, train_teacher
 
     out = tmp_path_factory.mktemp("run") / "teacher"
-    scores = train_teacher(out, training=TeacherTraining(steps=800), wandb="disabled", progress=False)
+    scores = train_teacher(out, training=TeacherTraining(), wandb="disabled", progress=False)
     return out, scores
 
 

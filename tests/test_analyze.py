@@ -14,7 +14,7 @@ from kdmech.cli import main
 from kdmech.commands.analyze import AnalyzeOptions, analyze
 from kdmech.models import CapacitySpec, build_gpt2_student, load_causal_lm
 
-QUICK = AnalyzeOptions(per_type=16, thresholds=(0.2, 0.3), noise_sigmas=(0.0, 0.1, 1.0),
+QUICK = AnalyzeOptions(per_type=16, min_prompts=16, thresholds=(0.2, 0.3), noise_sigmas=(0.0, 0.1, 1.0),
                        noise_seeds=2, n_boot=100)
 
 

@@ -22,9 +22,10 @@ NAME = "d0.5-w1-h1"
 @pytest.fixture(scope="module")
 def bert_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bert") / "run"
-    summary = quickstart(out, family="bert", depths=[0.5], teacher_training=TeacherTraining(steps=800),
+    summary = quickstart(out, family="bert", depths=[0.5], teacher_training=TeacherTraining(),
                          student_training=DistillTraining(steps=40),
-                         analysis=AnalysisSchedule(every_n_steps=20, circuit_every_n_steps=40, per_type=32),
+                         analysis=AnalysisSchedule(every_n_steps=20, circuit_every_n_steps=40, per_type=32,
+                                                   min_prompts=32),
                          wandb="offline", progress=False)
     return out, summary
 

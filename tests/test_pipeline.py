@@ -14,7 +14,7 @@ from kdmech.models import CapacitySpec, load_causal_lm
 from kdmech.tasks import NumeralTask, PromptSet, tokenize_prompts
 from kdmech.tasks.filtering import model_logits
 
-SMALL = AnalysisSchedule(every_n_steps=20, per_type=16)
+SMALL = AnalysisSchedule(every_n_steps=20, per_type=16, min_prompts=16)
 
 
 def test_teacher_reaches_99_percent_on_held_out_prompts(trained_teacher):
@@ -118,7 +118,7 @@ def test_ddp_on_two_cpu_processes(trained_teacher, tmp_path):
     teacher, _ = trained_teacher
     cmd = [sys.executable, "-m", "kdmech", "distill", "--teacher", str(teacher), "--out", str(tmp_path),
            "--strategy", "ddp", "--devices", "2", "--training.steps", "10", "--training.batch_size", "16",
-           "--analysis.every_n_steps", "0", "--analysis.per_type", "8", "--wandb", "disabled",
+           "--analysis.every_n_steps", "0", "--analysis.per_type", "8", "--analysis.min_prompts", "8", "--wandb", "disabled",
            "--progress", "false"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=Path(__file__).parents[1])
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -134,7 +134,7 @@ def test_distill_shared_writes_the_contract_for_every_student(trained_teacher, t
     teacher, _ = trained_teacher
     results = distill_shared(str(teacher), tmp_path, [CapacitySpec(depth=0.25), CapacitySpec(depth=0.5)],
                              training=DistillTraining(steps=20),
-                             analysis=AnalysisSchedule(every_n_steps=10, per_type=8, circuits=False),
+                             analysis=AnalysisSchedule(every_n_steps=10, per_type=8, min_prompts=8, circuits=False),
                              wandb="disabled", progress=False)
     assert [r.name for r in results] == ["d0.25-w1-h1", "d0.5-w1-h1"]
     for r in results:

@@ -25,10 +25,10 @@ def report(trained_teacher, tmp_path_factory):
     out = tmp_path_factory.mktemp("report_run")
     for depth in (0.25, 0.5):
         r = distill(str(teacher), out, CapacitySpec(depth=depth), training=DistillTraining(steps=20),
-                    analysis=AnalysisSchedule(every_n_steps=10, per_type=16), wandb="disabled", progress=False)
+                    analysis=AnalysisSchedule(every_n_steps=10, per_type=16, min_prompts=16), wandb="disabled", progress=False)
         analyze(str(teacher), str(out / "students" / r.name), out / "pair-analysis" / r.name,
                 analyses=["noise", "shift", "sensitivity"],
-                options=AnalyzeOptions(per_type=16, noise_sigmas=(0.0, 1.0), noise_seeds=1, n_boot=50),
+                options=AnalyzeOptions(per_type=16, min_prompts=16, noise_sigmas=(0.0, 1.0), noise_seeds=1, n_boot=50),
                 progress=False)
     return write_report(out)
 

@@ -77,7 +77,7 @@ def test_killed_sweep_resumes_only_missing_points(trained_teacher, tmp_path):
     config = {"name": "t", "method": "grid", "parameters": {
         "teacher": {"value": str(teacher)}, "capacity.depth": {"values": [0.25, 0.5, 0.75]},
         "training.steps": {"value": 10}, "analysis.every_n_steps": {"value": 0},
-        "analysis.per_type": {"value": 8}, "analysis.circuits": {"value": False}}}
+        "analysis.per_type": {"value": 8}, "analysis.min_prompts": {"value": 8}, "analysis.circuits": {"value": False}}}
     sweep_file = tmp_path / "t.yaml"
     sweep_file.write_text(yaml.safe_dump(config))
     out = tmp_path / "sweep"

@@ -64,6 +64,21 @@ class Circuit:
     """Why edges were not pruned when they were asked for (post-LayerNorm models)."""
 
     @property
+    def empty(self) -> bool:
+        return not self.nodes
+
+    @property
+    def summary(self) -> str:
+        """One line for the console and the report; an empty circuit says what it is."""
+        if self.empty:
+            return (f"no circuit: {self.completeness:.0f}% of LD survives ablating every node "
+                    f"(T = {self.threshold:g})")
+        edges = (f"{len(self.edges)} edges" if self.edges_pruned
+                 else "edges not pruned" + (" (post-LN)" if self.edges_note else ""))
+        return (f"{len(self.nodes)} nodes {self.nodes}, {edges}, completeness "
+                f"{self.completeness:.0f}%")
+
+    @property
     def heads(self) -> list[str]:
         return [n for n in self.nodes if ".H" in n]
 
@@ -72,11 +87,11 @@ class Circuit:
         return [n for n in self.nodes if n.endswith(".MLP")]
 
     def to_json(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "empty": self.empty, "summary": self.summary}
 
     @classmethod
     def from_json(cls, d: dict) -> "Circuit":
-        return cls(**d)
+        return cls(**{k: v for k, v in d.items() if k not in ("empty", "summary")})
 
 
 def backward_order(nodes: list[Node]) -> list[Node]:

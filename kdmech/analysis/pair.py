@@ -30,19 +30,28 @@ class PairAnalysis:
     similarity: dict = field(default_factory=dict)
     """Full similarity matrices: {"heads"|"mlps": {"student": names, "teacher": names,
     "matrix": [[...]]}} (rows student, columns teacher), for matching in any direction."""
+    teacher_competence: dict = field(default_factory=dict)
+    """The teacher's top-1 and surviving prompts on the task (the competence gate's record)."""
+
+    @property
+    def teacher_weak(self) -> bool:
+        """The teacher failed the competence gate and was analysed anyway."""
+        return bool(self.teacher_competence.get("weak", False))
 
     def to_json(self) -> dict:
         return {"step": self.step, "task": self.task, "ablation": self.ablation,
                 "logit_diff": self.logit_diff, "influence": self.influence,
                 "matching": [m.to_json() for m in self.matching],
                 "alignment": self.alignment.to_json(), "worst_drop": self.worst_drop,
-                "merges": self.merges, "options": self.options, "similarity": self.similarity}
+                "merges": self.merges, "options": self.options, "similarity": self.similarity,
+                "teacher_weak": self.teacher_weak, "teacher_competence": self.teacher_competence}
 
     @classmethod
     def from_json(cls, d: dict) -> "PairAnalysis":
         return cls(d["step"], d["task"], d["ablation"], d["logit_diff"], d["influence"],
                    [Match(**m) for m in d["matching"]], Alignment(**d["alignment"]),
-                   d["worst_drop"], d.get("options", {}), d.get("merges", {}), d.get("similarity", {}))
+                   d["worst_drop"], d.get("options", {}), d.get("merges", {}), d.get("similarity", {}),
+                   d.get("teacher_competence", {}))
 
     def save(self, path: str | Path) -> None:
         path = Path(path)

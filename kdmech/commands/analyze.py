@@ -29,7 +29,7 @@ from kdmech.models import load_lm
 from kdmech.report import plots
 from kdmech.report.heatmap import save_influence_png
 from kdmech.tasks import check_same_tokenization, get_task
-from kdmech.tasks.filtering import filter_by_teacher
+from kdmech.tasks.filtering import competent_prompts
 
 ANALYSES = ("influence", "sensitivity", "circuit", "matching", "noise", "shift", "probes")
 
@@ -44,6 +44,12 @@ class AnalyzeOptions:
     """Prompts per prompt type (IOI: prompts in all)."""
     filter_prompts: bool = True
     """Keep prompts the teacher gets right with p(correct) > 2·p(wrong)."""
+    min_teacher_top1: float = 0.9
+    """Competence gate: refuse to analyse a teacher whose top-1 on the task is below this."""
+    min_prompts: int = 64
+    """Competence gate: refuse when fewer prompts than this survive the teacher filter."""
+    allow_weak_teacher: bool = False
+    """Analyse a teacher that fails the gate anyway; every output is marked teacher_weak."""
     matching_direction: str = "student_to_teacher"
     mlp_similarity: str = "auto"
     normalisation: str = "sum"
@@ -98,8 +104,9 @@ def analyze(teacher: str, student: str, out: Path, task: str = "numerals",
                           f"{student!r} a {s_model.config.model_type}; a pair must be one family")
     texts = get_task(task, cloze=kind == "masked", **preset.task_options(task, options.per_type)).prompts()
     prompts = check_same_tokenization(t_tok, s_tok, texts, kind)
-    if options.filter_prompts:
-        prompts = filter_by_teacher(t_model, prompts)
+    prompts, competence = competent_prompts(t_model, prompts, options.min_teacher_top1,
+                                            options.min_prompts, options.allow_weak_teacher,
+                                            options.filter_prompts)
 
     steps = {"profiles": 2, "sensitivity": 1, "circuit": 2 * len(options.thresholds),
              "noise": len(options.noise_sigmas) * options.noise_seeds, "shift": 8, "probes": 1}
@@ -108,6 +115,7 @@ def analyze(teacher: str, student: str, out: Path, task: str = "numerals",
     tick = lambda k=1: bar.update(k)  # noqa: E731
 
     result: dict = {"teacher": teacher, "student": student, "task": prompts.task,
+                    "teacher_weak": competence.weak, "teacher_competence": competence.to_json(),
                     "n_prompts": len(prompts), "options": asdict(options), "analyses": sorted(wanted)}
     bar.set_postfix_str("teacher profile")
     tp = profile(t_model, t_tok, prompts, options.ablation)

@@ -25,7 +25,8 @@ def quiet_lightning() -> None:
 
 def trainer(max_steps: int, logger=None, callbacks=(), strategy: str = "auto", devices: int = 1,
             default_root_dir: str | Path | None = None, progress: bool = True,
-            val_every: int | None = None, accelerator: str = "auto", num_nodes: int = 1) -> L.Trainer:
+            val_every: int | None = None, accelerator: str = "auto", num_nodes: int = 1,
+            gradient_clip_val: float | None = None) -> L.Trainer:
     return L.Trainer(max_steps=max_steps, accelerator=accelerator, strategy=strategy, devices=devices,
                      num_nodes=num_nodes,
                      logger=logger if logger is not None else False, callbacks=list(callbacks),
@@ -34,7 +35,7 @@ def trainer(max_steps: int, logger=None, callbacks=(), strategy: str = "auto", d
                                               for c in callbacks),
                      default_root_dir=default_root_dir, log_every_n_steps=10,
                      val_check_interval=val_every, check_val_every_n_epoch=None if val_every else 1,
-                     num_sanity_val_steps=0)
+                     num_sanity_val_steps=0, gradient_clip_val=gradient_clip_val)
 
 
 @contextlib.contextmanager

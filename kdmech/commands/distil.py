@@ -26,7 +26,7 @@ from kdmech.errors import KdmechError
 from kdmech.models import CapacitySpec, build_student, load_lm
 from kdmech.models.capacity import InitStrategy
 from kdmech.tasks import check_same_tokenization, get_task
-from kdmech.tasks.filtering import accuracy_and_ld, filter_by_teacher
+from kdmech.tasks.filtering import accuracy_and_ld, competent_prompts
 from kdmech.tracking import WandbMode, finish, make_logger
 
 
@@ -61,6 +61,12 @@ class AnalysisSchedule:
     """mean, zero or resample."""
     filter_prompts: bool = True
     """Keep only prompts the teacher gets right with p(correct) > 2·p(wrong)."""
+    min_teacher_top1: float = 0.9
+    """Competence gate: refuse to analyse a teacher whose top-1 on the task is below this."""
+    min_prompts: int = 64
+    """Competence gate: refuse when fewer prompts than this survive the teacher filter."""
+    allow_weak_teacher: bool = False
+    """Analyse a teacher that fails the gate anyway; every output is marked teacher_weak."""
     matching_direction: str = "student_to_teacher"
     mlp_similarity: str = "auto"
     normalisation: str = "sum"
@@ -99,14 +105,18 @@ class StudentResult:
     teacher_worst_drop: float
     seconds: float
     steps: list[int] = field(default_factory=list)
+    teacher_weak: bool = False
+    """The teacher failed the competence gate and was analysed anyway (allow_weak_teacher)."""
 
 
-def _prompts(teacher, tokenizer, schedule: AnalysisSchedule, kind: str = "causal"):
-    """The analysis prompts (cloze form, read at [MASK], for masked LMs), filtered by the teacher."""
+def analysis_prompts(teacher, tokenizer, schedule: AnalysisSchedule, kind: str = "causal"):
+    """The analysis prompts (cloze form, read at [MASK], for masked LMs), filtered by the teacher,
+    and the teacher's competence on them (the gate refuses a weak teacher here)."""
     texts = get_task(schedule.task, cloze=kind == "masked",
                      **get_preset(schedule.preset).task_options(schedule.task, schedule.per_type)).prompts()
     prompts = check_same_tokenization(tokenizer, tokenizer, texts, kind)
-    return filter_by_teacher(teacher, prompts) if schedule.filter_prompts else prompts
+    return competent_prompts(teacher, prompts, schedule.min_teacher_top1, schedule.min_prompts,
+                             schedule.allow_weak_teacher, schedule.filter_prompts)
 
 
 def distill(teacher: str, out: Path, capacity: CapacitySpec = CapacitySpec(),
@@ -145,7 +155,8 @@ def distill(teacher: str, out: Path, capacity: CapacitySpec = CapacitySpec(),
     teacher_model, tokenizer, kind = load_lm(teacher)
     L.seed_everything(training.seed, verbose=False)
     student, provenance = build_student(teacher_model, capacity, init, seed=training.seed)
-    prompts = _prompts(teacher_model, tokenizer, analysis, kind) if analysis.enabled else None
+    prompts, competence = (analysis_prompts(teacher_model, tokenizer, analysis, kind)
+                           if analysis.enabled else (None, None))
     student_dir, analysis_dir = out / "students" / name, out / "analysis" / name
     ckpt_dir = out / "checkpoints" / name
     last = ckpt_dir / "last.ckpt"
@@ -159,7 +170,8 @@ def distill(teacher: str, out: Path, capacity: CapacitySpec = CapacitySpec(),
     callback = CircuitAnalysisCallback(
         teacher_model, tokenizer, prompts, analysis_dir, analysis.every_n_steps, analysis.ablation,
         analysis.compare_options(), analysis.circuit_every_n_steps,
-        circuits=analysis.circuits, preset=analysis.preset)
+        circuits=analysis.circuits, preset=analysis.preset,
+        teacher_competence=competence.to_json() if competence else None)
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0,
                                  every_n_train_steps=max(1, analysis.every_n_steps or 100))
     logger = make_logger(out, name=name, group=group or capacity.name, job_type=capacity.name,
@@ -210,4 +222,5 @@ def save_student(name, student, provenance, tokenizer, teacher_model, prompts, r
         worst_drop=final.worst_drop["student"]["value"] if final else nan,
         worst_node=final.worst_drop["student"]["node"] if final else "",
         teacher_worst_drop=final.worst_drop["teacher"]["value"] if final else nan,
-        seconds=time.perf_counter() - start, steps=[r.step for r in results])
+        seconds=time.perf_counter() - start, steps=[r.step for r in results],
+        teacher_weak=final.teacher_weak if final else False)

@@ -17,7 +17,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from kdmech.analysis.matching import resolve_mlp_method
 from kdmech.callbacks import CircuitAnalysisCallback
 from kdmech.commands.common import quiet_lightning, trainer
-from kdmech.commands.distil import (AnalysisSchedule, DistillTraining, StudentResult, _prompts,
+from kdmech.commands.distil import (AnalysisSchedule, DistillTraining, StudentResult, analysis_prompts,
                                    save_student)
 from kdmech.distill import BertMasker, CorpusDataModule, LossWeights
 from kdmech.distill.shared import SharedTeacherModule
@@ -62,7 +62,8 @@ def distill_shared(teacher: str, out: Path, capacities: list[CapacitySpec],
     teacher_model, tokenizer, kind = load_lm(teacher)
     L.seed_everything(training.seed, verbose=False)
     built = {c.name: build_student(teacher_model, c, init, seed=training.seed) for c in capacities}
-    prompts = _prompts(teacher_model, tokenizer, analysis, kind) if analysis.enabled else None
+    prompts, competence = (analysis_prompts(teacher_model, tokenizer, analysis, kind)
+                           if analysis.enabled else (None, None))
     masker = (BertMasker(tokenizer, teacher_model.config.vocab_size, training.seed)
               if kind == "masked" else None)
     module = SharedTeacherModule(
@@ -75,7 +76,8 @@ def distill_shared(teacher: str, out: Path, capacities: list[CapacitySpec],
             teacher_model, tokenizer, prompts, out / "analysis" / n, analysis.every_n_steps,
             analysis.ablation, analysis.compare_options(),
             analysis.circuit_every_n_steps, circuits=analysis.circuits, student_name=n,
-            teacher_side=teacher_side, preset=analysis.preset) for n in names]
+            teacher_side=teacher_side, preset=analysis.preset,
+            teacher_competence=competence.to_json() if competence else None) for n in names]
     ckpt_dir = out / "checkpoints" / "shared"
     last = ckpt_dir / "last.ckpt"
     callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0,

@@ -37,6 +37,20 @@ def _table(rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def _final_circuit(folder: Path) -> dict | None:
+    """The last circuit_step_<N>.json of a student's analysis folder."""
+    files = sorted(folder.glob("circuit_step_*.json"), key=lambda f: int(f.stem.rsplit("_", 1)[1]))
+    return json.loads(files[-1].read_text()) if files else None
+
+
+def _circuit_text(c: dict | None) -> str:
+    if not c:
+        return "–"
+    if not c["nodes"]:
+        return f"none ({c['completeness']:.0f}% all ablated)"
+    return f"{len(c['nodes'])}/{len(c['edges']) if c.get('edges_pruned') else '–'}"
+
+
 # BERT's cloze numerals renumbered to 1..4 (SPEC §2) always answer 5, which a tiny BERT can
 # get from the slot's position alone; the tiny BERT quickstart keeps the starts 1..8.
 BERT_TASK = "numerals-any-start"
@@ -45,7 +59,7 @@ BERT_TASK = "numerals-any-start"
 def quickstart(out: Path | None = None, family: Literal["gpt2", "bert"] = "gpt2",
                depths: list[float] = [0.25, 0.5, 0.75],  # noqa: B006 - jsonargparse needs a literal
                teacher: TinySpec = TinySpec(),
-               teacher_training: TeacherTraining = TeacherTraining(steps=800),
+               teacher_training: TeacherTraining = TeacherTraining(),
                student_training: DistillTraining = DistillTraining(steps=400),
                analysis: AnalysisSchedule = AnalysisSchedule(every_n_steps=100, circuit_every_n_steps=200),
                fresh: bool = False, wandb: WandbMode = "auto", progress: bool = True) -> dict:
@@ -71,7 +85,9 @@ def quickstart(out: Path | None = None, family: Literal["gpt2", "bert"] = "gpt2"
     # One MLP similarity for every student and its pair analysis (SPEC §7).
     analysis = replace(analysis, mlp_similarity=resolve_mlp_method(
         analysis.mlp_similarity, [c.width for c in capacities]))
-    pair_options = replace(PAIR_OPTIONS, mlp_similarity=analysis.mlp_similarity)
+    pair_options = replace(PAIR_OPTIONS, mlp_similarity=analysis.mlp_similarity,
+                           min_teacher_top1=analysis.min_teacher_top1, min_prompts=analysis.min_prompts,
+                           allow_weak_teacher=analysis.allow_weak_teacher)
     out = Path(out or ("runs/quickstart" if family == "gpt2" else f"runs/quickstart-{family}"))
     if family == "bert" and analysis.task == "numerals":
         analysis = replace(analysis, task=BERT_TASK)
@@ -87,7 +103,8 @@ def quickstart(out: Path | None = None, family: Literal["gpt2", "bert"] = "gpt2"
                               f"to replace it or choose another --out")
     if fresh or not saved_eval.exists():
         print(f"== training the tiny {family} teacher ({teacher.n_layer} layers, {teacher.n_head} heads, "
-              f"d_model {teacher.n_embd}) for {teacher_training.steps} steps")
+              f"d_model {teacher.n_embd}) until held-out top-1 ≥ {teacher_training.target_top1:g} "
+              f"(at most {teacher_training.steps} steps)")
         teacher_eval = train_teacher(teacher_dir, teacher, teacher_training, wandb, out, progress, family)
     else:
         teacher_eval = json.loads(saved_eval.read_text())
@@ -109,18 +126,25 @@ def quickstart(out: Path | None = None, family: Literal["gpt2", "bert"] = "gpt2"
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     timeline(out)
     report_path = write_report(out)
-    rows = [["student", "params", "LD", "top-1", "A", "worst drop", "teacher worst", "ratio"]]
+    rows = [["student", "params", "LD", "top-1", "A", "worst drop", "teacher worst", "ratio",
+             "circuit nodes/edges"]]
+    circuits = {r.name: _final_circuit(out / "analysis" / r.name) for r in results}
     if results:
+        first = circuits[results[0].name]
         rows.append(["teacher", f"{results[0].teacher_parameters:,}", f"{results[0].teacher_logit_diff:.2f}",
-                     f"{teacher_eval['top1']:.3f}", "", "", "", ""])
+                     f"{teacher_eval['top1']:.3f}", "", "", "", "",
+                     _circuit_text(first.get("teacher") if first else None)])
     for r in results:
+        c = circuits[r.name]
         rows.append([r.name, f"{r.parameters:,}", f"{r.logit_diff:.2f}", f"{r.top1:.3f}", f"{r.A:.3f}",
                      f"{r.worst_drop:.1f}% {r.worst_node}", f"{r.teacher_worst_drop:.1f}%",
-                     f"{r.worst_drop / r.teacher_worst_drop:.2f}" if r.teacher_worst_drop else "inf"])
+                     f"{r.worst_drop / r.teacher_worst_drop:.2f}" if r.teacher_worst_drop else "inf",
+                     _circuit_text(c.get("student") if c else None)])
     print()
     print(_table(rows))
     print("LD on the filtered analysis prompts; teacher top-1 on held-out prompts; A = alignment; "
-          "worst drop = largest single-node mean-ablation drop")
+          "worst drop = largest single-node mean-ablation drop; circuit at T = 0.20 "
+          "(edges: path-patched on the node circuit)")
     print(f"\nfinished in {summary['wall_seconds']:.0f}s; results in {out}/summary.json and "
           f"{out}/analysis/<student>/step_<N>.json")
     print(f"report: {report_path}")

@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Literal
 
 import lightning as L
+from lightning.pytorch.callbacks import EarlyStopping
 
 from kdmech.commands.common import atomic_dir, quiet_lightning, trainer
+from kdmech.errors import KdmechError
 from kdmech.distill import BertMasker, CausalLMModule, CorpusDataModule, MaskedLMModule
 from kdmech.models import TinySpec, build_word_tokenizer, tiny_spec
 from kdmech.tasks import NumeralTask, tokenize_prompts
@@ -23,17 +25,32 @@ HELD_OUT_SEED = 1234  # numeral prompts never drawn for training or analysis
 
 @dataclass(frozen=True)
 class TeacherTraining:
-    """Optimisation of the tiny teacher."""
+    """Optimisation of the tiny teacher: train until it has learned the task (held-out top-1 ≥
+    `target_top1`, checked every `val_every` steps) or the step budget runs out."""
 
-    steps: int = 1500
-    """Optimizer steps."""
+    steps: int = 3000
+    """Step budget: the most optimizer steps before giving up."""
     batch_size: int = 64
     lr: float | None = None
     """Peak learning rate; default 3e-3 for GPT-2, 1e-3 for BERT (post-LayerNorm, less stable)."""
     warmup_steps: int = 100
+    gradient_clip: float = 1.0
+    """Clip the gradient norm to this (0 = off)."""
     n_train: int = 20000
     """Sequences in the synthetic corpus."""
+    target_top1: float = 0.99
+    """Stop once held-out top-1 on the task reaches this; below it when the budget is spent, the
+    command fails (a teacher that has not learned its task is not worth analysing)."""
+    val_every: int = 100
+    """Validate on held-out task prompts every N steps."""
     seed: int = 0
+
+    def __post_init__(self):
+        if self.steps < 1 or self.val_every < 1 or self.batch_size < 1:
+            raise KdmechError(f"steps, val_every and batch_size must be ≥ 1, got {self.steps}, "
+                              f"{self.val_every}, {self.batch_size}")
+        if not 0 < self.target_top1 <= 1:
+            raise KdmechError(f"target_top1 must be in (0, 1], got {self.target_top1}")
 
 
 def train_teacher(out: Path, model: TinySpec = TinySpec(),
@@ -61,31 +78,43 @@ def train_teacher(out: Path, model: TinySpec = TinySpec(),
     lr = training.lr if training.lr is not None else (1e-3 if masked else 3e-3)
     net = tiny_spec(family, model).build(tokenizer, seed=training.seed)
     kind = "masked" if masked else "causal"
+    # BERT: the cloze form with starts 1..8 kept (renumbered, the answer would always be 5)
+    task = NumeralTask(seed=HELD_OUT_SEED, cloze=masked, renumber=False)
+    held_out = tokenize_prompts(task.prompts(), tokenizer, kind)
     data = CorpusDataModule(tokenizer, training.n_train, 500, training.batch_size, training.seed, kind)
     if masked:
         module = MaskedLMModule(net, BertMasker(tokenizer, net.config.vocab_size, training.seed),
-                                lr, training.warmup_steps)
+                                lr, training.warmup_steps, held_out)
     else:
-        module = CausalLMModule(net, lr, training.warmup_steps)
+        module = CausalLMModule(net, lr, training.warmup_steps, held_out)
     logger = make_logger(wandb_dir or out.parent, name="teacher", group="teacher", mode=wandb,
                          config={"family": family, "model": asdict(model), "training": asdict(training)})
+    # Lightning stops on a strict ">", so the threshold sits just below the target.
+    stop = EarlyStopping("val/top1", mode="max", stopping_threshold=training.target_top1 - 1e-9,
+                         patience=training.steps, check_on_train_epoch_end=False)
     try:
-        trainer(training.steps, logger, progress=progress, default_root_dir=out.parent).fit(module, data)
-        # BERT: the cloze form with starts 1..8 kept (renumbered, the answer would always be 5)
-        task = NumeralTask(seed=HELD_OUT_SEED, cloze=masked, renumber=False)
-        held_out = tokenize_prompts(task.prompts(), tokenizer, kind)
+        fit = trainer(training.steps, logger, [stop], progress=progress, default_root_dir=out.parent,
+                      val_every=training.val_every, gradient_clip_val=training.gradient_clip or None)
+        fit.fit(module, data)
         scores = accuracy_and_ld(net, held_out)
+        scores["steps"] = fit.global_step
         if logger is not None:
             logger.log_metrics({"teacher/top1_held_out": scores["top1"],
-                                "teacher/ld_held_out": scores["logit_diff"]})
+                                "teacher/ld_held_out": scores["logit_diff"],
+                                "teacher/steps_to_target": fit.global_step}, step=fit.global_step)
     finally:
         finish()
     scores["train_seconds"] = time.perf_counter() - start
     scores["family"] = family
+    scores["target_top1"] = training.target_top1
+    if scores["top1"] < training.target_top1:
+        raise KdmechError(f"the {family} teacher reached held-out top-1 {scores['top1']:.3f} after "
+                          f"{scores['steps']} steps, below the target {training.target_top1}; nothing "
+                          f"saved: raise --training.steps or change --training.lr/--training.seed")
     with atomic_dir(out) as tmp:
         net.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / "eval.json").write_text(json.dumps(scores, indent=1))
-    print(f"teacher saved to {out}: held-out top-1 {scores['top1']:.3f}, "
-          f"LD {scores['logit_diff']:.2f} ({scores['train_seconds']:.0f}s)")
+    print(f"teacher saved to {out}: held-out top-1 {scores['top1']:.3f} after {scores['steps']} "
+          f"steps, LD {scores['logit_diff']:.2f} ({scores['train_seconds']:.0f}s)")
     return scores

@@ -55,11 +55,17 @@ def versus_ratio(records: list[StudentRecord], path) -> None:
              if r.circuit and "student" in r.circuit and r.circuit["student"].get("edges_pruned", True)
              else np.nan for r in records]
     axes[3].plot(x, nodes, "o-", label="nodes")
+    for xi, r in zip(x, records):  # an empty circuit is named, not drawn as a silent 0
+        if r.circuit and "student" in r.circuit and not r.circuit["student"]["nodes"]:
+            axes[3].annotate(f"no circuit\n({r.circuit['student']['completeness']:.0f}% with all ablated)",
+                             (xi, 0), textcoords="offset points", xytext=(0, 8), ha="center",
+                             fontsize=7, color="tab:red")
     if not np.all(np.isnan(edges)):  # post-LN (BERT) circuits have no pruned edges
         axes[3].plot(x, edges, "s-", label="edges")
     t = next((r.circuit["teacher"] for r in records if r.circuit and "teacher" in r.circuit), None)
     if t:
-        axes[3].axhline(len(t["nodes"]), color="grey", ls="--", label="teacher nodes")
+        axes[3].axhline(len(t["nodes"]), color="grey", ls="--",
+                        label="teacher nodes" if t["nodes"] else "teacher: no circuit")
     axes[3].set_title("circuit size (T = 0.20)")
     axes[3].legend(fontsize=7)
     for ax in axes:

@@ -17,7 +17,22 @@ STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200p
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-width:100%;margin:.5em 0}
 table.side{width:100%;table-layout:fixed}table.side td{vertical-align:top;text-align:center}table.side td:first-child{width:7em}table.side img{max-width:100%}
-h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}.note{color:#666;font-size:.9em}"""
+h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}.note{color:#666;font-size:.9em}
+.banner{background:#fde2e1;border:2px solid #c0392b;color:#7b241c;padding:.8em 1em;font-weight:600}"""
+
+
+def _weak_banner(records) -> str:
+    """A visible warning when the teacher failed the competence gate and was analysed anyway."""
+    weak = [r for r in records if r.final.teacher_weak]
+    if not weak:
+        return ""
+    c = weak[0].final.teacher_competence
+    return (f'<p class="banner" id="teacher-weak">teacher_weak: the teacher failed the competence gate '
+            f'(top-1 {c.get("top1", float("nan")):.3f} on {html.escape(str(c.get("task", "?")))}, '
+            f'{c.get("n_kept", "?")} of {c.get("n_prompts", "?")} prompts kept; needs top-1 ≥ '
+            f'{c.get("min_top1", "?")} and ≥ {c.get("min_prompts", "?")} prompts) and was analysed '
+            f'anyway (allow_weak_teacher): circuits, influence and A below describe a model that does '
+            f'not do the task.</p>')
 
 
 def _img(path: Path, alt: str) -> str:
@@ -35,6 +50,14 @@ def _f(x, fmt=".3f") -> str:
     return "–" if x is None else format(x, fmt)
 
 
+def _circuit_cell(circ: dict | None) -> str:
+    if not circ:
+        return "–"
+    if not circ["nodes"]:
+        return f"no circuit ({circ['completeness']:.0f}% of LD with every node ablated)"
+    return f"{len(circ['nodes'])}/{len(circ['edges']) if circ.get('edges_pruned', True) else '–'}"
+
+
 def _summary_rows(records: list[StudentRecord]) -> list[list]:
     rows = []
     for r in records:
@@ -47,8 +70,7 @@ def _summary_rows(records: list[StudentRecord]) -> list[list]:
                      _f(f.alignment.A) + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""),
                      f"{f.worst_drop['student']['value']:.1f}% {f.worst_drop['student']['node']}",
                      f"{f.worst_drop['ratio']:.2f}" + (" ⚑" if f.worst_drop["flag_2x"] else ""),
-                     _f(sev), f"{len(circ['nodes'])}/{len(circ['edges']) if circ.get('edges_pruned', True) else '–'}"
-                     if circ else "–"])
+                     _f(sev), _circuit_cell(circ)])
     return rows
 
 
@@ -119,7 +141,8 @@ def write_report(root: str | Path) -> Path:
                    for t, c in sections)
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>kdmech report: {html.escape(root.name)}</title>"
             f"<style>{STYLE}</style></head><body><h1>kdmech report: {html.escape(str(root))}</h1>"
-            f"<p class='note'>{len(records)} students; generated {time.strftime('%Y-%m-%d %H:%M')}</p>{body}</body></html>")
+            f"<p class='note'>{len(records)} students; generated {time.strftime('%Y-%m-%d %H:%M')}</p>"
+            f"{_weak_banner(records)}{body}</body></html>")
     path = out / "report.html"
     path.write_text(page)
     return path

@@ -56,8 +56,12 @@ def circuits_png(path, circuits: dict[str, dict], shapes: dict[str, tuple[int, i
         ax.set_ylim(-0.6, n_layers - 0.1)
         edge_text = (f"{len(c.get('edges', []))} edges" if c.get("edges_pruned", True)
                      else "edges not pruned")
-        ax.set_title(f"{who}: {len(c['nodes'])} nodes, {edge_text} "
-                     f"(T={c['threshold']:.2f}, completeness {c['completeness']:.0f}%)", fontsize=9)
+        if not c["nodes"]:
+            ax.set_title(f"{who}: no circuit: {c['completeness']:.0f}% of LD survives ablating every "
+                         f"node (T={c['threshold']:.2f})", fontsize=9, color="tab:red")
+        else:
+            ax.set_title(f"{who}: {len(c['nodes'])} nodes, {edge_text} "
+                         f"(T={c['threshold']:.2f}, completeness {c['completeness']:.0f}%)", fontsize=9)
     fig.suptitle("circuits (blue); orange: teacher nodes matched by the student's circuit")
     _save(fig, path)
 

@@ -98,6 +98,19 @@ class PromptSet:
                          self.answers[idx], self.wrong_answers[idx], self.positions[idx], self.kind,
                          self.year_ids)
 
+    @property
+    def device(self) -> torch.device:
+        return self.clean.device
+
+    def to(self, device: torch.device | str) -> "PromptSet":
+        """The same prompts with every tensor on `device` (self when already there)."""
+        device = torch.device(device)
+        if self.clean.device == device:
+            return self
+        move = lambda x: None if x is None else x.to(device)  # noqa: E731
+        return PromptSet(self.texts, move(self.clean), move(self.corrupted), move(self.answers),
+                         move(self.wrong_answers), move(self.positions), self.kind, move(self.year_ids))
+
     def to_json(self) -> dict:
         return {
             "task": self.task, "kind": self.kind,
