@@ -1,6 +1,6 @@
 """Replicate "Distilled Circuits" (arXiv 2505.10822): GPT-2 → DistilGPT2 or BERT → DistilBERT on the numeral task.
 
-Exactly as SPEC describes: 128 prompts per type, the teacher filter, mean ablation, node
+Exactly as docs/method.md describes: 128 prompts per type, the teacher filter, mean ablation, node
 circuits at T = 20% (with path-patched edges), sensitivity over heads and MLPs, and the
 alignment metric — printed beside the paper's reference values. The same pair is analysed
 again under the `authors` preset (their conventions: A from zero-ablation influence, their MLP
@@ -26,11 +26,11 @@ from kdmech.analysis.presets import PRESETS
 from kdmech.commands.analyze import AnalyzeOptions, analyze
 from kdmech.errors import KdmechError
 
-# GPT-2 small's numeral circuit at 80% (Lan et al.), quoted by SPEC §5.
+# GPT-2 small's numeral circuit at 80% (Lan et al.), quoted in docs/method.md §5.4.
 REFERENCE_HEADS = ["L0.H1", "L1.H5", "L4.H4", "L4.H10", "L5.H0", "L6.H1", "L6.H6", "L6.H10",
                    "L7.H11", "L8.H1", "L8.H6", "L8.H8", "L8.H9", "L9.H1"]
 REFERENCE_MLPS = [f"L{l}.MLP" for l in range(12) if l != 5]
-# The authors' code, GPT-2 → DistilGPT2, numerals, heads (SPEC §6, §8).
+# The authors' code, GPT-2 → DistilGPT2, numerals, heads (docs/method.md §6, §8).
 REFERENCE = {"teacher_mean_drop": 0.77, "teacher_worst_drop": 16.4, "student_mean_drop": 6.72,
              "student_worst_drop": 90.6, "A": "0.895 (number words), 0.90 (IOI)", "C": 0.34}
 # Sensitivity the authors' way (drops 100 − clamp(retained, 0, 100), heads and MLPs pooled,
@@ -38,7 +38,7 @@ REFERENCE = {"teacher_mean_drop": 0.77, "teacher_worst_drop": 16.4, "student_mea
 # retained percentages it lists (numbers computed from their data, not quoted from the paper).
 REFERENCE_POOLED = {"teacher": (3.06, (1.71, 4.66), 71.3), "student": (12.24, (6.45, 18.83), 100.0),
                     "delta": (9.12, (3.12, 15.76))}
-# BERT → DistilBERT (SPEC §8, §11): cloze numerals read at [MASK]; post-LayerNorm, so no edges.
+# BERT → DistilBERT (docs/method.md §8, §11): cloze numerals read at [MASK]; post-LayerNorm, so no edges.
 REFERENCE_BERT = {"A": "0.821 (numerals), 0.853 (IOI)", "C": 0.39}
 PAIRS = {"gpt2": ("gpt2", "distilgpt2"), "bert": ("bert-base-uncased", "distilbert-base-uncased")}
 
@@ -121,7 +121,7 @@ def side_by_side(results: dict, family: str = "gpt2") -> str:
     pooled = a["sensitivity"].get("pooled")
     if "sensitivity" not in k or not pooled:
         return "\n".join(lines)
-    lines += ["", "sensitivity: kdmech = heads, D = |100 − retained| (SPEC §6); authors = heads and MLPs "
+    lines += ["", "sensitivity: kdmech = heads, D = |100 − retained| (docs/method.md §6); authors = heads and MLPs "
               "pooled, m = 100 − clamp(retained, 0, 100), bootstrap 10,000 (seed 42)"]
     lines.append(f"{'mean / worst drop':<18}{'kdmech, heads':>20}{'(paper)':>14}{'authors, pooled':>30}"
                  f"{'(authors data)':>30}")

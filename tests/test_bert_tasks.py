@@ -46,7 +46,7 @@ def test_cloze_prompts_are_checked_against_both_tokenizers(tokenizer):
 def test_tasks_without_a_cloze_form_are_refused():
     with pytest.raises(KdmechError, match="'greater-than' has no cloze"):
         get_task("greater-than", cloze=True)
-    assert get_task("numerals", cloze=True).prompts().answers[0] == " 5"  # SPEC: renumbered 1..4
+    assert get_task("numerals", cloze=True).prompts().answers[0] == " 5"  # docs/method.md §2.3: renumbered 1..4
     answers = set(get_task("numerals-any-start", cloze=True).prompts().answers)
     assert answers == {f" {n + 4}" for n in range(1, 9)}
 

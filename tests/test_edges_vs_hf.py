@@ -1,4 +1,4 @@
-"""Edge pruning (path patching on the node circuit, SPEC §5) against a brute-force oracle.
+"""Edge pruning (path patching on the node circuit, docs/method.md §5.2) against a brute-force oracle.
 
 The oracle hooks Hugging Face GPT-2's own modules and runs one full forward per edge; it uses
 no kdmech runner or engine code (kdmech only supplies the prompts and the node circuit). A

@@ -1,4 +1,4 @@
-"""Distillation loss terms against numpy, written from the formulas of SPEC §11."""
+"""Distillation loss terms against numpy, written from the formulas of docs/method.md §11.1."""
 
 import numpy as np
 import pytest

@@ -237,7 +237,7 @@ def test_authors_preset_feeds_A_with_zero_ablation_influence(tiny_pair, tmp_path
     infl = {who: {n: abs(100 * (1 - v / d["full"])) for n, v in d.items() if n != "full"}
             for who, d in lds.items()}
 
-    def A(pairs):  # SPEC §8 with sum normalisation over the matched pairs, counted once each
+    def A(pairs):  # docs/method.md §8 with sum normalisation over the matched pairs, counted once each
         sim = np.array([p["similarity"] for p in pairs])
         i_s = np.array([infl["student"][p["student"]] for p in pairs])
         i_t = np.array([infl["teacher"][p["teacher"]] for p in pairs])

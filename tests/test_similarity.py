@@ -1,4 +1,4 @@
-"""One similarity scale (SPEC §7): svd3 = mean cosine of the principal angles between top-3
+"""One similarity scale (docs/method.md §7.2): svd3 = mean cosine of the principal angles between top-3
 subspaces, a model against itself scores 1 everywhere and A = 1 (svd3, cka), one MLP method
 for every student of a run whatever its width, and the authors' notebook MLP score."""
 

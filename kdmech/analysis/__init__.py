@@ -1,4 +1,4 @@
-"""Analyses as pure functions over (model, prompt set) → typed results (SPEC §3–8)."""
+"""Analyses as pure functions over (model, prompt set) → typed results (docs/method.md §3–8)."""
 
 from kdmech.analysis.ablation import AblationKind, ablated_logit_diff, corrupted_activations
 from kdmech.analysis.alignment import Alignment, alignment

@@ -1,4 +1,4 @@
-"""Node ablation (SPEC §3).
+"""Node ablation (docs/method.md §3).
 
 A head is ablated by replacing its slice of `hook_z` (its output before W_O); an MLP by
 replacing the block's MLP output. Sequence positions and residual-stream slices are never

@@ -1,4 +1,4 @@
-"""The influence-weighted alignment metric (SPEC §8).
+"""The influence-weighted alignment metric (docs/method.md §8).
 
 A = (1/|M|)·Σ_{i∈M} S_i·(1 − |Î^S_i − Î^T_i|) over matched pairs M, with S_i the pair's
 similarity and Î the normalised influence of each side. Each pair counts once. With "sum"

@@ -1,4 +1,4 @@
-"""Single-node influence (SPEC §4): I_c = |100·(1 − LD_{c ablated}/LD_full)|.
+"""Single-node influence (docs/method.md §4): I_c = |100·(1 − LD_{c ablated}/LD_full)|.
 
 Each node is ablated alone from the full model. retained% = 100·LD_ablated/LD_full.
 """

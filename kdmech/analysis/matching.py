@@ -1,4 +1,4 @@
-"""Matching teacher and student components (SPEC §7).
+"""Matching teacher and student components (docs/method.md §7).
 
 Heads: the mean attention pattern over the prompt batch, [query × key]; similarity is the
 mean over query positions of the row-wise cosine between two heads' mean patterns.
@@ -123,7 +123,7 @@ def authors_rescale(raw: torch.Tensor, head_sim: torch.Tensor) -> torch.Tensor:
 
 def authors_mlp_similarity(student_out: torch.Tensor, teacher_out: torch.Tensor,
                            head_sim: torch.Tensor) -> torch.Tensor:
-    """[Ls, Lt] MLP similarity of the authors' notebooks (SPEC §7), re-implemented.
+    """[Ls, Lt] MLP similarity of the authors' notebooks (docs/method.md §12), re-implemented.
 
     Source: Reih02/distilled_circuits, alignment_metric_expms/task_comparisons/
     qa_alignment_metric.ipynb cells 29–32 (the same code in seq_alignment_metric.ipynb cells

@@ -1,4 +1,4 @@
-"""Components a circuit is made of (SPEC §3): attention heads and MLP layers.
+"""Components a circuit is made of (docs/method.md §3): attention heads and MLP layers.
 
 Names are ``L{layer}.H{head}`` and ``L{layer}.MLP``. Node order everywhere is layer by layer,
 heads 0..H−1 then the MLP, so dense score tensors line up with `all_nodes`.

@@ -1,4 +1,4 @@
-"""Validating the alignment metric with noise (SPEC §9).
+"""Validating the alignment metric with noise (docs/method.md §9).
 
 Every weight matrix of the student gets W + σ·std(W)·ε (ε standard normal, one seed per
 repeat); A(teacher, noisy student) is recomputed each time. The curve is summarised by a fit

@@ -1,9 +1,9 @@
-"""Analysis presets: kdmech's conventions (default) or the paper authors' (SPEC §7, issue 10).
+"""Analysis presets: kdmech's conventions (default) or the paper authors' (docs/method.md §12).
 
 A preset changes only where the authors' code differs from kdmech's default; everything else
 (the analyses' own ablation kind, normalisation, matching direction, circuits) stays as set.
 
-``kdmech``: every number as SPEC defines it.
+``kdmech``: every number as docs/method.md defines it.
 
 ``authors``: the choices of the authors' public code (`Reih02/distilled_circuits`), so that
 numbers can sit beside the paper's tables:

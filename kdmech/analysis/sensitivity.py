@@ -1,4 +1,4 @@
-"""Ablation sensitivity, or brittleness (SPEC §6).
+"""Ablation sensitivity, or brittleness (docs/method.md §6).
 
 Per model, over all heads (and separately over MLPs), from single-node influence: drop
 D_c = I_c; mean, median, mean of the worst 5% (k = ceil(0.05·n)), worst, Gini coefficient;

@@ -1,4 +1,4 @@
-"""Distillation losses (SPEC §11).
+"""Distillation losses (docs/method.md §11.1).
 
 L = α_kl·T²·KL(softmax(t/T) ‖ softmax(s/T)) + α_ce·CE(student, labels) + α_cos·(1 − cos).
 

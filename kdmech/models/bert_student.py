@@ -1,4 +1,4 @@
-"""BERT students from a BERT teacher (SPEC §11), with the same CapacitySpec and provenance as
+"""BERT students from a BERT teacher (docs/method.md §11.2), with the same CapacitySpec and provenance as
 GPT-2 students: evenly spaced (every_k), first_k or random layers; narrower students take the
 first heads and dimensions of each kept head, of d_model and of d_mlp."""
 

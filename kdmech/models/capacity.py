@@ -1,4 +1,4 @@
-"""Student capacity and construction from a teacher (SPEC §11).
+"""Student capacity and construction from a teacher (docs/method.md §11.2).
 
 `CapacitySpec` scales depth, width (d_model and d_mlp together) and the number of heads.
 `build_student` makes the student config from the teacher's and initialises it:

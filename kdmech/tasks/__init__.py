@@ -1,4 +1,4 @@
-"""Tasks: prompt generators and the prompt-set type (SPEC §2)."""
+"""Tasks: prompt generators and the prompt-set type (docs/method.md §2)."""
 
 from kdmech.errors import KdmechError
 from kdmech.tasks.greater_than import GreaterThanTask
@@ -19,7 +19,7 @@ TASKS = {
 }
 
 
-# Tasks with a BERT cloze form (SPEC §2): the slot to predict is `[MASK]`.
+# Tasks with a BERT cloze form (docs/method.md §2.3): the slot to predict is `[MASK]`.
 CLOZE_TASKS = ("numerals", "numerals-any-start", "numerals-words", "numerals-months", "numerals-days", "ioi")
 
 

@@ -1,4 +1,4 @@
-"""Scoring a plain Hugging Face model on a prompt set, and the teacher prompt filter (SPEC §2):
+"""Scoring a plain Hugging Face model on a prompt set, and the teacher prompt filter (docs/method.md §2.6):
 keep a prompt only if the teacher's top-1 is the correct token and p(correct) > 2·p(incorrect)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Greater-than (Hanna et al. 2023), SPEC §2.
+"""Greater-than (Hanna et al. 2023), docs/method.md §2.5.
 
 "The war lasted from the year 1732 to the year 17" → the model should put its probability on
 two-digit endings greater than 32. Metric: Σ p(years > XX) − Σ p(years ≤ XX) over the 100
@@ -43,10 +43,6 @@ def endings(century: int) -> list[int]:
 
 def words() -> list[str]:
     return sorted(set(NOUNS) | {"The", "lasted", "from", "the", "year", "to"})
-
-
-def year_endings() -> list[str]:
-    return [f"{i:02d}" for i in range(100)]
 
 
 @dataclass(frozen=True)

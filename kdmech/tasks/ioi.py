@@ -1,4 +1,4 @@
-"""Indirect-object identification (Wang et al. 2022), SPEC §2.
+"""Indirect-object identification (Wang et al. 2022), docs/method.md §2.4.
 
 "When Mary and John went to the store, John gave a drink to" → " Mary" (the indirect object,
 IO) versus " John" (the subject, S); LD = logit(IO) − logit(S) at the last token. Each prompt
@@ -91,7 +91,7 @@ class IOITask:
     n: int = 100
     seed: int = 0
     cloze: bool = False
-    """BERT cloze form (SPEC §2): the final `to <IO>` becomes `to [MASK]`."""
+    """BERT cloze form (docs/method.md §2.3): the final `to <IO>` becomes `to [MASK]`."""
     templates: str = "kdmech"
     """kdmech (three equal-length templates) or wang (Wang et al.'s 15, each in BABA and ABBA
     order; prompts differ in length)."""

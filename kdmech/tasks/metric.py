@@ -1,4 +1,4 @@
-"""The task metric read at the prediction position (SPEC §1–2).
+"""The task metric read at the prediction position (docs/method.md §1).
 
 Most tasks use the logit difference logit(correct) − logit(incorrect). Greater-than uses the
 probability difference Σ p(years > XX) − Σ p(years ≤ XX) over the two-digit year tokens. A prompt
@@ -27,7 +27,3 @@ def task_metric(logits: torch.Tensor, prompts: PromptSet, rows: slice | None = N
         return (p * above).sum(-1) - (p * ~above).sum(-1)
     idx = torch.arange(logits.shape[0])
     return logits[idx, answers.repeat(reps)] - logits[idx, wrongs.repeat(reps)]
-
-
-def needs_full_logits(prompts: PromptSet) -> bool:
-    return prompts.metric != "logit_diff"

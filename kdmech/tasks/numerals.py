@@ -1,4 +1,4 @@
-"""Numeral sequence completion, the main task (SPEC §2).
+"""Numeral sequence completion, the main task (docs/method.md §2.2).
 
 ``W1 done in n. W2 done in n+1. W3 done in n+2. W4 done in n+3. W5 done in`` → ``n+4``
 (correct) versus ``n+3`` (the last item repeated). Three prompt types: ``done`` (nouns),
@@ -101,9 +101,9 @@ class NumeralTask:
     start_min: int = STARTS.start
     start_max: int = STARTS.stop - 1
     cloze: bool = False
-    """BERT cloze form (SPEC §2): values renumbered 1..n_items, the slot is `[MASK]`."""
+    """BERT cloze form (docs/method.md §2.3): values renumbered 1..n_items, the slot is `[MASK]`."""
     renumber: bool = True
-    """In the cloze form, renumber to 1..n_items as SPEC §2 does (the answer is then always
+    """In the cloze form, renumber to 1..n_items as docs/method.md §2.3 does (the answer is then always
     n_items + 1). False keeps the drawn starts, so the answer varies and a model must read the
     sequence: the form kdmech's tiny BERT teachers are analysed on."""
 
