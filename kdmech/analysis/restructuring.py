@@ -25,12 +25,12 @@ the authors' MLP score, for the best pair — so one `min_similarity` serves hea
 
 from __future__ import annotations
 
-import json
-import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from kdmech.analysis.record import CheckpointRecord, CircuitRecord, last_circuits
 from kdmech.errors import KdmechError
+from kdmech.run_layout import RunLayout
 
 
 @dataclass(frozen=True)
@@ -120,7 +120,7 @@ def find_events(history: list[Checkpoint], teacher_circuit: list[str], functions
     return sorted(events, key=lambda e: (e.first_step, order[e.kind], e.nodes))
 
 
-# --- reading a run folder ----------------------------------------------------------------
+# --- reading a run's records ------------------------------------------------------------
 def _best_matches(sim: dict, student_to_teacher: bool) -> dict[str, tuple[str, float]]:
     """Each node's most similar node on the other side: student → teacher reads the rows of
     the [student × teacher] matrix, teacher → student its columns."""
@@ -128,10 +128,6 @@ def _best_matches(sim: dict, student_to_teacher: bool) -> dict[str, tuple[str, f
     if not student_to_teacher:
         rows, cols, m = cols, rows, [list(c) for c in zip(*m)]
     return {r: max(zip(cols, row), key=lambda x: x[1]) for r, row in zip(rows, m)}
-
-
-def _step_of(path: Path) -> int:
-    return int(re.search(r"_(\d+)\.json$", path.name).group(1))
 
 
 @dataclass
@@ -146,57 +142,89 @@ class RunHistory:
     functions: dict[str, str] = field(default_factory=dict)
 
 
-def load_history(folder: str | Path, rules: Rules = Rules()) -> RunHistory:
-    folder = Path(folder)
-    files = sorted(folder.glob("step_*.json"), key=_step_of)
-    if not files:
-        raise KdmechError(f"{str(folder)!r} holds no step_<N>.json analyses")
-    circuits = {_step_of(p): json.loads(p.read_text()) for p in folder.glob("circuit_step_*.json")}
-    circuits = {k: v for k, v in circuits.items() if "error" not in v}
-    teacher_circuit, functions = [], {}
-    if circuits:
-        last = circuits[max(circuits)]
-        teacher_circuit = last["teacher"]["nodes"]
-        probes = last.get("probes", {}).get("teacher", {})
-        for function, key in (("successor", "successor"), ("similar-member", "similar_member")):
-            scores = probes.get(key, {})
-            if scores and "error" not in scores:
-                best = max(scores, key=scores.get)
-                if scores[best] >= rules.min_probe:
-                    functions[function] = best
+def _teacher_functions(circuits: CircuitRecord, rules: Rules) -> dict[str, str]:
+    """The teacher's best successor and similar-member heads, where the probe clears `min_probe`."""
+    functions = {}
+    probes = circuits.probes.get("teacher", {})
+    for function, key in (("successor", "successor"), ("similar-member", "similar_member")):
+        scores = probes.get(key, {})
+        if scores and "error" not in scores:
+            best = max(scores, key=scores.get)
+            if scores[best] >= rules.min_probe:
+                functions[function] = best
+    return functions
+
+
+def checkpoint_rows(record: CheckpointRecord) -> tuple[Checkpoint, list[dict], dict]:
+    """What one record adds to a history: the event rules' view, the long rows, the step row."""
+    r = record.pair
+    sim = r.similarity
+    s2t = {m.student: (m.teacher, m.similarity) for m in r.matching}
+    t2s = {**_best_matches(sim["heads"], False), **_best_matches(sim["mlps"], False)} if sim else {}
+    s2t_best = {**_best_matches(sim["heads"], True), **_best_matches(sim["mlps"], True)} if sim else s2t
+    c = record.circuits
+    circuit = c.student.nodes if c is not None and not c.error else None
+    infl = r.influence["student"]
+    checkpoint = Checkpoint(r.step, infl, s2t_best, t2s, r.worst_drop["ratio"], circuit,
+                            r.options.get("mlp_similarity", "svd3"))
+    a = r.alignment
+    step = {"step": r.step, "A": a.A, "A_heads": a.A_heads, "A_mlp": a.A_mlp,
+            "worst_drop_ratio": r.worst_drop["ratio"],
+            "ld_student": r.logit_diff["student"], "ld_teacher": r.logit_diff["teacher"]}
+    rows = []
+    for node, value in infl.items():
+        teacher, similarity = s2t.get(node, ("", float("nan")))
+        rows.append({"step": r.step, "node": node, "influence": value,
+                     "in_circuit": (node in circuit) if circuit is not None else None,
+                     "matched_teacher_node": teacher, "similarity": similarity,
+                     "teacher_influence": r.influence["teacher"].get(teacher, float("nan"))})
+    return checkpoint, rows, step
+
+
+def build_history(name: str, records: list[CheckpointRecord], rules: Rules = Rules()) -> RunHistory:
+    """A student's history from its records (step order); the teacher circuit and functions
+    come from the latest circuit record."""
+    if not records:
+        raise KdmechError(f"student {name!r} has no analysed checkpoints (step_<N>.json)")
     checkpoints, rows, steps = [], [], []
-    for f in files:
-        d = json.loads(f.read_text())
-        step, sim = d["step"], d.get("similarity", {})
-        s2t = {m["student"]: (m["teacher"], m["similarity"]) for m in d["matching"]}
-        t2s = {**_best_matches(sim["heads"], False), **_best_matches(sim["mlps"], False)} if sim else {}
-        s2t_best = {**_best_matches(sim["heads"], True), **_best_matches(sim["mlps"], True)} if sim else s2t
-        circuit = circuits.get(step, {}).get("student", {}).get("nodes")
-        infl = d["influence"]["student"]
-        checkpoints.append(Checkpoint(step, infl, s2t_best, t2s, d["worst_drop"]["ratio"], circuit,
-                                      d.get("options", {}).get("mlp_similarity", "svd3")))
-        a = d["alignment"]
-        steps.append({"step": step, "A": a["A"], "A_heads": a["A_heads"], "A_mlp": a["A_mlp"],
-                      "worst_drop_ratio": d["worst_drop"]["ratio"],
-                      "ld_student": d["logit_diff"]["student"], "ld_teacher": d["logit_diff"]["teacher"]})
-        for node, value in infl.items():
-            teacher, similarity = s2t.get(node, ("", float("nan")))
-            rows.append({"step": step, "node": node, "influence": value,
-                         "in_circuit": (node in circuit) if circuit is not None else None,
-                         "matched_teacher_node": teacher, "similarity": similarity,
-                         "teacher_influence": d["influence"]["teacher"].get(teacher, float("nan"))})
-    return RunHistory(folder.name, checkpoints, rows, steps, teacher_circuit, functions)
+    for record in sorted(records, key=lambda r: r.step):
+        cp, r, s = checkpoint_rows(record)
+        checkpoints.append(cp)
+        rows += r
+        steps.append(s)
+    circuits = last_circuits([r for r in records if r.circuits is None or not r.circuits.error])
+    teacher_circuit = circuits.teacher.nodes if circuits else []
+    functions = _teacher_functions(circuits, rules) if circuits else {}
+    return RunHistory(name, checkpoints, rows, steps, teacher_circuit, functions)
 
 
-def write_history(folder: str | Path) -> Path:
-    """history.csv (long format, loads straight into pandas) and steps.csv beside the JSONs."""
+def load_history(layout: RunLayout, name: str, rules: Rules = Rules()) -> RunHistory:
+    return build_history(name, CheckpointRecord.load_all(layout, name), rules)
+
+
+def _write_csv(path: Path, rows: list[dict], append: bool) -> None:
     import csv
 
-    folder = Path(folder)
-    h = load_history(folder)
-    for name, rows in (("history.csv", h.rows), ("steps.csv", h.steps)):
-        with open(folder / name, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+    new = not (append and path.exists())
+    with open(path, "w" if new else "a", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        if new:
             writer.writeheader()
-            writer.writerows(rows)
-    return folder / "history.csv"
+        writer.writerows(rows)
+
+
+def append_history(layout: RunLayout, name: str, record: CheckpointRecord) -> None:
+    """Add one checkpoint to history.csv and steps.csv (one row per step and node; one per
+    step): the history grows with each checkpoint instead of being rebuilt."""
+    _, rows, step = checkpoint_rows(record)
+    _write_csv(layout.history_csv(name), rows, append=True)
+    _write_csv(layout.steps_csv(name), [step], append=True)
+
+
+def write_history(layout: RunLayout, name: str, history: RunHistory | None = None) -> Path:
+    """history.csv (long format, loads straight into pandas) and steps.csv beside the JSONs,
+    written whole (e.g. once circuits of the last step are known)."""
+    h = history or load_history(layout, name)
+    _write_csv(layout.history_csv(name), h.rows, append=False)
+    _write_csv(layout.steps_csv(name), h.steps, append=False)
+    return layout.history_csv(name)

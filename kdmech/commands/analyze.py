@@ -8,19 +8,18 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from kdmech.analysis import compare, profile
 from kdmech.analysis.alignment import alignment_ci
-from kdmech.analysis.circuit import THRESHOLDS, threshold_sweep
-from kdmech.analysis.noise import SIGMAS, noise_curve
-from kdmech.analysis.presets import alignment_lds, alignment_profile, get_preset, realign
-from kdmech.analysis.probes import (first_token_divergence, logit_attribution, mlp_write_norms,
-                                    similar_member_from_items, similar_member_scores,
-                                    successor_scores)
+from kdmech.analysis.checkpoint import TeacherSide, analyze_checkpoint, run_probes
+from kdmech.analysis.circuit import REFERENCE_THRESHOLD, threshold_sweep
+from kdmech.analysis.noise import noise_curve
+from kdmech.analysis.options import AnalyzeOptions
+from kdmech.analysis.presets import alignment_profile, get_preset
+from kdmech.analysis.probes import first_token_divergence
 from kdmech.analysis.sensitivity import pooled_sensitivity, sensitivity
 from kdmech.analysis.shift import distribution_shift, rows_to_json
 from kdmech.commands.common import atomic_dir
@@ -32,40 +31,6 @@ from kdmech.tasks import check_same_tokenization, get_task
 from kdmech.tasks.filtering import competent_prompts
 
 ANALYSES = ("influence", "sensitivity", "circuit", "matching", "noise", "shift", "probes")
-
-
-@dataclass(frozen=True)
-class AnalyzeOptions:
-    """Settings of the individual analyses."""
-
-    ablation: str = "mean"
-    """mean, zero or resample."""
-    per_type: int = 128
-    """Prompts per prompt type (IOI: prompts in all)."""
-    filter_prompts: bool = True
-    """Keep prompts the teacher gets right with p(correct) > 2·p(wrong)."""
-    min_teacher_top1: float = 0.9
-    """Competence gate: refuse to analyse a teacher whose top-1 on the task is below this."""
-    min_prompts: int = 64
-    """Competence gate: refuse when fewer prompts than this survive the teacher filter."""
-    allow_weak_teacher: bool = False
-    """Analyse a teacher that fails the gate anyway; every output is marked teacher_weak."""
-    matching_direction: str = "student_to_teacher"
-    mlp_similarity: str = "auto"
-    normalisation: str = "sum"
-    thresholds: tuple[float, ...] = THRESHOLDS
-    edges: bool = True
-    """Path-patch the edges of every circuit of the sweep."""
-    noise_sigmas: tuple[float, ...] = SIGMAS
-    noise_seeds: int = 3
-    n_boot: int = 1000
-    """Bootstrap resamples for the alignment CI (the sensitivity CIs use 10,000)."""
-    seed: int = 0
-    preset: str = "kdmech"
-    """kdmech, or authors: the paper authors' conventions where they differ (A from
-    zero-ablation influence, their MLP similarity, pooled clamped sensitivity with their
-    bootstrap, IOI over Wang et al.'s 15 templates and mirrors with N = 100); see
-    kdmech.analysis.presets."""
 
 
 def _count(model) -> int:
@@ -118,15 +83,14 @@ def analyze(teacher: str, student: str, out: Path, task: str = "numerals",
                     "teacher_weak": competence.weak, "teacher_competence": competence.to_json(),
                     "n_prompts": len(prompts), "options": asdict(options), "analyses": sorted(wanted)}
     bar.set_postfix_str("teacher profile")
-    tp = profile(t_model, t_tok, prompts, options.ablation)
+    side = TeacherSide.build(t_model, t_tok, prompts, options, competence.to_json())
+    tp = side.profile
     tick()
     bar.set_postfix_str("student profile")
-    sp = profile(s_model, s_tok, prompts, options.ablation)
+    record, sp, student_lds = analyze_checkpoint(side, s_model, s_tok, prompts, step=0)
+    pair = record.pair
+    a_lds = (side.alignment_lds, student_lds)  # None: the profiles' own
     tick()
-    pair = compare(tp, sp, 0, prompts.task, options.matching_direction, mlp_method,
-                   options.normalisation)
-    a_lds = (alignment_lds(preset, tp), alignment_lds(preset, sp))  # None: the profiles' own
-    pair = realign(pair, preset, *a_lds)
     result["logit_diff"] = pair.logit_diff
     result["influence"] = {"ablation": pair.ablation, **pair.influence,
                            "retained": {"teacher": tp.influence.retained, "student": sp.influence.retained}}
@@ -182,21 +146,7 @@ def analyze(teacher: str, student: str, out: Path, task: str = "numerals",
 
 
 def _probes(tp, sp, pair, tokenizer) -> dict:
-    """Each probe separately: one that does not apply (e.g. DLA under a non-LD metric, or a
-    model without a GPT-2 fast path) records why instead of hiding the others."""
-    def attempt(fn, *args):
-        try:
-            result = fn(*args)
-            return result.to_json() if hasattr(result, "to_json") else result
-        except KdmechError as e:
-            return {"error": str(e)}
-
-    out = {who: {"similar_member": attempt(similar_member_scores, prof),
-                 "similar_member_from_items": attempt(similar_member_from_items, prof),
-                 "successor": attempt(successor_scores, prof.engine, tokenizer),
-                 "logit_attribution": attempt(logit_attribution, prof.engine),
-                 "mlp_write_norm": mlp_write_norms(prof)}
-           for who, prof in (("teacher", tp), ("student", sp))}
+    out = {"teacher": run_probes(tp, tokenizer), "student": run_probes(sp, tokenizer)}
     out["first_token_divergence"] = first_token_divergence(tp, sp, pair.matching)
     return out
 
@@ -205,7 +155,7 @@ def _plots(folder: Path, r: dict, tp, sp) -> None:
     save_influence_png(folder / "influence.png", r["influence"]["teacher"], r["influence"]["student"],
                        f"{r['task']}: single-node {r['influence']['ablation']}-ablation influence")
     if "circuit" in r:
-        ref = {who: next(c for c in r["circuit"][who]["circuits"] if abs(c["threshold"] - 0.2) < 1e-9)
+        ref = {who: next(c for c in r["circuit"][who]["circuits"] if abs(c["threshold"] - REFERENCE_THRESHOLD) < 1e-9)
                for who in ("teacher", "student")}
         matched = {m["student"]: m["teacher"] for m in r["matching"]["pairs"]}
         shapes = {"teacher": (tp.patterns.shape[0], tp.patterns.shape[1]),

@@ -14,19 +14,21 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Literal
 
+from kdmech.analysis.circuit import Circuit
 from kdmech.analysis.matching import resolve_mlp_method
-from kdmech.commands.analyze import AnalyzeOptions, analyze
-from kdmech.commands.distil import AnalysisSchedule, DistillTraining, distill
+from kdmech.analysis.options import LIGHT_PAIR_OPTIONS, AnalysisSchedule
+from kdmech.analysis.record import CheckpointRecord, last_circuits
+from kdmech.commands.analyze import analyze
+from kdmech.commands.distil import DistillTraining, distill
 from kdmech.commands.timeline import timeline
 from kdmech.commands.train_teacher import TeacherTraining, train_teacher
 from kdmech.errors import KdmechError
 from kdmech.models import FAMILIES, CapacitySpec, TinySpec
 from kdmech.report.html import write_report
+from kdmech.run_layout import RunLayout
 from kdmech.tracking import WandbMode, resolve_mode
 
 
-# Light enough for the quickstart's time budget: five noise levels, two seeds.
-PAIR_OPTIONS = AnalyzeOptions(noise_sigmas=(0.0, 0.05, 0.2, 0.5, 1.0), noise_seeds=2, n_boot=500)
 
 
 def _table(rows: list[list[str]]) -> str:
@@ -37,21 +39,15 @@ def _table(rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def _final_circuit(folder: Path) -> dict | None:
-    """The last circuit_step_<N>.json of a student's analysis folder."""
-    files = sorted(folder.glob("circuit_step_*.json"), key=lambda f: int(f.stem.rsplit("_", 1)[1]))
-    return json.loads(files[-1].read_text()) if files else None
-
-
-def _circuit_text(c: dict | None) -> str:
-    if not c:
+def _circuit_text(c: Circuit | None) -> str:
+    if c is None:
         return "–"
-    if not c["nodes"]:
-        return f"none ({c['completeness']:.0f}% all ablated)"
-    return f"{len(c['nodes'])}/{len(c['edges']) if c.get('edges_pruned') else '–'}"
+    if c.empty:
+        return f"none ({c.completeness:.0f}% all ablated)"
+    return f"{len(c.nodes)}/{len(c.edges) if c.edges_pruned else '–'}"
 
 
-# BERT's cloze numerals renumbered to 1..4 (SPEC §2) always answer 5, which a tiny BERT can
+# BERT's cloze numerals renumbered to 1..4 (docs/method.md §2.3) always answer 5, which a tiny BERT can
 # get from the slot's position alone; the tiny BERT quickstart keeps the starts 1..8.
 BERT_TASK = "numerals-any-start"
 
@@ -82,19 +78,20 @@ def quickstart(out: Path | None = None, family: Literal["gpt2", "bert"] = "gpt2"
     if family not in FAMILIES:
         raise KdmechError(f"family {family!r} is unknown; accepted: {list(FAMILIES)}")
     capacities = [CapacitySpec(depth=d) for d in depths]  # validates every ratio up front
-    # One MLP similarity for every student and its pair analysis (SPEC §7).
+    # One MLP similarity for every student and its pair analysis (docs/method.md §7.2).
     analysis = replace(analysis, mlp_similarity=resolve_mlp_method(
         analysis.mlp_similarity, [c.width for c in capacities]))
-    pair_options = replace(PAIR_OPTIONS, mlp_similarity=analysis.mlp_similarity,
+    pair_options = replace(LIGHT_PAIR_OPTIONS, mlp_similarity=analysis.mlp_similarity,
                            min_teacher_top1=analysis.min_teacher_top1, min_prompts=analysis.min_prompts,
                            allow_weak_teacher=analysis.allow_weak_teacher)
     out = Path(out or ("runs/quickstart" if family == "gpt2" else f"runs/quickstart-{family}"))
     if family == "bert" and analysis.task == "numerals":
         analysis = replace(analysis, task=BERT_TASK)
-        print(f"== BERT: analysing the cloze task {BERT_TASK} (starts 1..8 kept; SPEC's renumbered "
+        print(f"== BERT: analysing the cloze task {BERT_TASK} (starts 1..8 kept; the renumbered "
               f"form always answers 5)")
     start = time.perf_counter()
-    teacher_dir = out / "teacher"
+    layout = RunLayout(out)
+    teacher_dir = layout.teacher
     saved_eval = teacher_dir / "eval.json"
     if not fresh and saved_eval.exists():
         saved = json.loads(saved_eval.read_text()).get("family", "gpt2")
@@ -118,28 +115,28 @@ def quickstart(out: Path | None = None, family: Literal["gpt2", "bert"] = "gpt2"
                                analysis=analysis, wandb=wandb, progress=progress))
     print("== pair analyses (sensitivity, noise validation, distribution shift) and the report")
     for r in results:
-        analyze(str(teacher_dir), str(out / "students" / r.name), out / "pair-analysis" / r.name,
+        analyze(str(teacher_dir), str(layout.student(r.name)), layout.pair_analysis(r.name),
                 analysis.task, ["sensitivity", "noise", "shift"], pair_options, progress)
     summary = {"teacher": {"path": str(teacher_dir), **teacher_eval},
                "students": [asdict(r) for r in results], "mlp_similarity": analysis.mlp_similarity,
                "wall_seconds": time.perf_counter() - start, "wandb_mode": resolve_mode(wandb)}
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    layout.summary.write_text(json.dumps(summary, indent=1))
     timeline(out)
     report_path = write_report(out)
     rows = [["student", "params", "LD", "top-1", "A", "worst drop", "teacher worst", "ratio",
              "circuit nodes/edges"]]
-    circuits = {r.name: _final_circuit(out / "analysis" / r.name) for r in results}
+    circuits = {r.name: last_circuits(CheckpointRecord.load_all(layout, r.name)) for r in results}
     if results:
         first = circuits[results[0].name]
         rows.append(["teacher", f"{results[0].teacher_parameters:,}", f"{results[0].teacher_logit_diff:.2f}",
                      f"{teacher_eval['top1']:.3f}", "", "", "", "",
-                     _circuit_text(first.get("teacher") if first else None)])
+                     _circuit_text(first.teacher if first else None)])
     for r in results:
         c = circuits[r.name]
         rows.append([r.name, f"{r.parameters:,}", f"{r.logit_diff:.2f}", f"{r.top1:.3f}", f"{r.A:.3f}",
                      f"{r.worst_drop:.1f}% {r.worst_node}", f"{r.teacher_worst_drop:.1f}%",
                      f"{r.worst_drop / r.teacher_worst_drop:.2f}" if r.teacher_worst_drop else "inf",
-                     _circuit_text(c.get("student") if c else None)])
+                     _circuit_text(c.student if c else None)])
     print()
     print(_table(rows))
     print("LD on the filtered analysis prompts; teacher top-1 on held-out prompts; A = alignment; "

@@ -9,16 +9,17 @@ from pathlib import Path
 from jsonargparse import ArgumentError, ArgumentParser
 
 from kdmech.analysis.matching import resolve_mlp_method
-from kdmech.commands.analyze import AnalyzeOptions, analyze
-from kdmech.commands.distil import AnalysisSchedule, distill
+from kdmech.analysis.options import LIGHT_PAIR_OPTIONS, AnalysisSchedule
+from kdmech.commands.analyze import analyze
+from kdmech.commands.distil import distill
 from kdmech.commands.timeline import timeline
 from kdmech.commands.train_teacher import train_teacher
 from kdmech.errors import KdmechError
 from kdmech.report.html import write_report
 from kdmech.sweep import SweepState, expand, load_sweep, nested, point_name, varying_keys
+from kdmech.run_layout import RunLayout
 from kdmech.tracking import WandbMode, finish, resolve_mode
 
-PAIR_OPTIONS = AnalyzeOptions(noise_sigmas=(0.0, 0.05, 0.2, 0.5, 1.0), noise_seeds=2, n_boot=500)
 FIXED = ("teacher", "out", "name", "resume", "wandb", "progress", "group")
 
 
@@ -36,7 +37,7 @@ def _distill_kwargs(point: dict) -> dict:
 
 
 def _mlp_method(config: dict, points: list[dict] | None) -> str:
-    """The one MLP similarity for every student of the sweep (SPEC §7): the sweep's
+    """The one MLP similarity for every student of the sweep (docs/method.md §7.2): the sweep's
     `analysis.mlp_similarity` (auto unless set to one value) resolved for the widths it visits —
     every point's when the points are known (grid, offline random), else the listed values of
     `capacity.width`; a width drawn from a distribution (online random/bayes) means cka."""
@@ -101,12 +102,13 @@ def sweep(config_file: Path, out: Path | None = None, count: int | None = None,
     else:
         _local(config, points, teacher, out, mode, progress, mlp_method)
     state = SweepState(out, config["name"], points or [])
+    layout = RunLayout(out)
     if pair_analyses:
         for name, done in state.data["done"].items():
-            if not (out / "pair-analysis" / name / "analysis.json").exists():
+            if not (layout.pair_analysis(name) / "analysis.json").exists():
                 print(f"== pair analysis of {name}")
-                options = replace(PAIR_OPTIONS, mlp_similarity=done.get("mlp_similarity", mlp_method))
-                analyze(teacher, str(out / "students" / name), out / "pair-analysis" / name,
+                options = replace(LIGHT_PAIR_OPTIONS, mlp_similarity=done.get("mlp_similarity", mlp_method))
+                analyze(teacher, str(layout.student(name)), layout.pair_analysis(name),
                         analyses=["sensitivity", "noise", "shift"], options=options, progress=progress)
     timeline(out)
     path = write_report(out)
@@ -123,7 +125,7 @@ def _local(config, points, teacher, out, mode, progress, mlp_method) -> None:
         if state.done(name):
             print(f"== point {i}/{len(points)} {name}: done already, skipped")
             continue
-        resume = (out / "checkpoints" / name / "last.ckpt").exists()
+        resume = (RunLayout(out).checkpoints(name) / "last.ckpt").exists()
         print(f"== point {i}/{len(points)} {name}" + (" (resuming from its checkpoint)" if resume else ""))
         kwargs = _point_kwargs({k: v for k, v in point.items() if k != "teacher"}, mlp_method)
         result = distill(teacher, out, name=name, resume=resume, wandb=mode, progress=progress,

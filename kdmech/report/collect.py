@@ -7,12 +7,13 @@ circuit_step_<N>.json, pair-analysis/<name>/analysis.json (sensitivity, noise, s
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from kdmech.analysis.pair import PairAnalysis
+from kdmech.analysis.record import CheckpointRecord, last_circuits
 from kdmech.errors import KdmechError
+from kdmech.run_layout import RunLayout
 
 
 @dataclass
@@ -39,14 +40,9 @@ class StudentRecord:
         return self.capacity.get("depth", 1) * self.capacity.get("width", 1) ** 2
 
 
-def _step(path: Path) -> int:
-    return int(re.search(r"_(\d+)\.json$", path.name).group(1))
-
-
-def _summary_params(root: Path) -> dict[str, tuple[int, int]]:
+def _summary_params(layout: RunLayout) -> dict[str, tuple[int, int]]:
     out = {}
-    for name in ("summary.json", "sweep.json"):
-        f = root / name
+    for f in (layout.summary, layout.sweep_state):
         if f.exists():
             for s in json.loads(f.read_text()).get("students", []):
                 if s and "parameters" in s:
@@ -55,27 +51,25 @@ def _summary_params(root: Path) -> dict[str, tuple[int, int]]:
 
 
 def collect(root: str | Path) -> list[StudentRecord]:
-    root = Path(root)
-    analysis = root / "analysis"
-    if not analysis.is_dir():
+    layout = RunLayout(root)
+    if not layout.analysis_root.is_dir():
         raise KdmechError(f"{str(root)!r} is not a kdmech run folder (no analysis/ inside); "
                           f"pass the folder a quickstart or sweep wrote")
-    params = _summary_params(root)
+    params = _summary_params(layout)
     records = []
-    for folder in sorted(p for p in analysis.iterdir() if p.is_dir()):
-        steps = sorted(folder.glob("step_*.json"), key=_step)
-        if not steps:
-            continue
-        prov_file = root / "students" / folder.name / "provenance.json"
+    for name in layout.analysed_students():
+        prov_file = layout.student(name) / "provenance.json"
         prov = json.loads(prov_file.read_text()) if prov_file.exists() else {}
-        circuits = sorted(folder.glob("circuit_step_*.json"), key=_step)
-        pair_file = root / "pair-analysis" / folder.name / "analysis.json"
-        p, tp = params.get(folder.name, (None, None))
+        checkpoints = CheckpointRecord.load_all(layout, name)
+        circuits = last_circuits(checkpoints)
+        pair_file = layout.pair_analysis(name) / "analysis.json"
+        p, tp = params.get(name, (None, None))
         records.append(StudentRecord(
-            name=folder.name, capacity=prov.get("capacity", {}), parameters=p, teacher_parameters=tp,
-            steps=[PairAnalysis.from_json(json.loads(s.read_text())) for s in steps],
-            circuit=json.loads(circuits[-1].read_text()) if circuits else None,
-            pair=json.loads(pair_file.read_text()) if pair_file.exists() else None, folder=folder))
+            name=name, capacity=prov.get("capacity", {}), parameters=p, teacher_parameters=tp,
+            steps=[c.pair for c in checkpoints],
+            circuit=circuits.to_json() if circuits else None,
+            pair=json.loads(pair_file.read_text()) if pair_file.exists() else None,
+            folder=layout.analysis(name)))
     if not records:
         raise KdmechError(f"{str(root)!r} holds no analysed students (analysis/<name>/step_<N>.json)")
     return sorted(records, key=lambda r: r.param_ratio)

@@ -12,6 +12,8 @@ from kdmech.report import capacity_figures as figs
 from kdmech.report import plots
 from kdmech.report.collect import StudentRecord, collect
 from kdmech.report.heatmap import save_influence_png
+from kdmech.report.timeline import PICTURES, student_timeline
+from kdmech.run_layout import RunLayout
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
@@ -83,7 +85,7 @@ def _edges_note(records) -> str:
 def write_report(root: str | Path) -> Path:
     root = Path(root)
     records = collect(root)
-    out = root / "report"
+    out = RunLayout(root).report
     out.mkdir(exist_ok=True)
     sections = []
     first = records[0].final
@@ -175,17 +177,16 @@ def _restructuring(root: Path, records: list[StudentRecord]) -> str:
     `kdmech timeline`), then each student's event list."""
     import json
 
-    from kdmech.commands.timeline import PICTURES, student_timeline
-
+    layout = RunLayout(root)
     timelines = {}
     for r in records:
-        folder = root / "timeline" / r.name
-        timelines[r.name] = (json.loads((folder / "events.json").read_text()) if (folder / "events.json").exists()
-                             else student_timeline(r.folder, folder))
+        events = layout.timeline(r.name) / "events.json"
+        timelines[r.name] = (json.loads(events.read_text()) if events.exists()
+                             else student_timeline(layout, r.name))
     head = "<tr><th></th>" + "".join(f"<th>{html.escape(r.name)}</th>" for r in records) + "</tr>"
     rows = "".join(
         f"<tr><td>{html.escape(p.replace('_', ' '))}</td>"
-        + "".join(f"<td>{_img(root / 'timeline' / r.name / f'{p}.png', f'{p} {r.name}')}</td>" for r in records)
+        + "".join(f"<td>{_img(layout.timeline(r.name) / f'{p}.png', f'{p} {r.name}')}</td>" for r in records)
         + "</tr>" for p in PICTURES)
     lists = []
     for r in records:

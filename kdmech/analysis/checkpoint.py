@@ -1,0 +1,108 @@
+"""One checkpoint analysis, the same wherever it runs (the training callback, `kdmech analyze`,
+the quickstart, sweeps): profile the student, compare it with the teacher's once-computed side,
+apply the preset, and at circuit steps discover both circuits and run the probes.
+
+Pure: models and prompts in, a `CheckpointRecord` out; no Lightning, no W&B, no files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import NamedTuple
+
+from kdmech.analysis.circuit import discover
+from kdmech.analysis.circuit import REFERENCE_THRESHOLD
+from kdmech.analysis.options import AnalysisOptions
+from kdmech.analysis.pair import compare
+from kdmech.analysis.presets import alignment_lds, get_preset, realign
+from kdmech.analysis.probes import (logit_attribution, mlp_write_norms, similar_member_from_items,
+                                    similar_member_scores, successor_scores)
+from kdmech.analysis.profile import ModelProfile, profile
+from kdmech.analysis.record import CheckpointRecord, CircuitRecord
+from kdmech.errors import KdmechError
+from kdmech.tasks.prompt_set import PromptSet
+
+
+def run_probes(prof: ModelProfile, tokenizer) -> dict:
+    """Every mechanism probe on one model, each on its own: one that does not apply (an
+    encoder's residual stream, a metric that is not a logit difference) records why."""
+    def attempt(fn):
+        try:
+            result = fn()
+            return result.to_json() if hasattr(result, "to_json") else result
+        except KdmechError as e:
+            return {"error": str(e)}
+
+    return {"similar_member": attempt(lambda: similar_member_scores(prof)),
+            "similar_member_from_items": attempt(lambda: similar_member_from_items(prof)),
+            "successor": attempt(lambda: successor_scores(prof.engine, tokenizer)),
+            "logit_attribution": attempt(lambda: logit_attribution(prof.engine)),
+            "mlp_write_norm": attempt(lambda: mlp_write_norms(prof))}
+
+
+@dataclass
+class TeacherSide:
+    """What a checkpoint analysis needs of the teacher, computed once per run and prompt set:
+    its profile, the LDs that feed A under the preset, its circuit and probes (on demand)."""
+
+    profile: ModelProfile
+    tokenizer: object
+    options: AnalysisOptions
+    competence: dict = field(default_factory=dict)
+    alignment_lds: tuple | None = None
+    _circuits: dict = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, teacher, tokenizer, prompts: PromptSet, options: AnalysisOptions,
+              competence: dict | None = None) -> "TeacherSide":
+        prof = profile(teacher, tokenizer, prompts, options.ablation)
+        return cls(prof, tokenizer, options, competence or {},
+                   alignment_lds(get_preset(options.preset), prof))
+
+    def circuit_and_probes(self, threshold: float = REFERENCE_THRESHOLD):
+        if threshold not in self._circuits:
+            self._circuits[threshold] = (discover(self.profile.engine, threshold),
+                                         run_probes(self.profile, self.tokenizer))
+        return self._circuits[threshold]
+
+    @property
+    def weak(self) -> bool:
+        return bool(self.competence.get("weak", False))
+
+
+class CheckpointResult(NamedTuple):
+    record: CheckpointRecord
+    profile: ModelProfile
+    """The student's profile, for further analyses on the same prompts."""
+    alignment_lds: tuple | None
+    """The student's per-prompt LDs that fed A under the preset (None: the profile's own)."""
+
+
+def analyze_checkpoint(teacher: TeacherSide, student, tokenizer, prompts: PromptSet, step: int,
+                       circuits: bool = False, threshold: float = REFERENCE_THRESHOLD) -> CheckpointResult:
+    """The record of one checkpoint: profile, comparison with the teacher, the preset's A and,
+    with `circuits`, both circuits at `threshold` and the probes."""
+    options = teacher.options
+    preset = get_preset(options.preset)
+    prof = profile(student, tokenizer, prompts, options.ablation)
+    pair = compare(teacher.profile, prof, step, prompts.task, **options.compare_options())
+    student_lds = alignment_lds(preset, prof)
+    pair = realign(pair, preset, teacher.alignment_lds, student_lds)
+    record = CheckpointRecord(replace(pair, teacher_competence=teacher.competence))
+    if circuits:
+        record = replace(record, circuits=circuit_record(teacher, prof, tokenizer, step, threshold))
+    return CheckpointResult(record, prof, student_lds)
+
+
+def circuit_record(teacher: TeacherSide, student: ModelProfile, tokenizer, step: int,
+                   threshold: float = REFERENCE_THRESHOLD) -> CircuitRecord:
+    """Both circuits at `threshold` and both models' probes; a student that does not solve the
+    task (no positive LD) yields a record saying so."""
+    try:
+        t_circuit, t_probes = teacher.circuit_and_probes(threshold)
+        s_circuit = discover(student.engine, threshold)
+    except KdmechError as e:
+        return CircuitRecord(step, threshold, error=str(e), teacher_weak=teacher.weak)
+    return CircuitRecord(step, threshold, t_circuit, s_circuit,
+                         {"teacher": t_probes, "student": run_probes(student, tokenizer)},
+                         teacher_weak=teacher.weak)

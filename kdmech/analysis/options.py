@@ -1,0 +1,113 @@
+"""The analysis options: one base (`AnalysisOptions`) for what every analysis of a pair shares,
+validated once, and its two uses — `AnalysisSchedule` (checkpoint analyses during
+distillation: `--analysis.*`) and `AnalyzeOptions` (the full pair analysis of `kdmech
+analyze`: `--options.*`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kdmech.analysis.ablation import AblationKind
+from kdmech.analysis.circuit import THRESHOLDS
+from kdmech.analysis.noise import SIGMAS
+from kdmech.analysis.presets import get_preset
+from kdmech.errors import KdmechError
+
+DIRECTIONS = ("student_to_teacher", "teacher_to_student", "hungarian")
+MLP_METHODS = ("auto", "svd3", "cka", "authors")
+NORMALISATIONS = ("sum", "max")
+
+
+def _one_of(name: str, value, accepted) -> None:
+    if value not in accepted:
+        raise KdmechError(f"{name} {value!r} is unknown; accepted: {list(accepted)}")
+
+
+@dataclass(frozen=True)
+class AnalysisOptions:
+    """How a teacher–student pair is analysed: prompts, the competence gate, the method."""
+
+    per_type: int = 128
+    """Prompts per prompt type (IOI: prompts in all)."""
+    ablation: str = "mean"
+    """mean, zero or resample."""
+    filter_prompts: bool = True
+    """Keep only prompts the teacher gets right with p(correct) > 2·p(wrong)."""
+    min_teacher_top1: float = 0.9
+    """Competence gate: refuse to analyse a teacher whose top-1 on the task is below this."""
+    min_prompts: int = 64
+    """Competence gate: refuse when fewer prompts than this survive the teacher filter."""
+    allow_weak_teacher: bool = False
+    """Analyse a teacher that fails the gate anyway; every output is marked teacher_weak."""
+    matching_direction: str = "student_to_teacher"
+    """student_to_teacher (the paper's greedy many-to-one), teacher_to_student or hungarian."""
+    mlp_similarity: str = "auto"
+    """auto (svd3 at equal width, else cka; one method for every student of a run), svd3, cka
+    or authors."""
+    normalisation: str = "sum"
+    """Influence normalisation inside A: sum (the authors') or max (min-max)."""
+    preset: str = "kdmech"
+    """kdmech, or authors: the paper authors' conventions where they differ (A from
+    zero-ablation influence, their MLP similarity, pooled clamped sensitivity with their
+    bootstrap, IOI over Wang et al.'s 15 templates and mirrors with N = 100); see
+    kdmech.analysis.presets."""
+
+    def __post_init__(self):
+        # The preset's MLP similarity replaces "auto" (and is recorded); a clash is an error.
+        object.__setattr__(self, "mlp_similarity", get_preset(self.preset).mlp_method(self.mlp_similarity))
+        _one_of("ablation", self.ablation, [k.value for k in AblationKind])
+        _one_of("matching direction", self.matching_direction, DIRECTIONS)
+        _one_of("MLP similarity", self.mlp_similarity, MLP_METHODS)
+        _one_of("normalisation", self.normalisation, NORMALISATIONS)
+        if self.per_type < 1 or self.min_prompts < 0:
+            raise KdmechError(f"per_type must be ≥ 1 and min_prompts ≥ 0, got {self.per_type}, "
+                              f"{self.min_prompts}")
+        if not 0 <= self.min_teacher_top1 <= 1:
+            raise KdmechError(f"min_teacher_top1 must be in [0, 1], got {self.min_teacher_top1}")
+
+    def compare_options(self) -> dict:
+        """The keyword arguments of `kdmech.analysis.compare`."""
+        return {"direction": self.matching_direction, "mlp_method": self.mlp_similarity,
+                "normalisation": self.normalisation}
+
+
+@dataclass(frozen=True)
+class AnalysisSchedule(AnalysisOptions):
+    """What the checkpoint analysis computes and how often."""
+
+    every_n_steps: int = 200
+    """Analyse every N optimizer steps (also before training and at the end); 0 = only those."""
+    circuit_every_n_steps: int = 0
+    """Circuits (with edges) and probes every N steps; 0 = only at the end."""
+    circuits: bool = True
+    """Discover circuits at all (at the end and on `circuit_every_n_steps`)."""
+    enabled: bool = True
+    """Run checkpoint analyses at all (off: plain distillation, e.g. for timing)."""
+    task: str = "numerals"
+    """The task the circuits are read on (kdmech.tasks.TASKS)."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.every_n_steps < 0 or self.circuit_every_n_steps < 0:
+            raise KdmechError(f"every_n_steps and circuit_every_n_steps must be ≥ 0, got "
+                              f"{self.every_n_steps}, {self.circuit_every_n_steps}")
+
+
+@dataclass(frozen=True)
+class AnalyzeOptions(AnalysisOptions):
+    """Settings of the full pair analysis (`kdmech analyze`)."""
+
+    thresholds: tuple[float, ...] = THRESHOLDS
+    """Circuit thresholds T of the sweep (0.20 is always added)."""
+    edges: bool = True
+    """Path-patch the edges of every circuit of the sweep."""
+    noise_sigmas: tuple[float, ...] = SIGMAS
+    noise_seeds: int = 3
+    n_boot: int = 1000
+    """Bootstrap resamples for the alignment CI (the sensitivity CIs use 10,000)."""
+    seed: int = 0
+
+
+LIGHT_PAIR_OPTIONS = AnalyzeOptions(noise_sigmas=(0.0, 0.05, 0.2, 0.5, 1.0), noise_seeds=2, n_boot=500)
+"""The end-of-run pair analysis of the quickstart and sweeps: five noise levels, two seeds, a
+lighter bootstrap, to fit their time budgets."""
