@@ -88,3 +88,35 @@ def test_an_empty_circuit_says_what_it_is(records):
     assert Circuit.from_json(d) == c
     full = replace(c, nodes=["L0.MLP"], edges=[["L0.MLP", "resid_final"]], edges_pruned=True)
     assert full.summary.startswith("1 nodes ['L0.MLP'], 1 edges")
+
+
+def test_atomic_dir_swaps_without_losing_the_old_folder(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from kdmech.commands.common import atomic_dir
+
+    final = tmp_path / "out"
+    with atomic_dir(final) as tmp:
+        (tmp / "a").write_text("1")
+    assert (final / "a").read_text() == "1"
+    # a crash right after the old folder was renamed aside: the next run brings it back first
+    real_rename = Path.rename
+    calls = []
+
+    def crash_on_second(self, target):
+        calls.append(target)
+        if len(calls) == 2:
+            raise OSError("killed")
+        return real_rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", crash_on_second)
+    with pytest.raises(OSError):
+        with atomic_dir(final) as tmp:
+            (tmp / "a").write_text("2")
+    monkeypatch.undo()
+    assert not final.exists() and (tmp_path / "out.old" / "a").read_text() == "1"
+    with pytest.raises(RuntimeError):
+        with atomic_dir(final):
+            raise RuntimeError("a failed write")
+    assert (final / "a").read_text() == "1"  # restored, and the failed write left nothing
+    assert not (tmp_path / "out.tmp").exists()
