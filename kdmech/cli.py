@@ -4,10 +4,22 @@ stderr and exit status 2, never a traceback."""
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 
 from kdmech.errors import KdmechError
+
+
+def _checked(command, check):
+    """`command` with `check(**kwargs)` run first: the cheap validation of a command whose body
+    is not ours to edit (kdmech.validation), before any model is loaded."""
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        check(**kwargs)
+        return command(*args, **kwargs)
+
+    return run
 
 
 def _commands() -> dict:
@@ -19,8 +31,10 @@ def _commands() -> dict:
     from kdmech.commands.sweep import sweep
     from kdmech.commands.timeline import timeline
     from kdmech.commands.train_teacher import train_teacher
+    from kdmech.validation import check_distill
 
-    return {"train-teacher": train_teacher, "distill": distill, "distill-shared": distill_shared, "quickstart": quickstart,
+    return {"train-teacher": train_teacher, "distill": _checked(distill, check_distill),
+            "distill-shared": _checked(distill_shared, check_distill), "quickstart": quickstart,
             "analyze": analyze, "report": report, "sweep": sweep, "timeline": timeline}
 
 
@@ -78,7 +92,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kdmech: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except FileNotFoundError as e:
-        print(f"kdmech: error: {e}", file=sys.stderr)
+        print(f"kdmech: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("kdmech: interrupted; rerun with --resume to continue", file=sys.stderr)
+        return 130
+    except OSError as e:  # unwritable, full disk, a file where a folder should be, mid-run
+        where = f" {e.filename!r}" if e.filename else ""
+        print(f"kdmech: error: cannot write or read{where}: {_one_line(e.strerror or e)}", file=sys.stderr)
+        return 2
+    except Exception as e:  # noqa: BLE001 - a damaged weights file the checks did not see
+        if type(e).__name__ != "SafetensorError":
+            raise
+        print(f"kdmech: error: a model's weights file is damaged ({_one_line(e)}); copy it again "
+              f"or save the model anew", file=sys.stderr)
         return 2
     return 0
 

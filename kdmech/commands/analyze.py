@@ -29,6 +29,7 @@ from kdmech.report import plots
 from kdmech.report.heatmap import save_influence_png
 from kdmech.tasks import check_same_tokenization, get_task
 from kdmech.tasks.filtering import competent_prompts
+from kdmech.validation import check_model, check_out_dir, check_task
 
 ANALYSES = ("influence", "sensitivity", "circuit", "matching", "noise", "shift", "probes")
 
@@ -59,6 +60,10 @@ def analyze(teacher: str, student: str, out: Path, task: str = "numerals",
     bad = [a for a in analyses if a not in ANALYSES]
     if bad:
         raise KdmechError(f"analysis {bad[0]!r} is unknown; accepted: {list(ANALYSES)}")
+    kind = check_model(teacher, "teacher")
+    check_model(student, "student")
+    check_task(task, kind)
+    check_out_dir(out, replaced=True)
     wanted = set(analyses) | {"influence", "matching"}
     start = time.perf_counter()
     out = Path(out)

@@ -27,6 +27,7 @@ from kdmech.models import FAMILIES, CapacitySpec, TinySpec
 from kdmech.report.html import write_report
 from kdmech.run_layout import RunLayout
 from kdmech.tracking import WandbMode, resolve_mode
+from kdmech.validation import check_out_dir, check_task, check_training
 
 
 
@@ -85,6 +86,9 @@ def quickstart(out: Path | None = None, family: Literal["gpt2", "bert"] = "gpt2"
                            min_teacher_top1=analysis.min_teacher_top1, min_prompts=analysis.min_prompts,
                            allow_weak_teacher=analysis.allow_weak_teacher)
     out = Path(out or ("runs/quickstart" if family == "gpt2" else f"runs/quickstart-{family}"))
+    check_out_dir(out)
+    check_training(student_training)
+    check_task(analysis.task, "masked" if family == "bert" else "causal")
     if family == "bert" and analysis.task == "numerals":
         analysis = replace(analysis, task=BERT_TASK)
         print(f"== BERT: analysing the cloze task {BERT_TASK} (starts 1..8 kept; the renumbered "

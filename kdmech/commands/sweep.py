@@ -19,6 +19,7 @@ from kdmech.report.html import write_report
 from kdmech.sweep import SweepState, expand, load_sweep, nested, point_name, varying_keys
 from kdmech.run_layout import RunLayout
 from kdmech.tracking import WandbMode, finish, resolve_mode
+from kdmech.validation import check_model, check_out_dir, check_sweep_parameters, check_task, check_training
 
 FIXED = ("teacher", "out", "name", "resume", "wandb", "progress", "group")
 
@@ -85,15 +86,22 @@ def sweep(config_file: Path, out: Path | None = None, count: int | None = None,
         progress: Show progress bars.
     """
     config = load_sweep(config_file)
+    check_sweep_parameters(config, f"sweep file {str(config_file)!r}")
     mode = resolve_mode(wandb)
     out = Path(out or Path("runs/sweeps") / config["name"])
     teacher_spec = config["parameters"].get("teacher", {}).get("value")
     if not teacher_spec:
         raise KdmechError("a sweep needs `teacher: {value: ...}` (a model name, a folder, or tiny)")
+    kind = check_model(teacher_spec, "teacher") if teacher_spec != "tiny" else "causal"
+    check_out_dir(out)
     points = None if mode == "online" else expand(config, count)
     if points:
         for p in points:  # validate every point before any work
-            _distill_kwargs({k: v for k, v in p.items() if k != "teacher"})
+            kwargs = _distill_kwargs({k: v for k, v in p.items() if k != "teacher"})
+            if "training" in kwargs:
+                check_training(kwargs["training"])
+            if "analysis" in kwargs:
+                check_task(kwargs["analysis"].task, kind)
     mlp_method = _mlp_method(config, points)
     out.mkdir(parents=True, exist_ok=True)
     teacher = _teacher(teacher_spec, out, mode, progress)

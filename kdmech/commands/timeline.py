@@ -8,6 +8,7 @@ from kdmech.analysis.restructuring import Rules
 from kdmech.errors import KdmechError
 from kdmech.report.timeline import student_timeline
 from kdmech.run_layout import RunLayout
+from kdmech.validation import check_run_folder
 
 
 def timeline(folder: Path, min_similarity: float = 0.5, min_influence: float = 5.0,
@@ -21,6 +22,7 @@ def timeline(folder: Path, min_similarity: float = 0.5, min_influence: float = 5
         min_probe: Probe score that makes a teacher head a "function" (successor, similar-member).
         concentration_ratio: Worst-drop ratio student/teacher that counts as concentration.
     """
+    check_run_folder(folder)
     layout = RunLayout(folder)
     students = layout.analysed_students()
     if not students:

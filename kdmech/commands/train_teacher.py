@@ -19,6 +19,7 @@ from kdmech.models import TinySpec, build_word_tokenizer, tiny_spec
 from kdmech.tasks import NumeralTask, tokenize_prompts
 from kdmech.tasks.filtering import accuracy_and_ld
 from kdmech.tracking import WandbMode, finish, make_logger
+from kdmech.validation import check_out_dir
 
 HELD_OUT_SEED = 1234  # numeral prompts never drawn for training or analysis
 
@@ -69,8 +70,10 @@ def train_teacher(out: Path, model: TinySpec = TinySpec(),
         family: gpt2 (next-token prediction) or bert (masked LM, 15% with 80/10/10, evaluated
             on cloze numerals with starts 1..8, read at [MASK]).
     """
-    quiet_lightning()
     out = Path(out)
+    check_out_dir(out, replaced=True)
+    check_out_dir(wandb_dir or out.parent, "wandb_dir")
+    quiet_lightning()
     start = time.perf_counter()
     L.seed_everything(training.seed, verbose=False)
     tokenizer = build_word_tokenizer()
