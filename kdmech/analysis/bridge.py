@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from transformer_lens.model_bridge import TransformerBridge
 
 from kdmech.analysis.nodes import Node, all_nodes
+from kdmech.models.family import ModelFamily, family_of
 
 
 @dataclass
@@ -26,14 +28,14 @@ class Bridged:
     model: object = None
     """The Hugging Face model the bridge was booted from (not the wrapped copy)."""
 
-    @property
-    def masked(self) -> bool:
-        """Encoder (BERT-style) models read an attention mask and have no causal structure."""
-        return self.model is not None and self.model.config.model_type in ("bert", "distilbert")
+    @cached_property
+    def family(self) -> ModelFamily:
+        """The model's family: what it can do and how the bridge is driven for it."""
+        return family_of(self.model)
 
     def forward_kwargs(self, ids: torch.Tensor) -> dict:
-        """BERT on the bridge matches Hugging Face only when the mask is passed explicitly."""
-        return {"attention_mask": torch.ones_like(ids)} if self.masked else {}
+        """The attention mask, for families whose bridge matches Hugging Face only with it (BERT)."""
+        return {"attention_mask": torch.ones_like(ids)} if self.family.bridge_attention_mask else {}
 
     @property
     def nodes(self) -> list[Node]:

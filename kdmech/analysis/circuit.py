@@ -7,7 +7,7 @@ heads 0..H−1) and forward (first layer to last; heads, then the MLP) until a p
 nothing (at most 50 passes). When it stops that way, every kept node is necessary: removing
 any one of them drops the circuit below the threshold.
 
-Edge pruning by path patching on the node circuit (GPT-2 only). Throughout, every node
+Edge pruning by path patching on the node circuit. Throughout, every node
 outside the node circuit stays ablated with the engine's kind (mean by default), exactly as in
 node pruning, so the starting point is the circuit's own metric (its completeness × LD_full,
 ≈ 80–85% of it), not the full model's. One forward with those ablations is cached (residuals,
@@ -24,7 +24,8 @@ path patching); downstream of the receiver the forward is recomputed with the no
 nodes still ablated. The edge is kept if patching it alone leaves the metric below
 (1 − T)·LD_full. Receivers left with no incoming edge are dropped; a node with no kept edge
 in or out leaves the edge-level circuit. Path patching assumes an additive residual stream
-(pre-LayerNorm models); post-LayerNorm encoders (BERT) refuse it.
+(pre-LayerNorm models), so it runs only for families that declare one
+(`ModelFamily.additive_residual`); post-LayerNorm encoders (BERT) refuse it.
 """
 
 from __future__ import annotations
@@ -38,10 +39,7 @@ from kdmech.analysis.nodes import Node
 from kdmech.errors import KdmechError
 
 THRESHOLDS = (0.10, 0.15, 0.20, 0.25, 0.30)
-EDGES_REFUSED = ("edges not pruned: path patching sends a node's output along one path of an "
-                 "additive residual stream, which a post-LayerNorm encoder (BERT) does not have "
-                 "(each block's LayerNorm mixes every path); the node-level circuit stands, edges "
-                 "are refused rather than computed wrongly")
+EDGES = "edge pruning (path patching)"
 
 
 @dataclass(frozen=True)
@@ -61,7 +59,8 @@ class Circuit:
     edge_nodes: list[str] = field(default_factory=list)
     """Nodes left after edge pruning (those with at least one kept edge)."""
     edges_note: str = ""
-    """Why edges were not pruned when they were asked for (post-LayerNorm models)."""
+    """Why edges were not pruned when they were asked for (the family's residual stream is
+    not additive, e.g. BERT's post-LayerNorm)."""
 
     @property
     def empty(self) -> bool:
@@ -74,7 +73,7 @@ class Circuit:
             return (f"no circuit: {self.completeness:.0f}% of LD survives ablating every node "
                     f"(T = {self.threshold:g})")
         edges = (f"{len(self.edges)} edges" if self.edges_pruned
-                 else "edges not pruned" + (" (post-LN)" if self.edges_note else ""))
+                 else "edges not pruned" + (" (refused)" if self.edges_note else ""))
         return (f"{len(self.nodes)} nodes {self.nodes}, {edges}, completeness "
                 f"{self.completeness:.0f}%")
 
@@ -176,9 +175,7 @@ class EdgeScores:
 
 def path_patching(engine: AblationEngine, circuit: set[Node], progress=None) -> EdgeScores:
     """Every edge of the node circuit scored by path patching (see module docstring)."""
-    runner = engine.runner
-    if runner is None:
-        raise KdmechError(EDGES_REFUSED)
+    runner = engine.residual_runner(EDGES)
     p = engine.prompts
     state = engine.ablated_state([n for n in engine.bridged.nodes if n not in circuit])
     paired = engine.paired_corrupted().full
@@ -203,8 +200,7 @@ def prune_edges(engine: AblationEngine, circuit: set[Node], threshold: float = 0
                 progress=None) -> list[list[str]]:
     """[sender, receiver input] edges kept: patching one leaves the metric below
     (1 − T)·LD_full."""
-    if engine.runner is None:
-        raise KdmechError(EDGES_REFUSED)
+    engine.residual_runner(EDGES)  # refused before any work when the family cannot
     limit = (1 - threshold) * _check_ld(engine)
     scored = path_patching(engine, circuit, progress)
     return [[s, r] for (s, r), ld in scored.scores.items() if ld < limit]
@@ -222,15 +218,16 @@ def edge_nodes(edges: list[list[str]]) -> list[str]:
 def discover(engine: AblationEngine, threshold: float = 0.20, edges: bool = True,
              progress=None) -> Circuit:
     nodes, passes = prune_nodes(engine, threshold, progress=progress)
-    edge_list = prune_edges(engine, nodes, threshold, progress) if edges and engine.runner else []
+    refused = engine.residual_refusal(EDGES) if edges else ""
+    edge_list = prune_edges(engine, nodes, threshold, progress) if edges and not refused else []
     everything = set(engine.bridged.nodes)
     return Circuit(
         threshold=threshold, nodes=[n.name for n in sorted(nodes)], edges=edge_list,
         completeness=retained_with_only(engine, nodes),
         faithfulness=retained_with_only(engine, everything - nodes),
         passes=passes, ablation=engine.kind.value,
-        edges_pruned=bool(edges and engine.runner is not None), edge_nodes=edge_nodes(edge_list),
-        edges_note=EDGES_REFUSED if edges and engine.runner is None else "")
+        edges_pruned=edges and not refused, edge_nodes=edge_nodes(edge_list),
+        edges_note=f"{refused}; the node-level circuit stands" if refused else "")
 
 
 @dataclass(frozen=True)

@@ -12,23 +12,33 @@ set, full-vocabulary logits. The engine gives the same numbers faster:
   stacked in the batch, each copy with its own ablation (`max_rows` bounds the batch; on a
   CPU stacking is slower than looping, so it is off there by default).
 
-GPT-2 models take a faster path still (`gpt2_runner`): it starts inside the first ablated
-block and computes the last block at the prediction positions only.
+The engine asks the model's family (`kdmech.models.family`) for a faster path still and
+falls back to the bridge when there is none: GPT-2's `gpt2_runner` starts inside the first
+ablated block and computes the last block at the prediction positions only. Post-LayerNorm
+encoders (BERT) take the reference: one full forward per ablation set.
+
+Path patching and the residual probes read the fast path's cached forwards; they run only
+where the family declares an additive residual stream, and an engine built without its fast
+path builds the runner for them on demand (the same runner, so the same numbers).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import TYPE_CHECKING
 
 import torch
 
-from kdmech.analysis import gpt2_runner
 from kdmech.analysis.ablation import (AblationKind, CorruptedActivations, ablated_metric,
                                      corrupted_activations)
 from kdmech.analysis.bridge import Bridged
 from kdmech.analysis.nodes import Node
+from kdmech.errors import KdmechError
 from kdmech.tasks.metric import task_metric
 from kdmech.tasks.prompt_set import PromptSet
+
+if TYPE_CHECKING:
+    from kdmech.analysis.gpt2_runner import RunState
 
 
 class _Stop(Exception):
@@ -46,14 +56,14 @@ class AblationEngine:
         on_gpu = prompts.clean.is_cuda
         self.max_rows = max(max_rows or (4096 if on_gpu else 0), len(prompts))
         self.n_layers = bridged.n_layers
-        self.runner = (gpt2_runner.GPT2Runner(bridged.model, prompts.clean)
-                       if fast_path and bridged.model is not None and gpt2_runner.supported(bridged.model)
-                       else None)
-        # Post-LayerNorm encoders: no start-at-layer shortcut through their MLM head; every
-        # ablation set is one plain forward (the reference path, with the attention mask).
-        self.reference_only = bridged.masked
+        self.family = bridged.family
+        self.runner = self.family.fast_ablation(bridged.model, prompts.clean) if fast_path else None
+        self._residual_runner, self._residual_tried = self.runner, self.runner is not None
+        # no start-at-layer shortcut (post-LayerNorm encoders' MLM head): every ablation set
+        # is one plain forward, the reference path
+        self.reference_only = not self.family.start_at_layer
         if self.reference_only or self.runner is not None:
-            # the reference and the GPT-2 runner need no cached bridge residuals
+            # the reference and the fast path need no cached bridge residuals
             self.full_logit_diff = self._intact().mean().item()
             return
         names = [f"blocks.{l}.hook_resid_pre" for l in range(self.n_layers)]
@@ -151,9 +161,32 @@ class AblationEngine:
             self._paired = corrupted_activations(self.bridged, self.prompts, keep_full=True)
         return self._paired
 
-    def ablated_state(self, nodes: list[Node]) -> "gpt2_runner.RunState":
-        """The GPT-2 runner's cached forward with `nodes` ablated (this engine's kind)."""
-        return self.runner.ablated_state(nodes, self._z_new, self._mlp_new)
+    # --- analyses that read the residual stream as a sum (edges, DLA, OV probes) -------
+    def residual_refusal(self, what: str) -> str:
+        """Why `what` cannot run on this model ('' when it can): the family declares no
+        additive residual stream, or its fast path (which `what` reads) does not cover it."""
+        if not self.family.additive_residual:
+            return self.family.refusal(what)
+        if not self._residual_tried:  # an engine built without its fast path builds it now
+            self._residual_tried = True
+            self._residual_runner = self.family.fast_ablation(self.bridged.model, self.prompts.clean)
+        if self._residual_runner is None:
+            return (f"{what} reads the {self.family.name} family's fast path, which does not "
+                    f"cover this model's config")
+        return ""
+
+    def residual_runner(self, what: str):
+        """The fast path's runner (clean caches, weights, path patching) for `what`;
+        a `KdmechError` with the reason when `residual_refusal` gives one."""
+        reason = self.residual_refusal(what)
+        if reason:
+            raise KdmechError(reason)
+        return self._residual_runner
+
+    def ablated_state(self, nodes: list[Node]) -> "RunState":
+        """The runner's cached forward with `nodes` ablated (this engine's kind)."""
+        runner = self.residual_runner("path patching")
+        return runner.ablated_state(nodes, self._z_new, self._mlp_new)
 
     def _intact(self) -> torch.Tensor:
         """Per-prompt metric of the intact model."""

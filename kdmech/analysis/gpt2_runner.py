@@ -30,8 +30,9 @@ from kdmech.tasks.metric import task_metric
 
 
 def supported(model) -> bool:
+    """Whether a GPT-2 (the family decides that) has a config this runner reproduces exactly."""
     c = model.config
-    return (c.model_type == "gpt2" and not getattr(c, "scale_attn_by_inverse_layer_idx", False)
+    return (not getattr(c, "scale_attn_by_inverse_layer_idx", False)
             and not getattr(c, "reorder_and_upcast_attn", False))
 
 
@@ -116,13 +117,14 @@ class GPT2Runner:
             split(q), split(k), split(v), is_causal=True, scale=self.scale)
         return z.transpose(1, 2).reshape(b, t, self.d)
 
-    def _head_slice(self, head: int) -> slice:
+    def head_slice(self, head: int) -> slice:
+        """A head's columns in the concatenated head outputs (and its rows of W_O)."""
         return slice(head * self.d_head, (head + 1) * self.d_head)
 
     def _patched_z(self, z, heads, z_new):
         z = z.clone()
         for h in heads:
-            z[..., self._head_slice(h)] = z_new[..., self._head_slice(h)]
+            z[..., self.head_slice(h)] = z_new[..., self.head_slice(h)]
         return z
 
     @torch.no_grad()
@@ -176,7 +178,7 @@ class GPT2Runner:
         z = (state or self.clean).z[layer]
         delta = 0
         for h in heads:
-            cols = self._head_slice(h)
+            cols = self.head_slice(h)
             delta = delta + (z_new[..., cols] - z[..., cols]) @ w_o[cols]
         return delta
 
@@ -216,7 +218,7 @@ class GPT2Runner:
         # one head's q, k or v sees the change; the layer's other heads keep their state
         # outputs, so the attention output changes by that head's (z' − z)·W_O,h only
         h = state.resid_pre[node.layer]
-        cols = self._head_slice(node.head)
+        cols = self.head_slice(node.head)
         i = "qkv".index(port)
         same = block.attn.c_attn(block.ln_1(h)).split(self.d, dim=-1)
         patched = block.attn.c_attn(block.ln_1(h + delta)).split(self.d, dim=-1)

@@ -11,6 +11,10 @@
   (with embeddings and biases) to the LD exactly. Per token, the norm of each MLP's write.
 - First-token divergence: per position, similarity of matched teacher and student MLP outputs
   (mean cosine over prompts at equal width, linear CKA across prompts otherwise).
+
+The successor score and direct logit attribution read the residual stream as a sum of writes:
+they run where the model's family declares it additive (`ModelFamily.additive_residual`), on
+the engine's fast-path runner, and are refused with the family's reason elsewhere.
 """
 
 from __future__ import annotations
@@ -24,15 +28,6 @@ from kdmech.analysis.matching import Match, linear_cka
 from kdmech.analysis.nodes import Node
 from kdmech.analysis.profile import ModelProfile
 from kdmech.errors import KdmechError
-
-
-def _runner(engine: AblationEngine):
-    if engine.runner is None:
-        raise KdmechError("this probe reads GPT-2 weights and assumes an additive residual stream "
-                          "read through one final LayerNorm; the model is not a pre-LayerNorm GPT-2 "
-                          "(post-LayerNorm encoders such as BERT renormalise after every block), "
-                          "so it is refused rather than computed wrongly")
-    return engine.runner
 
 
 def member_positions(engine: AblationEngine) -> list[int]:
@@ -61,7 +56,7 @@ def similar_member_from_items(profile: ModelProfile) -> dict[str, float]:
 
 @torch.no_grad()
 def successor_scores(engine: AblationEngine, tokenizer, values=range(1, 31)) -> dict[str, float]:
-    runner = _runner(engine)
+    runner = engine.residual_runner("the successor probe")
     ids = [tokenizer.encode(f" {v}", add_special_tokens=False) for v in values]
     usable = [(v, i[0]) for v, i in zip(values, ids) if len(i) == 1 and i[0] != tokenizer.unk_token_id]
     if len(usable) < 3:
@@ -78,7 +73,7 @@ def successor_scores(engine: AblationEngine, tokenizer, values=range(1, 31)) -> 
         w_v = block.attn.c_attn.weight[:, 2 * runner.d:]  # [d, d] value columns
         w_o = block.attn.c_proj.weight  # [d, d]
         for h in range(runner.n_heads):
-            cols = runner._head_slice(h)
+            cols = runner.head_slice(h)
             ov = x @ w_v[:, cols] @ w_o[cols]
             logits = model.transformer.ln_f(ov) @ w_u.T
             top = logits.argmax(-1)
@@ -104,7 +99,7 @@ class LogitAttribution:
 
 @torch.no_grad()
 def logit_attribution(engine: AblationEngine) -> LogitAttribution:
-    runner = _runner(engine)
+    runner = engine.residual_runner("direct logit attribution")
     p = engine.prompts
     if p.metric != "logit_diff":
         raise KdmechError(f"direct logit attribution splits a logit difference; task {p.task!r} "
@@ -128,7 +123,7 @@ def logit_attribution(engine: AblationEngine) -> LogitAttribution:
         z = runner.z[l][rows, pos]
         w_o = block.attn.c_proj.weight
         for h in range(runner.n_heads):
-            cols = runner._head_slice(h)
+            cols = runner.head_slice(h)
             per_node[f"L{l}.H{h}"] = share(z[:, cols] @ w_o[cols])
         biases += share(block.attn.c_proj.bias.expand(len(p), -1))
         nxt = runner.resid_pre[l + 1] if l + 1 < runner.n_layers else runner.resid_final

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from kdmech.errors import KdmechError
 from kdmech.tasks import NumeralTask, check_same_tokenization
 from kdmech.tasks.filtering import accuracy_and_ld
+from kdmech.tasks.forms import ModelKind, prompt_form
 
 SHIFTS: dict[str, dict] = {
     "in-distribution": {},
@@ -38,11 +39,11 @@ class ShiftRow:
 
 def distribution_shift(teacher, student, teacher_tok, student_tok, per_type: int = 64,
                        seed: int = 7, shifts: dict[str, dict] = SHIFTS, progress=None,
-                       kind: str = "causal") -> list[ShiftRow]:
+                       kind: ModelKind = "causal") -> list[ShiftRow]:
     rows = []
     for name, settings in shifts.items():
         task = NumeralTask(per_type=per_type if "types" not in settings else per_type * 3 // 2,
-                           seed=seed, cloze=kind == "masked", renumber=False, **settings)
+                           seed=seed, cloze=prompt_form(kind).cloze, renumber=False, **settings)
         try:
             prompts = check_same_tokenization(teacher_tok, student_tok, task.prompts(), kind)
         except KdmechError as e:

@@ -8,18 +8,16 @@ from datasets import Dataset
 from torch.utils.data import DataLoader
 
 from kdmech.tasks import numerals
+from kdmech.tasks.forms import ModelKind, prompt_form
 
 
-def corpus_dataset(tokenizer, n: int, seed: int, kind: str = "causal") -> Dataset:
-    """`n` numeral sequences, right-padded to one length: after a BOS token for causal models,
-    between [CLS] and [SEP] for masked (BERT-style) ones."""
+def corpus_dataset(tokenizer, n: int, seed: int, kind: ModelKind = "causal") -> Dataset:
+    """`n` numeral sequences, right-padded to one length, each framed as the prompts of its
+    model kind are (`PromptForm.wrap`: after a BOS token for causal models, between [CLS] and
+    [SEP] for masked ones)."""
     texts = numerals.training_corpus(n, seed)
-    if kind == "masked":
-        wrap = lambda x: [tokenizer.cls_token_id, *x, tokenizer.sep_token_id]  # noqa: E731
-    else:
-        bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
-        wrap = lambda x: bos + x  # noqa: E731
-    ids = [wrap(tokenizer.encode(t, add_special_tokens=False)) for t in texts]
+    form = prompt_form(kind)
+    ids = [form.wrap(tokenizer, tokenizer.encode(t, add_special_tokens=False)) for t in texts]
     width = max(map(len, ids))
     pad = tokenizer.pad_token_id
     return Dataset.from_dict({
@@ -33,7 +31,7 @@ class CorpusDataModule(L.LightningDataModule):
     """Train and validation splits of the synthetic corpus (different seeds)."""
 
     def __init__(self, tokenizer, n_train: int = 20000, n_val: int = 500,
-                 batch_size: int = 64, seed: int = 0, kind: str = "causal"):
+                 batch_size: int = 64, seed: int = 0, kind: ModelKind = "causal"):
         super().__init__()
         self.tokenizer, self.n_train, self.n_val = tokenizer, n_train, n_val
         self.batch_size, self.seed, self.kind = batch_size, seed, kind

@@ -11,7 +11,7 @@ import torch
 from transformers import BertForMaskedLM
 
 from kdmech.errors import KdmechError
-from kdmech.models.capacity import (CapacitySpec, InitStrategy, _head_columns, copy_from_teacher,
+from kdmech.models.capacity import (CapacitySpec, InitStrategy, head_columns, copy_from_teacher,
                                     layer_map)
 
 
@@ -36,7 +36,7 @@ def build_bert_student(teacher: BertForMaskedLM, capacity: CapacitySpec,
         return student, prov
     d_s, dh_t = sc.hidden_size, tc.hidden_size // tc.num_attention_heads
     dh_s = d_s // sc.num_attention_heads
-    heads = _head_columns(tc.num_attention_heads, dh_t, sc.num_attention_heads, dh_s) if dh_s <= dh_t else None
+    heads = head_columns(tc.num_attention_heads, dh_t, sc.num_attention_heads, dh_s) if dh_s <= dh_t else None
     model_dim, mlp_dim = slice(0, d_s), slice(0, sc.intermediate_size)
 
     def index_for(name: str, ndim: int):

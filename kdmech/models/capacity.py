@@ -92,7 +92,7 @@ def _ranges(idx: torch.Tensor) -> list[list[int]]:
     return runs
 
 
-def _head_columns(n_head_t: int, d_head_t: int, n_head_s: int, d_head_s: int) -> torch.Tensor:
+def head_columns(n_head_t: int, d_head_t: int, n_head_s: int, d_head_s: int) -> torch.Tensor:
     """Teacher columns kept for the student's heads: head h keeps its first d_head_s dims."""
     return torch.cat([torch.arange(h * d_head_t, h * d_head_t + d_head_s) for h in range(n_head_s)])
 
@@ -142,7 +142,7 @@ def build_gpt2_student(teacher: GPT2LMHeadModel, capacity: CapacitySpec,
 
     d_t, d_s = tc.n_embd, sc.n_embd
     dh_t, dh_s = d_t // tc.n_head, d_s // sc.n_head
-    heads = _head_columns(tc.n_head, dh_t, sc.n_head, dh_s) if dh_s <= dh_t else None
+    heads = head_columns(tc.n_head, dh_t, sc.n_head, dh_s) if dh_s <= dh_t else None
     model_dim, mlp_dim = slice(0, d_s), slice(0, sc.n_inner)
     qkv = (torch.cat([heads + k * d_t for k in range(3)]) if heads is not None else None)
 

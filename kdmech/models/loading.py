@@ -12,12 +12,11 @@ import socket
 from pathlib import Path
 from urllib.parse import urlparse
 
-from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
+from transformers import AutoConfig, AutoTokenizer
 
 from kdmech.errors import KdmechError
+from kdmech.models.family import family_of, model_types
 
-CAUSAL_TYPES = {"gpt2"}
-MASKED_TYPES = {"bert", "distilbert"}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
@@ -74,13 +73,13 @@ def _load(name_or_path: str | Path, types: set[str], role: str):
     if config.model_type not in types:
         raise KdmechError(f"model {name_or_path!r} is a {config.model_type!r}; {role}teachers "
                           f"and students must be one of {sorted(types)}")
-    auto_cls = AutoModelForMaskedLM if config.model_type in MASKED_TYPES else AutoModelForCausalLM
+    family = family_of(config)
     try:
-        model = auto_cls.from_pretrained(name_or_path, attn_implementation="eager", local_files_only=local)
+        model = family.auto_model.from_pretrained(name_or_path, attn_implementation="eager", local_files_only=local)
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, local_files_only=local)
     except (OSError, ValueError) as e:
         raise KdmechError(f"cannot load model {name_or_path!r}: {_first_line(e)}") from None
-    return model, tokenizer, config.model_type
+    return family.convert(model), tokenizer
 
 
 def _first_line(e: Exception) -> str:
@@ -90,7 +89,7 @@ def _first_line(e: Exception) -> str:
 
 def load_causal_lm(name_or_path: str | Path):
     """(model in eval mode, tokenizer) for a GPT-2-family causal LM."""
-    model, tokenizer, _ = _load(name_or_path, CAUSAL_TYPES, "causal ")
+    model, tokenizer = _load(name_or_path, model_types("causal"), "causal ")
     return model.eval(), tokenizer
 
 
@@ -98,24 +97,17 @@ def load_masked_lm(name_or_path: str | Path):
     """(BertForMaskedLM in eval mode, tokenizer) for a BERT or DistilBERT masked LM.
     DistilBERT checkpoints are converted to BERT's layout (TransformerLens' bridge refuses
     DistilBERT; the conversion keeps the logits)."""
-    model, tokenizer, model_type = _load(name_or_path, MASKED_TYPES, "masked-LM ")
-    return _bert_layout(model, model_type).eval(), tokenizer
+    model, tokenizer = _load(name_or_path, model_types("masked"), "masked-LM ")
+    return model.eval(), tokenizer
 
 
 def load_lm(name_or_path: str | Path):
     """(model in eval mode, tokenizer, kind): a GPT-2 ("causal") or a BERT/DistilBERT
     ("masked", DistilBERT converted as in `load_masked_lm`), whichever the config names."""
-    model, tokenizer, model_type = _load(name_or_path, CAUSAL_TYPES | MASKED_TYPES, "")
-    model = _bert_layout(model, model_type).eval()
-    return model, tokenizer, model_kind(model)
-
-
-def _bert_layout(model, model_type: str):
-    from kdmech.models.distilbert import distilbert_to_bert
-
-    return distilbert_to_bert(model) if model_type == "distilbert" else model
+    model, tokenizer = _load(name_or_path, model_types(), "")
+    return model.eval(), tokenizer, model_kind(model)
 
 
 def model_kind(model) -> str:
-    """"masked" for BERT-family models, "causal" for GPT-2."""
-    return "masked" if model.config.model_type in MASKED_TYPES else "causal"
+    """The kind of the model's family: "masked" for BERT, "causal" for GPT-2."""
+    return family_of(model).kind

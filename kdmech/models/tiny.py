@@ -1,5 +1,5 @@
 """The tiny teachers kdmech trains offline on the synthetic tasks: a GPT-2 (causal LM) and a
-BERT (masked LM) of the same sizes."""
+BERT (masked LM) of the same sizes. `models.family.tiny_spec` picks one by family name."""
 
 from __future__ import annotations
 
@@ -62,13 +62,3 @@ class TinyBertSpec(TinySpec):
                             attention_probs_dropout_prob=0.0)
         return BertForMaskedLM(config)
 
-
-FAMILIES = ("gpt2", "bert")
-
-
-def tiny_spec(family: str, sizes: TinySpec) -> TinyGPT2Spec | TinyBertSpec:
-    """The tiny teacher of `family` with the sizes of `sizes`."""
-    if family not in FAMILIES:
-        raise KdmechError(f"family {family!r} is unknown; accepted: {list(FAMILIES)}")
-    cls = TinyBertSpec if family == "bert" else TinyGPT2Spec
-    return cls(sizes.n_layer, sizes.n_head, sizes.n_embd, sizes.n_positions)

@@ -14,13 +14,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import torch
 
 from kdmech.errors import KdmechError
-
-ModelKind = Literal["causal", "masked"]
+from kdmech.tasks.forms import ModelKind, prompt_form
 
 
 @dataclass(frozen=True)
@@ -155,16 +153,14 @@ def _encode_prompt(tokenizer, text: str, kind: ModelKind) -> list[int]:
     if tokenizer.unk_token_id is not None and tokenizer.unk_token_id in ids:
         raise KdmechError(f"prompt {text!r} has words outside the vocabulary of tokenizer "
                           f"{tokenizer.name_or_path!r}: {tokenizer.convert_ids_to_tokens(ids)}")
-    if kind == "causal":
-        # Causal models read from a BOS token, as TransformerLens does by default.
-        return ([tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []) + ids
-    return [tokenizer.cls_token_id, *ids, tokenizer.sep_token_id]
+    # causal models read from a BOS token, as TransformerLens does by default
+    return prompt_form(kind).wrap(tokenizer, ids)
 
 
 def tokenize_prompts(texts: PromptTexts, tokenizer, kind: ModelKind = "causal") -> PromptSet:
     """Tokenize and validate a task's prompts for one tokenizer (see module docstring)."""
     clean, corrupted, answers, wrongs, positions = [], [], [], [], []
-    length = None
+    length, form = None, prompt_form(kind)
     for c, r, a, w in zip(texts.clean, texts.corrupted, texts.answers, texts.wrong_answers):
         ci, ri = _encode_prompt(tokenizer, c, kind), _encode_prompt(tokenizer, r, kind)
         if len(ci) != len(ri):
@@ -175,13 +171,7 @@ def tokenize_prompts(texts: PromptTexts, tokenizer, kind: ModelKind = "causal") 
         if len(ci) != length and not texts.ragged:
             raise KdmechError(f"prompt {c!r} is {len(ci)} tokens but the set's prompts are "
                               f"{length}; every prompt of a set must have one length")
-        if kind == "masked":
-            if ci.count(tokenizer.mask_token_id) != 1:
-                raise KdmechError(f"masked prompt {c!r} must hold exactly one "
-                                  f"{tokenizer.mask_token!r}")
-            positions.append(ci.index(tokenizer.mask_token_id))
-        else:
-            positions.append(len(ci) - 1)
+        positions.append(form.read_position(tokenizer, ci, c))
         answers.append(_single_token(tokenizer, a, "answer", c))
         wrongs.append(_single_token(tokenizer, w, "wrong answer", c))
         clean.append(ci)
@@ -193,7 +183,7 @@ def tokenize_prompts(texts: PromptTexts, tokenizer, kind: ModelKind = "causal") 
     if texts.metric == "greater_than":
         year_ids = t([_single_token(tokenizer, f"{i:02d}", "year ending", texts.clean[0]) for i in range(100)])
         _check_years_split(tokenizer, texts, clean, corrupted, wrongs, positions, year_ids)
-    return PromptSet(texts, t(clean), t(corrupted), t(answers), t(wrongs), t(positions), kind, year_ids)
+    return PromptSet(texts, t(clean), t(corrupted), t(answers), t(wrongs), t(positions), form.kind, year_ids)
 
 
 def _check_years_split(tokenizer, texts: PromptTexts, clean, corrupted, wrongs, positions,
@@ -213,7 +203,7 @@ def _check_years_split(tokenizer, texts: PromptTexts, clean, corrupted, wrongs, 
 
 def _pad_right(texts: PromptTexts, tokenizer, kind: ModelKind, clean: list, corrupted: list):
     """Right-pad a ragged set's ids to its longest prompt (positions stay each prompt's own)."""
-    if kind != "causal" and len({len(ids) for ids in clean}) > 1:
+    if not prompt_form(kind).padding_hidden and len({len(ids) for ids in clean}) > 1:
         raise KdmechError(f"task {texts.task!r} has prompts of different lengths, which kdmech "
                           f"pads on the right; a masked LM (BERT) would attend to that padding, so "
                           f"this prompt set is for causal models only")

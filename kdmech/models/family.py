@@ -1,0 +1,161 @@
+"""Model families: what differs between GPT-2 and BERT, declared in one place.
+
+Every other module asks a family instead of testing a name: which Hugging Face model types
+load into it (DistilBERT is converted to BERT's layout), how its prompts are framed and read
+(`kdmech.tasks.forms`), how a student is built from a teacher, how training batches are
+masked, which class specifies a tiny teacher, how the TransformerLens bridge is driven, the
+fast ablation path the engine may take, and whether the residual stream is additive.
+
+That last one is a capability, declared rather than inferred from whether an optimisation
+exists: path patching (edges), direct logit attribution and OV probes send one component's
+write along one path to one final LayerNorm, which is only true of a pre-LayerNorm model. A
+family without it has them refused with its `residual_note` as the reason.
+
+Adding a family (say Llama):
+1. a student builder `build_<x>_student(teacher, capacity, init, seed) → (student,
+   provenance)` (see `models/capacity.py`) and a `TinySpec` subclass with `build(tokenizer,
+   seed)` (see `models/tiny.py`);
+2. a `ModelFamily(...)` in `FAMILIES` below, its capabilities declared honestly; its kind
+   ("causal" or "masked") picks the prompt form, a new way of reading prompts goes in
+   `tasks/forms.py`;
+3. nothing else is needed for node ablation and circuits: the engine uses the bridge
+   reference whenever `fast_path` is None. A fast path is optional, `(model, clean ids) →
+   runner or None`, exact against the reference (test it as tests/test_ablation_vs_hf.py
+   does); edges and residual probes run on it, so an additive family without one has them
+   refused with a message saying so;
+4. add the family to tests/test_family.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
+
+from kdmech.errors import KdmechError
+from kdmech.models.bert_student import build_bert_student
+from kdmech.models.capacity import build_gpt2_student
+from kdmech.models.distilbert import distilbert_to_bert
+from kdmech.models.tiny import TinyBertSpec, TinyGPT2Spec, TinySpec
+from kdmech.tasks.forms import ModelKind, PromptForm, prompt_form
+
+
+@dataclass(frozen=True)
+class ModelFamily:
+    name: str
+    kind: ModelKind
+    """How its prompts are framed and read (`tasks.forms.FORMS`)."""
+    model_types: tuple[str, ...]
+    """Hugging Face `config.model_type`s that load into this family."""
+    auto_model: type
+    """The transformers Auto class that loads its checkpoints."""
+    additive_residual: bool
+    """Every block adds its writes to one residual stream read through one final LayerNorm:
+    path patching (edges), direct logit attribution and OV probes are valid."""
+    residual_note: str
+    """What the residual stream is, in a few words (the reason when probes are refused)."""
+    build_student: Callable
+    """(teacher, CapacitySpec, init, seed=) → (student, provenance)."""
+    tiny_teacher: type[TinySpec]
+    """The spec class of this family's tiny teacher."""
+    bridge_attention_mask: bool = False
+    """The TransformerLens bridge matches Hugging Face only when the attention mask is passed."""
+    start_at_layer: bool = True
+    """A bridge forward may start at a block and read the answer through ln_final and the
+    unembedding (TransformerLens' start_at_layer); otherwise every ablation set is one full
+    forward (the reference)."""
+    masker: Callable | None = None
+    """(tokenizer, vocab_size, seed) → a callable corrupting training batches (masked LMs)."""
+    fast_path: Callable | None = None
+    """(model, clean ids) → a faster ablation runner, or None when the model's config is
+    outside it; the engine falls back to the bridge reference."""
+    converts: dict[str, Callable] = field(default_factory=dict, compare=False, hash=False)
+    """model_type → conversion into this family's own layout, applied on load."""
+
+    @property
+    def form(self) -> PromptForm:
+        return prompt_form(self.kind)
+
+    @property
+    def cloze(self) -> bool:
+        """Its tasks take the cloze form (the answer is a [MASK] slot)."""
+        return self.form.cloze
+
+    def convert(self, model):
+        """`model` in this family's own layout (DistilBERT → BERT), else itself."""
+        convert = self.converts.get(model.config.model_type)
+        return convert(model) if convert else model
+
+    def make_masker(self, tokenizer, vocab_size: int, seed: int = 0):
+        """The training-batch masker of a masked LM; None for a causal one."""
+        return self.masker(tokenizer, vocab_size, seed) if self.masker else None
+
+    def fast_ablation(self, model, clean):
+        """This family's fast ablation runner over `model` and the clean ids, or None."""
+        return self.fast_path(model, clean) if self.fast_path else None
+
+    def refusal(self, what: str) -> str:
+        """Why `what`, which reads the residual stream as a sum of writes, is refused here."""
+        return (f"{what} refused for the {self.name} family: it assumes an additive residual "
+                f"stream read through one final LayerNorm, and {self.name} has {self.residual_note}; "
+                f"refused rather than computed wrongly")
+
+    def require_additive_residual(self, what: str) -> None:
+        if not self.additive_residual:
+            raise KdmechError(self.refusal(what))
+
+
+def _gpt2_fast_path(model, clean):
+    from kdmech.analysis import gpt2_runner  # analysis sits above models
+
+    return gpt2_runner.GPT2Runner(model, clean) if gpt2_runner.supported(model) else None
+
+
+def _bert_masker(tokenizer, vocab_size: int, seed: int):
+    from kdmech.distill.masking import BertMasker  # distill sits above models
+
+    return BertMasker(tokenizer, vocab_size, seed)
+
+
+FAMILIES: dict[str, ModelFamily] = {
+    "gpt2": ModelFamily(
+        "gpt2", "causal", ("gpt2",), AutoModelForCausalLM, additive_residual=True,
+        residual_note="pre-LayerNorm blocks: each adds its writes to the residual stream",
+        build_student=build_gpt2_student, tiny_teacher=TinyGPT2Spec, fast_path=_gpt2_fast_path),
+    "bert": ModelFamily(
+        "bert", "masked", ("bert", "distilbert"), AutoModelForMaskedLM, additive_residual=False,
+        residual_note="post-LayerNorm blocks: each block's LayerNorm renormalises the sum of "
+                      "every path, so no write stays separate",
+        build_student=build_bert_student, tiny_teacher=TinyBertSpec,
+        bridge_attention_mask=True, start_at_layer=False, masker=_bert_masker,
+        converts={"distilbert": distilbert_to_bert}),
+}
+
+
+def get_family(name: str) -> ModelFamily:
+    if name not in FAMILIES:
+        raise KdmechError(f"family {name!r} is unknown; accepted: {list(FAMILIES)}")
+    return FAMILIES[name]
+
+
+def model_types(kind: ModelKind | None = None) -> set[str]:
+    """The model_types of every family (of one kind)."""
+    return {t for f in FAMILIES.values() if kind in (None, f.kind) for t in f.model_types}
+
+
+def family_of(model_or_config) -> ModelFamily:
+    """The family of a Hugging Face model or config, by its model_type."""
+    config = getattr(model_or_config, "config", model_or_config)
+    model_type = getattr(config, "model_type", None)
+    for family in FAMILIES.values():
+        if model_type in family.model_types:
+            return family
+    raise KdmechError(f"model type {model_type!r} belongs to no model family; accepted: "
+                      f"{sorted(model_types())}")
+
+
+def tiny_spec(family: str, sizes: TinySpec) -> TinySpec:
+    """The tiny teacher of `family` with the sizes of `sizes`."""
+    cls = get_family(family).tiny_teacher
+    return cls(sizes.n_layer, sizes.n_head, sizes.n_embd, sizes.n_positions)
