@@ -1,4 +1,4 @@
-"""Circuit discovery (SPEC §5).
+"""Circuit discovery (docs/method.md §5).
 
 Node pruning, greedy and stateful: the candidate circuit starts as the whole model and every
 node outside it is ablated at once. A node is removed if the circuit without it still keeps
@@ -39,6 +39,8 @@ from kdmech.analysis.nodes import Node
 from kdmech.errors import KdmechError
 
 THRESHOLDS = (0.10, 0.15, 0.20, 0.25, 0.30)
+REFERENCE_THRESHOLD = 0.20
+"""T of the circuit read at checkpoints, in the timeline and in every report."""
 EDGES = "edge pruning (path patching)"
 
 

@@ -1,4 +1,4 @@
-"""The fast ablation engine: exact LDs for many ablation sets (SPEC §3).
+"""The fast ablation engine: exact LDs for many ablation sets (docs/method.md §3).
 
 `ablated_logit_diff` in `ablation.py` is the plain reference: one full forward per ablation
 set, full-vocabulary logits. The engine gives the same numbers faster:

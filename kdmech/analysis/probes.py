@@ -1,4 +1,4 @@
-"""Mechanism probes (SPEC §10), for pre-LayerNorm GPT-2 models.
+"""Mechanism probes (docs/method.md §10), for pre-LayerNorm GPT-2 models.
 
 - Similar-member detection: attention from the prediction token to earlier sequence members,
   per head. Members are the positions where clean and corrupted prompts differ (the items the

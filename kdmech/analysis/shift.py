@@ -1,4 +1,4 @@
-"""Distribution shift (SPEC §2, last item): how teacher and student cope with numeral prompts
+"""Distribution shift (docs/method.md §2.7): how teacher and student cope with numeral prompts
 unlike their training data — longer sequences, values outside the trained range, other
 formats, unseen templates. Each shift reports LD and top-1 for both models; a shift whose
 prompts do not tokenize for these models is reported with the reason, never dropped silently.

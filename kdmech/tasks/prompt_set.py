@@ -1,4 +1,4 @@
-"""The prompt-set type every analysis consumes (SPEC §2).
+"""The prompt-set type every analysis consumes (docs/method.md §2.1).
 
 A prompt set is text first (what a task generates) and token ids second (what a model sees).
 `tokenize_prompts` turns the text into ids for one tokenizer and enforces the task contract:
