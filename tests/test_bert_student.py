@@ -75,7 +75,7 @@ def test_masked_distillation_terms_match_a_hand_computation(bert_teacher, tokeni
 
     student, prov = build_bert_student(bert_teacher, CapacitySpec(depth=0.5))
     special = [tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id]
-    module = DistillationModule(bert_teacher, student, [0, 3],
+    module = DistillationModule(bert_teacher, {"s": student}, {"s": [0, 3]},
                                 masker=BertMasker(tokenizer, len(tokenizer), seed=5))
     ids = torch.randint(10, 200, (4, 12))
     ids[:, 0], ids[:, -1] = tokenizer.cls_token_id, tokenizer.sep_token_id
@@ -116,18 +116,17 @@ def test_masked_corpus_is_wrapped_in_cls_and_sep(tokenizer):
 
 def test_shared_teacher_module_masks_once_for_all_bert_students(bert_teacher, tokenizer):
     from kdmech.distill import BertMasker, DistillationModule
-    from kdmech.distill.shared import SharedTeacherModule
 
     a, _ = build_bert_student(bert_teacher, CapacitySpec(depth=0.5))
     b, _ = build_bert_student(bert_teacher, CapacitySpec(depth=0.25))
     masker = lambda: BertMasker(tokenizer, len(tokenizer), seed=9)  # noqa: E731
-    shared = SharedTeacherModule(bert_teacher, {"a": a, "b": b}, {"a": [0, 3], "b": [3]}, masker=masker())
+    shared = DistillationModule(bert_teacher, {"a": a, "b": b}, {"a": [0, 3], "b": [3]}, masker=masker())
     shared.log_dict = shared.log = lambda *args, **kw: None  # no trainer attached
     ids = torch.randint(10, 200, (4, 12))
     ids[:, 0], ids[:, -1] = tokenizer.cls_token_id, tokenizer.sep_token_id
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
     total = shared.training_step(batch, 0)
     # each student alone, with a masker drawing the same corruption
-    alone = [DistillationModule(bert_teacher, s, m, masker=masker()).losses(batch)["loss"]
+    alone = [DistillationModule(bert_teacher, {"s": s}, {"s": m}, masker=masker()).losses(batch)["loss"]
              for s, m in ((a, [0, 3]), (b, [3]))]
     assert torch.allclose(total, alone[0] + alone[1], atol=1e-5)

@@ -4,6 +4,7 @@ contents, resuming, and DDP on two CPU processes."""
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -143,3 +144,40 @@ def test_distill_shared_writes_the_contract_for_every_student(trained_teacher, t
         assert (tmp_path / "analysis" / r.name / "step_20.json").exists()
     ckpt = torch.load(tmp_path / "checkpoints" / "shared" / "last.ckpt", weights_only=False)
     assert not any(k.startswith("teacher.") for k in ckpt["state_dict"])
+
+
+def test_distill_shared_with_one_capacity_is_distill(trained_teacher, tmp_path):
+    """One core: distill-shared with one capacity trains bit-identical weights to distill (same
+    seed and steps), keeps its checkpoint under checkpoints/shared and resumes from it, W&B run
+    included."""
+    from kdmech.commands.distil_shared import distill_shared
+
+    teacher, _ = trained_teacher
+    off = AnalysisSchedule(enabled=False, filter_prompts=False, every_n_steps=4)  # checkpoints every 4
+    capacity = CapacitySpec(depth=0.5, width=0.5, heads=0.5)  # a projection is trained too
+    training = DistillTraining(steps=12, batch_size=8, n_train=128, warmup_steps=4, seed=3)
+    alone = distill(str(teacher), tmp_path / "alone", capacity, training=training, analysis=off,
+                    wandb="disabled", progress=False)
+    kw = dict(analysis=off, wandb="offline", progress=False)
+    (shared,) = distill_shared(str(teacher), tmp_path / "shared", [capacity], training=training, **kw)
+    assert alone.name == shared.name == capacity.name
+
+    def weights(run):
+        return load_causal_lm(tmp_path / run / "students" / capacity.name)[0].state_dict()
+
+    sa, sb = weights("alone"), weights("shared")
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    ca = torch.load(tmp_path / "alone" / "checkpoints" / capacity.name / "last.ckpt", weights_only=False)
+    cb = torch.load(tmp_path / "shared" / "checkpoints" / "shared" / "last.ckpt", weights_only=False)
+    assert ca["global_step"] == cb["global_step"] == 12
+    assert ca["state_dict"].keys() == cb["state_dict"].keys()
+    assert all(torch.equal(ca["state_dict"][k], cb["state_dict"][k]) for k in ca["state_dict"])
+    # Resumed at its last step with another seed: nothing more to train, so the weights are the
+    # checkpoint's (a fresh start would draw other batches), and the W&B run is the same one.
+    distill_shared(str(teacher), tmp_path / "shared", [capacity], resume=True,
+                   training=replace(training, seed=4), **kw)
+    sc = weights("shared")
+    assert all(torch.equal(sb[k], sc[k]) for k in sb)
+    run_id = (tmp_path / "shared" / "checkpoints" / "shared" / "wandb_run_id").read_text().strip()
+    runs = sorted((tmp_path / "shared" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2 and all(r.name.endswith(run_id) for r in runs)

@@ -1,23 +1,27 @@
-"""`kdmech distill`: one student at one capacity, analysed at checkpoints.
+"""`kdmech distill`: one student at one capacity, analysed at checkpoints — and the core it
+shares with `kdmech distill-shared` (`distill_students`: one or many students, one teacher
+forward pass per batch; `distill` is that core with one capacity).
 
 Writes, under the run folder `out`:
   students/<name>/              save_pretrained student + tokenizer + provenance.json
-  students/<name>/checkpoints/  Lightning checkpoints (last.ckpt resumes with --resume)
+  checkpoints/<run>/            Lightning checkpoints (last.ckpt resumes with --resume) and
+                                the W&B run id; <run> is the student's name (distill) or shared
   analysis/<name>/step_<N>.json one PairAnalysis per checkpoint, plus prompts.json
-  wandb/offline-run-*           the W&B run (group = capacity)
+  wandb/offline-run-*           the W&B run (group = capacity, or shared)
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from kdmech.analysis import AblationKind
+from kdmech.analysis.matching import resolve_mlp_method
+from kdmech.analysis.options import AnalysisSchedule
 from kdmech.analysis.presets import get_preset
 from kdmech.callbacks import CircuitAnalysisCallback
 from kdmech.commands.common import atomic_dir, quiet_lightning, trainer
@@ -25,6 +29,7 @@ from kdmech.distill import BertMasker, CorpusDataModule, DistillationModule, Los
 from kdmech.errors import KdmechError
 from kdmech.models import CapacitySpec, build_student, load_lm
 from kdmech.models.capacity import InitStrategy
+from kdmech.run_layout import RunLayout
 from kdmech.tasks import check_same_tokenization, get_task
 from kdmech.tasks.filtering import accuracy_and_ld, competent_prompts
 from kdmech.tracking import WandbMode, finish, make_logger
@@ -40,54 +45,6 @@ class DistillTraining:
     warmup_steps: int = 50
     n_train: int = 20000
     seed: int = 0
-
-
-@dataclass(frozen=True)
-class AnalysisSchedule:
-    """What the checkpoint analysis computes and how often."""
-
-    every_n_steps: int = 200
-    """Analyse every N optimizer steps (also before training and at the end); 0 = only those."""
-    circuit_every_n_steps: int = 0
-    """Circuits (with edges) and probes every N steps; 0 = only at the end."""
-    circuits: bool = True
-    """Discover circuits at all (at the end and on `circuit_every_n_steps`)."""
-    enabled: bool = True
-    """Run checkpoint analyses at all (off: plain distillation, e.g. for timing)."""
-    task: str = "numerals"
-    per_type: int = 128
-    """Prompts per prompt type."""
-    ablation: str = "mean"
-    """mean, zero or resample."""
-    filter_prompts: bool = True
-    """Keep only prompts the teacher gets right with p(correct) > 2·p(wrong)."""
-    min_teacher_top1: float = 0.9
-    """Competence gate: refuse to analyse a teacher whose top-1 on the task is below this."""
-    min_prompts: int = 64
-    """Competence gate: refuse when fewer prompts than this survive the teacher filter."""
-    allow_weak_teacher: bool = False
-    """Analyse a teacher that fails the gate anyway; every output is marked teacher_weak."""
-    matching_direction: str = "student_to_teacher"
-    mlp_similarity: str = "auto"
-    normalisation: str = "sum"
-    preset: str = "kdmech"
-    """kdmech, or authors: the paper authors' conventions where they differ (A from
-    zero-ablation influence, their MLP similarity, IOI over Wang et al.'s templates, N = 100);
-    see kdmech.analysis.presets."""
-
-    def compare_options(self) -> dict:
-        """The keyword arguments of every checkpoint's `compare`."""
-        return {"direction": self.matching_direction, "mlp_method": self.mlp_similarity,
-                "normalisation": self.normalisation}
-
-    def __post_init__(self):
-        # The preset's MLP similarity replaces "auto" (and is recorded); a clash is an error.
-        object.__setattr__(self, "mlp_similarity", get_preset(self.preset).mlp_method(self.mlp_similarity))
-        kinds = [k.value for k in AblationKind]
-        if self.ablation not in kinds:
-            raise KdmechError(f"ablation {self.ablation!r} is unknown; accepted: {kinds}")
-        if self.every_n_steps < 0:
-            raise KdmechError(f"every_n_steps must be ≥ 0, got {self.every_n_steps}")
 
 
 @dataclass(frozen=True)
@@ -141,55 +98,83 @@ def distill(teacher: str, out: Path, capacity: CapacitySpec = CapacitySpec(),
         analysis: Checkpoint analysis settings.
         strategy: Lightning strategy (auto, ddp, ddp_spawn, fsdp, ...).
         devices: Number of devices (CPU processes on this machine).
-        resume: Continue from students/<name>/checkpoints/last.ckpt if it exists.
+        resume: Continue from checkpoints/<name>/last.ckpt if it exists (and its W&B run).
         wandb: W&B mode: auto (offline unless a key is configured), online, offline, disabled.
         progress: Show the progress bar.
         group: W&B group (default: the capacity's name; sweeps group by sweep, then capacity).
         accelerator: Lightning accelerator: auto (GPUs when present), cpu, gpu.
         num_nodes: Machines taking part (multi-node DDP/FSDP; launch one process per node).
     """
+    results = distill_students(teacher, out, [capacity], [name or capacity.name], init=init, loss=loss,
+                               training=training, analysis=analysis, strategy=strategy, devices=devices,
+                               resume=resume, wandb=wandb, progress=progress, group=group,
+                               accelerator=accelerator, num_nodes=num_nodes)
+    return results[0] if results else None  # None on the other ranks of a distributed run
+
+
+def distill_students(teacher: str, out: Path, capacities: list[CapacitySpec],
+                     names: list[str] | None = None, run: str | None = None,
+                     init: InitStrategy = "every_k", loss: LossWeights = LossWeights(),
+                     training: DistillTraining = DistillTraining(),
+                     analysis: AnalysisSchedule = AnalysisSchedule(), strategy: str = "auto",
+                     devices: int = 1, resume: bool = False, wandb: WandbMode = "auto",
+                     progress: bool = True, group: str | None = None, accelerator: str = "auto",
+                     num_nodes: int = 1) -> list[StudentResult]:
+    """Distil one student per capacity against one teacher forward pass per batch, analyse
+    each at checkpoints; the results in the order of `capacities` ([] on ranks other than 0).
+
+    `names` default to the capacities' names and must differ; `run` (default: the student's
+    name with one student, else "shared") names checkpoints/<run>/ and the W&B run. An `auto`
+    MLP similarity is resolved once for all students (cka if any width ratio is below 1). The
+    W&B group defaults to the capacity's name with one student, else to `run`; with several
+    students every logged key carries the student's name. Other arguments: as in `distill`.
+    """
     quiet_lightning()
-    start = time.perf_counter()
-    out = Path(out)
-    name = name or capacity.name
+    start, layout = time.perf_counter(), RunLayout(out)
+    names = list(names or [c.name for c in capacities])
+    if not capacities or len(names) != len(capacities) or len(set(names)) != len(names):
+        raise KdmechError(f"one distinct name per capacity is needed, got {names} for "
+                          f"{[c.name for c in capacities]}")
+    run = run or (names[0] if len(names) == 1 else "shared")
+    # one MLP method for every student (docs/method.md §7.2)
+    analysis = replace(analysis, mlp_similarity=resolve_mlp_method(
+        analysis.mlp_similarity, [c.width for c in capacities]))
     teacher_model, tokenizer, kind = load_lm(teacher)
     L.seed_everything(training.seed, verbose=False)
-    student, provenance = build_student(teacher_model, capacity, init, seed=training.seed)
+    built = {n: build_student(teacher_model, c, init, seed=training.seed) for n, c in zip(names, capacities)}
     prompts, competence = (analysis_prompts(teacher_model, tokenizer, analysis, kind)
                            if analysis.enabled else (None, None))
-    student_dir, analysis_dir = out / "students" / name, out / "analysis" / name
-    ckpt_dir = out / "checkpoints" / name
+    # One corruption per batch for the teacher and every student, so drawn from the teacher's
+    # vocabulary (the students share it: they are built from the teacher's config).
+    masker = BertMasker(tokenizer, teacher_model.config.vocab_size, training.seed) if kind == "masked" else None
+    module = DistillationModule(teacher_model, {n: s for n, (s, _) in built.items()},
+                                {n: list(p["layer_map"].values()) for n, (_, p) in built.items()},
+                                loss, training.lr, training.warmup_steps, masker)
+    analyses = analysis_callbacks(teacher_model, tokenizer, prompts, competence, analysis, layout, names)
+    ckpt_dir, run_id_file = layout.checkpoints(run), layout.wandb_run_id(run)
     last = ckpt_dir / "last.ckpt"
     ckpt_path = str(last) if resume and last.exists() else None
-    run_id_file = ckpt_dir / "wandb_run_id"
-    run_id = run_id_file.read_text().strip() if ckpt_path and run_id_file.exists() else None
-
-    masker = BertMasker(tokenizer, student.config.vocab_size, training.seed) if kind == "masked" else None
-    module = DistillationModule(teacher_model, student, [int(v) for v in provenance["layer_map"].values()],
-                                loss, training.lr, training.warmup_steps, masker)
-    callback = CircuitAnalysisCallback(
-        teacher_model, tokenizer, prompts, analysis_dir, analysis.every_n_steps, analysis.ablation,
-        analysis.compare_options(), analysis.circuit_every_n_steps,
-        circuits=analysis.circuits, preset=analysis.preset,
-        teacher_competence=competence.to_json() if competence else None)
+    logger = make_logger(
+        layout.wandb, name=run if names == [run] else f"{run}-" + "+".join(names),
+        group=group or (capacities[0].name if len(names) == 1 else run),
+        job_type=capacities[0].name if len(names) == 1 else None, mode=wandb,
+        run_id=run_id_file.read_text().strip() if ckpt_path and run_id_file.exists() else None,
+        config={"teacher": teacher, **_capacity_config(capacities, names), "init": init,
+                "loss": asdict(loss), "training": asdict(training), "analysis": asdict(analysis)})
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0,
                                  every_n_train_steps=max(1, analysis.every_n_steps or 100))
-    logger = make_logger(out, name=name, group=group or capacity.name, job_type=capacity.name,
-                         mode=wandb, run_id=run_id,
-                         config={"teacher": teacher, "capacity": asdict(capacity), "init": init,
-                                 "loss": asdict(loss), "training": asdict(training),
-                                 "analysis": asdict(analysis)})
     data = CorpusDataModule(tokenizer, training.n_train, 500, training.batch_size, training.seed, kind)
-    fit = trainer(training.steps, logger, [callback, checkpoint] if analysis.enabled else [checkpoint],
-                  strategy, devices, default_root_dir=out, progress=progress, val_every=None,
+    fit = trainer(training.steps, logger, [*analyses, checkpoint], strategy, devices,
+                  default_root_dir=layout.root, progress=progress, val_every=None,
                   accelerator=accelerator, num_nodes=num_nodes)
     try:
         if fit.is_global_zero:
             if fit.world_size > 1:
                 print(f"distributed: {fit.world_size} processes, strategy {strategy}")
             if prompts is not None:
-                analysis_dir.mkdir(parents=True, exist_ok=True)
-                prompts.save(analysis_dir / "prompts.json")
+                for n in names:
+                    layout.analysis(n).mkdir(parents=True, exist_ok=True)
+                    prompts.save(layout.prompts_json(n))
             if logger is not None:
                 ckpt_dir.mkdir(parents=True, exist_ok=True)
                 run_id_file.write_text(logger.experiment.id)
@@ -197,9 +182,31 @@ def distill(teacher: str, out: Path, capacity: CapacitySpec = CapacitySpec(),
     finally:
         finish()
     if not fit.is_global_zero:
-        return None
-    return save_student(name, student, provenance, tokenizer, teacher_model, prompts,
-                        callback.results if analysis.enabled else [], student_dir, start)
+        return []
+    return [save_student(n, student, prov, tokenizer, teacher_model, prompts,
+                         analyses[i].results if analyses else [], layout.student(n), start)
+            for i, (n, (student, prov)) in enumerate(built.items())]
+
+
+def analysis_callbacks(teacher_model, tokenizer, prompts, competence, analysis: AnalysisSchedule,
+                       layout: RunLayout, names: list[str]) -> list[CircuitAnalysisCallback]:
+    """One checkpoint analysis per student (none when analysis is disabled), into
+    analysis/<name>; the teacher is profiled once for all of them (one `teacher_side`). With
+    several students each finds its own by name and prefixes its W&B keys with it."""
+    if not analysis.enabled:
+        return []
+    teacher_side = {}
+    return [CircuitAnalysisCallback(
+        teacher_model, tokenizer, prompts, layout, n, analysis, teacher_side=teacher_side,
+        teacher_competence=competence.to_json() if competence else None,
+        prefix=f"{n}/" if len(names) > 1 else "") for n in names]
+
+
+def _capacity_config(capacities: list[CapacitySpec], names: list[str]) -> dict:
+    """The W&B config's record of the students (capacity.* for one, as sweeps read it)."""
+    if len(capacities) == 1:
+        return {"capacity": asdict(capacities[0])}
+    return {"capacities": [asdict(c) for c in capacities], "names": names}
 
 
 def save_student(name, student, provenance, tokenizer, teacher_model, prompts, results,

@@ -1,9 +1,10 @@
-"""Distillation of one student from a frozen teacher (SPEC §11).
+"""Distillation of one or several students from one frozen teacher (docs/method.md §11.1).
 
-Causal LMs: KL and CE (next token) at every real position. Masked LMs: the batch is corrupted
-once by a `BertMasker` (15%, 80/10/10), teacher and student read the same corrupted tokens,
-and KL and the MLM CE are taken at the masked positions; the hidden cosine is at every real
-token in both cases."""
+The teacher reads each batch once, however many students learn from it. Causal LMs: KL and CE
+(next token) at every real position. Masked LMs: the batch is corrupted once by a `BertMasker`
+(15%, 80/10/10), the teacher and every student read the same corrupted tokens, and KL and the
+MLM CE are taken at the masked positions; the hidden cosine is at every real token in both
+cases."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ import lightning as L
 import torch
 
 from kdmech.distill.lm_module import adamw_with_warmup
-from kdmech.distill.masking import BertMasker
 from kdmech.distill.losses import LossWeights, causal_lm_ce, hidden_cosine, kd_kl, masked_lm_ce
+from kdmech.distill.masking import BertMasker
+from kdmech.errors import KdmechError
 
 
 def teacher_outputs(teacher, batch):
@@ -45,56 +47,129 @@ def distillation_terms(student, t, batch, layer_map: list[int], w: LossWeights,
     return out
 
 
-class DistillationModule(L.LightningModule):
-    """Trains `student` against a frozen `teacher`.
+def module_keys(names) -> dict[str, str]:
+    """Student name → its key in the module's ModuleDicts (keys may not hold dots; student
+    names such as d0.5-w1-h1 do)."""
+    keys = {name: name.replace(".", "_") for name in names}
+    if len(set(keys.values())) != len(keys):
+        raise KdmechError(f"student names {list(keys)} collide once dots become underscores")
+    return keys
 
-    The teacher is in eval mode, has no gradients, is not in the optimizer and is left out
-    of checkpoints (it is reloaded from its own folder). `layer_map[i]` is the teacher layer
-    whose output student layer i is pulled towards by the cosine term; a learned projection
-    bridges a narrower student (it is trained with the student and saved in checkpoints).
-    With a `masker` (BERT students) every batch is corrupted once before both forwards.
-    """
+
+class DistillationModule(L.LightningModule):
+    """Trains every student of `students` (name → model; one student is the one-entry case)
+    against a frozen `teacher` whose logits and hidden states are computed once per batch.
+
+    The teacher is in eval mode, has no gradients, is not in the optimizer and is left out of
+    checkpoints (it is reloaded from its own folder). `layer_maps[name][i]` is the teacher
+    layer whose output layer i of student `name` is pulled towards by the cosine term; a
+    learned projection per narrower student bridges the widths (trained with it, saved in
+    checkpoints). The students' losses are summed: they share no parameters, so each gets
+    exactly the gradient it would get alone. With a `masker` (BERT students) every batch is
+    corrupted once, before the teacher's and every student's forward.
+
+    Logged keys: train/kl, train/ce, train/cos, train/loss for one student; with several,
+    train/<name>/<term> per student and train/loss for the sum (val/ likewise)."""
 
     strict_loading = False  # checkpoints hold no teacher weights
 
-    def __init__(self, teacher, student, layer_map: list[int],
+    def __init__(self, teacher, students: dict, layer_maps: dict[str, list[int]],
                  weights: LossWeights = LossWeights(), lr: float = 1e-3, warmup_steps: int = 50,
                  masker: BertMasker | None = None):
         super().__init__()
-        self.teacher, self.student, self.masker = teacher, student, masker
+        if not students or set(students) != set(layer_maps):
+            raise KdmechError(f"one layer map per student: students {list(students)}, "
+                              f"layer maps {list(layer_maps)}")
+        self.teacher, self.masker = teacher, masker
         self.teacher.eval().requires_grad_(False)
-        self.layer_map, self.weights = list(layer_map), weights
-        self.lr, self.warmup_steps = lr, warmup_steps
-        d_s, d_t = student.config.hidden_size, teacher.config.hidden_size
-        self.projection = torch.nn.Linear(d_s, d_t, bias=False) if d_s != d_t else None
+        self.keys = module_keys(students)
+        self.students = torch.nn.ModuleDict({self.keys[n]: s for n, s in students.items()})
+        d_t = teacher.config.hidden_size
+        self.projections = torch.nn.ModuleDict({
+            self.keys[n]: torch.nn.Linear(s.config.hidden_size, d_t, bias=False)
+            for n, s in students.items() if s.config.hidden_size != d_t})
+        self.layer_maps = {n: [int(j) for j in m] for n, m in layer_maps.items()}
+        self.weights, self.lr, self.warmup_steps = weights, lr, warmup_steps
+
+    # --- the students ------------------------------------------------------------------------
+    def student_named(self, name: str):
+        return self.students[self.keys[name]]
+
+    def projection_named(self, name: str):
+        return self.projections[self.keys[name]] if self.keys[name] in self.projections else None
+
+    @property
+    def student(self):
+        """The student of a one-student module."""
+        return self.student_named(self._only())
+
+    @property
+    def projection(self):
+        """The projection of a one-student module (None when it is as wide as the teacher)."""
+        return self.projection_named(self._only())
+
+    def _only(self) -> str:
+        if len(self.keys) != 1:
+            raise KdmechError(f"this module trains {len(self.keys)} students; use student_named")
+        return next(iter(self.keys))
 
     def train(self, mode: bool = True):
         super().train(mode)
         self.teacher.eval()  # dropout and friends stay off in the teacher
         return self
 
+    # --- training ----------------------------------------------------------------------------
     def losses(self, batch) -> dict[str, torch.Tensor]:
-        if self.masker is not None:
+        """One student: its terms (kl, ce, cos, loss). Several: <name>/<term> for each and
+        loss, the sum of their losses."""
+        if self.masker is not None:  # one corruption for the teacher and every student
             batch = self.masker(batch)
         with torch.no_grad():
             t = teacher_outputs(self.teacher, batch)
-        return distillation_terms(self.student, t, batch, self.layer_map, self.weights, self.projection)
+        per_student = {name: distillation_terms(self.student_named(name), t, batch, self.layer_maps[name],
+                                                self.weights, self.projection_named(name))
+                       for name in self.keys}
+        if len(per_student) == 1:
+            return next(iter(per_student.values()))
+        out = {f"{name}/{k}": v for name, terms in per_student.items() for k, v in terms.items()}
+        out["loss"] = sum(terms["loss"] for terms in per_student.values())
+        return out
+
+    def _log_terms(self, stage: str, terms: dict, **kw) -> None:
+        one = len(self.keys) == 1
+        self.log_dict({f"{stage}/{k}": v for k, v in terms.items() if one or k != "loss"}, prog_bar=one, **kw)
+        if not one:
+            self.log(f"{stage}/loss", terms["loss"], prog_bar=True, **kw)
 
     def training_step(self, batch, batch_idx):
         terms = self.losses(batch)
-        self.log_dict({f"train/{k}": v for k, v in terms.items()}, prog_bar=True)
+        self._log_terms("train", terms)
         return terms["loss"]
 
     def validation_step(self, batch, batch_idx):
-        terms = self.losses(batch)
-        self.log_dict({f"val/{k}": v for k, v in terms.items()}, sync_dist=True)
+        self._log_terms("val", self.losses(batch), sync_dist=True)
 
     def configure_optimizers(self):
-        params = list(self.student.parameters())
-        if self.projection is not None:
-            params += list(self.projection.parameters())
-        return adamw_with_warmup(params, self.lr, self.warmup_steps)
+        # students' parameters, then the projections (the order of older checkpoints)
+        return adamw_with_warmup([p for n, p in self.named_parameters() if not n.startswith("teacher.")],
+                                 self.lr, self.warmup_steps)
 
+    # --- checkpoints -------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items()
                                     if not k.startswith("teacher.")}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Reads older one-student checkpoints (`student.*`, `projection.*`) too, and refuses a
+        checkpoint that lacks any student weight (loading is not strict: no teacher in it)."""
+        state = checkpoint["state_dict"]
+        if len(self.keys) == 1 and any(k.startswith("student.") for k in state):
+            key = next(iter(self.keys.values()))
+            renamed = {"student.": f"students.{key}.", "projection.": f"projections.{key}."}
+            checkpoint["state_dict"] = state = {
+                next((new + k[len(old):] for old, new in renamed.items() if k.startswith(old)), k): v
+                for k, v in state.items()}
+        missing = [k for k in self.state_dict() if not k.startswith("teacher.") and k not in state]
+        if missing:
+            raise KdmechError(f"the checkpoint does not hold these students' weights ({len(missing)} "
+                              f"tensors missing, e.g. {missing[0]}); resume with the same students")
