@@ -25,9 +25,9 @@ from kdmech.analysis.options import AnalysisSchedule
 from kdmech.analysis.presets import get_preset
 from kdmech.callbacks import CircuitAnalysisCallback
 from kdmech.commands.common import atomic_dir, quiet_lightning, trainer
-from kdmech.distill import BertMasker, CorpusDataModule, DistillationModule, LossWeights
+from kdmech.distill import CorpusDataModule, DistillationModule, LossWeights
 from kdmech.errors import KdmechError
-from kdmech.models import CapacitySpec, build_student, load_lm
+from kdmech.models import CapacitySpec, build_student, family_of, load_lm
 from kdmech.models.capacity import InitStrategy
 from kdmech.run_layout import RunLayout
 from kdmech.tasks import check_same_tokenization, get_task
@@ -66,12 +66,13 @@ class StudentResult:
     """The teacher failed the competence gate and was analysed anyway (allow_weak_teacher)."""
 
 
-def analysis_prompts(teacher, tokenizer, schedule: AnalysisSchedule, kind: str = "causal"):
+def analysis_prompts(teacher, tokenizer, schedule: AnalysisSchedule):
     """The analysis prompts (cloze form, read at [MASK], for masked LMs), filtered by the teacher,
     and the teacher's competence on them (the gate refuses a weak teacher here)."""
-    texts = get_task(schedule.task, cloze=kind == "masked",
+    family = family_of(teacher)
+    texts = get_task(schedule.task, cloze=family.cloze,
                      **get_preset(schedule.preset).task_options(schedule.task, schedule.per_type)).prompts()
-    prompts = check_same_tokenization(tokenizer, tokenizer, texts, kind)
+    prompts = check_same_tokenization(tokenizer, tokenizer, texts, family.kind)
     return competent_prompts(teacher, prompts, schedule.min_teacher_top1, schedule.min_prompts,
                              schedule.allow_weak_teacher, schedule.filter_prompts)
 
@@ -142,11 +143,11 @@ def distill_students(teacher: str, out: Path, capacities: list[CapacitySpec],
     teacher_model, tokenizer, kind = load_lm(teacher)
     L.seed_everything(training.seed, verbose=False)
     built = {n: build_student(teacher_model, c, init, seed=training.seed) for n, c in zip(names, capacities)}
-    prompts, competence = (analysis_prompts(teacher_model, tokenizer, analysis, kind)
+    prompts, competence = (analysis_prompts(teacher_model, tokenizer, analysis)
                            if analysis.enabled else (None, None))
-    # One corruption per batch for the teacher and every student, so drawn from the teacher's
-    # vocabulary (the students share it: they are built from the teacher's config).
-    masker = BertMasker(tokenizer, teacher_model.config.vocab_size, training.seed) if kind == "masked" else None
+    # Masked LMs: one corruption per batch for the teacher and every student, so drawn from the
+    # teacher's vocabulary (the students share it: they are built from the teacher's config).
+    masker = family_of(teacher_model).make_masker(tokenizer, teacher_model.config.vocab_size, training.seed)
     module = DistillationModule(teacher_model, {n: s for n, (s, _) in built.items()},
                                 {n: list(p["layer_map"].values()) for n, (_, p) in built.items()},
                                 loss, training.lr, training.warmup_steps, masker)
