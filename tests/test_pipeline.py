@@ -101,7 +101,9 @@ def test_wandb_offline_run_holds_the_logged_keys(distilled):
     assert len(list((runs[0] / "files" / "media" / "images" / "analysis").glob("influence_*.png"))) == 3
     assert b"circuit/student_nodes" in data and b"circuit-d0.5-w1-h1" in data  # the artifact
     timeline = runs[0] / "files" / "media" / "images" / "timeline"
-    assert len(list(timeline.glob("matching_flow_*.png"))) >= 3  # restructuring views per checkpoint
+    # the restructuring views are drawn once, at the end of training (not at every checkpoint)
+    assert {p.name.split("_")[0] for p in timeline.glob("*.png")} >= {"influence", "matching", "alignment", "events"}
+    assert len(list(timeline.glob("matching_flow_*.png"))) == 1
 
 
 def test_resume_continues_from_the_last_checkpoint(trained_teacher, tmp_path):
