@@ -2,7 +2,7 @@
 
 GPT-2-small shape (12 layers, 12 heads, d_model 768, vocabulary 50257; random weights) on 100
 prompts of 16 tokens, mean ablation. Naive = one full forward per node through the bridge with
-full-vocabulary logits (`ablated_logit_diff`). Both run here, in this process, one after the
+full-vocabulary logits (`ablated_metric_mean`). Both run here, in this process, one after the
 other, and must agree to |Δ| < 1e-4. Prints the ratio.
 
     python bench/influence_scan.py            # GPT-2-small shape
@@ -15,7 +15,7 @@ import time
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from kdmech.analysis import AblationKind, ablated_logit_diff, boot, corrupted_activations
+from kdmech.analysis import AblationKind, ablated_metric_mean, boot, corrupted_activations
 from kdmech.analysis.engine import AblationEngine
 from kdmech.models import build_word_tokenizer
 from kdmech.tasks.prompt_set import PromptSet, PromptTexts
@@ -47,13 +47,13 @@ def main():
           f"{args.layers} layers × 12 heads × 768, {torch.get_num_threads()} threads")
 
     start = time.perf_counter()
-    naive = [ablated_logit_diff(bridged, prompts, [n], AblationKind.MEAN, source) for n in nodes]
+    naive = [ablated_metric_mean(bridged, prompts, [n], AblationKind.MEAN, source) for n in nodes]
     t_naive = time.perf_counter() - start
     print(f"naive loop : {t_naive:7.1f} s ({t_naive / len(nodes):.2f} s/node)")
 
     start = time.perf_counter()
     engine = AblationEngine(bridged, prompts, AblationKind.MEAN, source)
-    fast = engine.logit_diffs([[n] for n in nodes])
+    fast = engine.metrics([[n] for n in nodes])
     t_fast = time.perf_counter() - start
     print(f"engine     : {t_fast:7.1f} s ({t_fast / len(nodes):.2f} s/node, cache included)")
 

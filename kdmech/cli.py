@@ -4,22 +4,10 @@ stderr and exit status 2, never a traceback."""
 
 from __future__ import annotations
 
-import functools
 import os
 import sys
 
 from kdmech.errors import KdmechError
-
-
-def _checked(command, check):
-    """`command` with `check(**kwargs)` run first: the cheap validation of a command whose body
-    is not ours to edit (kdmech.validation), before any model is loaded."""
-    @functools.wraps(command)
-    def run(*args, **kwargs):
-        check(**kwargs)
-        return command(*args, **kwargs)
-
-    return run
 
 
 def _commands() -> dict:
@@ -31,10 +19,9 @@ def _commands() -> dict:
     from kdmech.commands.sweep import sweep
     from kdmech.commands.timeline import timeline
     from kdmech.commands.train_teacher import train_teacher
-    from kdmech.validation import check_distill
 
-    return {"train-teacher": train_teacher, "distill": _checked(distill, check_distill),
-            "distill-shared": _checked(distill_shared, check_distill), "quickstart": quickstart,
+    return {"train-teacher": train_teacher, "distill": distill,
+            "distill-shared": distill_shared, "quickstart": quickstart,
             "analyze": analyze, "report": report, "sweep": sweep, "timeline": timeline}
 
 

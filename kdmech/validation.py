@@ -12,10 +12,6 @@ from pathlib import Path
 
 from kdmech.errors import KdmechError
 
-MASKED_TYPES = ("bert", "distilbert")
-"""Model types read as masked LMs (their tasks need a cloze form); the rest are causal."""
-
-
 def _probe_write(folder: Path) -> None:
     """Write and remove a one-byte file in `folder` (os.access alone is not enough: root
     ignores permission bits, and a full disk only shows when a byte is written)."""
@@ -64,10 +60,11 @@ def check_out_dir(path: str | Path, what: str = "--out", replaced: bool = False)
 def check_task(name: str, kind: str | None = None) -> None:
     """An unknown task, or one without a cloze form for a masked LM (`kind` "masked")."""
     from kdmech.tasks import CLOZE_TASKS, TASKS
+    from kdmech.tasks.forms import prompt_form
 
     if name not in TASKS:
         raise KdmechError(f"task {name!r} is unknown; accepted: {sorted(TASKS)}")
-    if kind == "masked" and name not in CLOZE_TASKS:
+    if kind is not None and prompt_form(kind).cloze and name not in CLOZE_TASKS:
         raise KdmechError(f"task {name!r} has no cloze ([MASK]) form for masked-LM (BERT) "
                           f"models; accepted: {list(CLOZE_TASKS)}")
 
@@ -99,8 +96,8 @@ def _check_safetensors(path: Path, folder: str) -> None:
 def check_model(name_or_path: str | Path, role: str = "model") -> str | None:
     """A local model folder that cannot load, refused before loading: no config.json, a config
     that is not JSON, weights that are missing or truncated. Returns the model's kind
-    ("masked" or "causal") when the folder's config names it, None for hub names (the loader
-    checks those; it refuses unsupported architectures with one line as well)."""
+    ("masked" or "causal") of its family, None for hub names (the loader checks those the same
+    way); a model type no family accepts is refused here."""
     path = Path(name_or_path)
     if not path.exists():
         return None  # a hub name, or a typo the loader reports
@@ -136,8 +133,14 @@ def check_model(name_or_path: str | Path, role: str = "model") -> str | None:
     elif not any((path / f).is_file() for f in ("pytorch_model.bin", "pytorch_model.bin.index.json")):
         raise KdmechError(f"{role} folder {where!r} has no weights (model.safetensors or "
                           f"pytorch_model.bin); copy them or save the model anew")
+    from kdmech.models.family import model_types
+
     model_type = config.get("model_type")
-    return None if not isinstance(model_type, str) else ("masked" if model_type in MASKED_TYPES else "causal")
+    for kind in ("causal", "masked"):
+        if model_type in model_types(kind):
+            return kind
+    raise KdmechError(f"{role} {where!r} is a {model_type!r}; teachers and students must be one "
+                      f"of {sorted(model_types())}")
 
 
 def check_training(training) -> None:

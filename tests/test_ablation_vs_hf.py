@@ -8,7 +8,7 @@ an MLP's output is the output of the block's `mlp` module.
 import pytest
 import torch
 
-from kdmech.analysis import AblationKind, Node, ablated_logit_diff, boot, corrupted_activations
+from kdmech.analysis import AblationKind, Node, ablated_metric_mean, boot, corrupted_activations
 from kdmech.analysis.profile import clean_run
 
 
@@ -59,7 +59,7 @@ def test_head_mean_ablation_matches_hf_hook(tiny_gpt2, tokenizer, prompts, layer
 
     bridged = boot(tiny_gpt2, tokenizer)
     source = corrupted_activations(bridged, prompts)
-    got = ablated_logit_diff(bridged, prompts, [Node(layer, head)], AblationKind.MEAN, source)
+    got = ablated_metric_mean(bridged, prompts, [Node(layer, head)], AblationKind.MEAN, source)
     assert got == pytest.approx(expected, abs=1e-5)
     assert got != pytest.approx(hf_ld(tiny_gpt2, prompts), abs=1e-6)  # the ablation did something
 
@@ -71,7 +71,7 @@ def test_mlp_mean_ablation_matches_hf_hook(tiny_gpt2, tokenizer, prompts):
     expected = hf_ld(tiny_gpt2, prompts)
     handle.remove()
     bridged = boot(tiny_gpt2, tokenizer)
-    got = ablated_logit_diff(bridged, prompts, [Node(1)], AblationKind.MEAN,
+    got = ablated_metric_mean(bridged, prompts, [Node(1)], AblationKind.MEAN,
                              corrupted_activations(bridged, prompts))
     assert got == pytest.approx(expected, abs=1e-5)
 
@@ -93,7 +93,7 @@ def test_zero_and_resample_ablation_match_hf_hooks(tiny_gpt2, tokenizer, prompts
     bridged = boot(tiny_gpt2, tokenizer)
     source = corrupted_activations(bridged, prompts, keep_full=True)
     for kind in ("zero", "resample"):
-        got = ablated_logit_diff(bridged, prompts, [Node(0, 2)], AblationKind(kind), source)
+        got = ablated_metric_mean(bridged, prompts, [Node(0, 2)], AblationKind(kind), source)
         assert got == pytest.approx(results[kind], abs=1e-5), kind
 
 
@@ -116,14 +116,14 @@ def test_engine_equals_the_plain_reference(tiny_gpt2, tokenizer, prompts, kind, 
     sets = [[], [Node(0, 1)], [Node(1)], [Node(0)], [Node(1, 0), Node(1, 3)],
             [Node(0, 2), Node(1), Node(1, 1)], [Node(1, 2)], [Node(0, 0), Node(0), Node(1, 2)],
             [Node(0, 3), Node(0, 1)]]
-    fast = engine.logit_diffs(sets)
+    fast = engine.metrics(sets)
     for nodes, got in zip(sets, fast):
-        ref = ablated_logit_diff(bridged, prompts, nodes, AblationKind(kind), source)
+        ref = ablated_metric_mean(bridged, prompts, nodes, AblationKind(kind), source)
         assert got == pytest.approx(ref, abs=1e-5), nodes
-    assert engine.full_logit_diff == pytest.approx(hf_ld(tiny_gpt2, prompts), abs=1e-5)
+    assert engine.full_metric == pytest.approx(hf_ld(tiny_gpt2, prompts), abs=1e-5)
     # the early-stopped forwards leave no hooks behind
-    assert ablated_logit_diff(bridged, prompts, [], AblationKind(kind), source) == pytest.approx(
-        engine.full_logit_diff, abs=1e-5)
+    assert ablated_metric_mean(bridged, prompts, [], AblationKind(kind), source) == pytest.approx(
+        engine.full_metric, abs=1e-5)
 
 
 def test_gpt2_runner_on_a_deeper_model_equals_the_reference(tokenizer, prompts):
@@ -141,6 +141,6 @@ def test_gpt2_runner_on_a_deeper_model_equals_the_reference(tokenizer, prompts):
     engine = AblationEngine(bridged, prompts, "mean", source)
     assert engine.runner is not None
     sets = [[n] for n in bridged.nodes] + [[Node(0, 1), Node(2), Node(3, 0)], [Node(1, 0), Node(3)]]
-    for nodes, got in zip(sets, engine.logit_diffs(sets)):
-        ref = ablated_logit_diff(bridged, prompts, nodes, AblationKind.MEAN, source)
+    for nodes, got in zip(sets, engine.metrics(sets)):
+        ref = ablated_metric_mean(bridged, prompts, nodes, AblationKind.MEAN, source)
         assert got == pytest.approx(ref, abs=1e-4, rel=1e-5), nodes

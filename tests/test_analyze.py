@@ -81,7 +81,7 @@ def test_logit_attribution_adds_up_to_the_logit_difference(tiny_gpt2, tokenizer,
     engine = AblationEngine(bridged, prompts, "mean", corrupted_activations(bridged, prompts))
     dla = logit_attribution(engine)
     total = sum(dla.per_node.values()) + dla.embeddings + dla.biases
-    assert total == pytest.approx(engine.full_logit_diff, rel=1e-4, abs=1e-4)
+    assert total == pytest.approx(engine.full_metric, rel=1e-4, abs=1e-4)
     assert set(dla.mlp_write_norm) == {"L0.MLP", "L1.MLP"}
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import BertConfig, BertForMaskedLM
 
-from kdmech.analysis import AblationKind, Node, ablated_logit_diff, boot, corrupted_activations
+from kdmech.analysis import AblationKind, Node, ablated_metric_mean, boot, corrupted_activations
 from kdmech.analysis.engine import AblationEngine
 from kdmech.tasks import NumeralTask, tokenize_prompts
 
@@ -71,13 +71,13 @@ def test_bert_head_mean_ablation_matches_hf_hook(bert, tokenizer, cloze):
     handle.remove()
     bridged = boot(bert, tokenizer)
     source = corrupted_activations(bridged, cloze)
-    got = ablated_logit_diff(bridged, cloze, [Node(layer, head)], AblationKind.MEAN, source)
+    got = ablated_metric_mean(bridged, cloze, [Node(layer, head)], AblationKind.MEAN, source)
     assert got == pytest.approx(expected, abs=1e-4)
     assert abs(got - hf_ld(bert, cloze)) > 1e-3  # the ablation did something
     engine = AblationEngine(bridged, cloze, "mean", source)
     assert engine.runner is None and engine.reference_only
-    assert engine.full_logit_diff == pytest.approx(hf_ld(bert, cloze), abs=1e-4)
-    assert engine.logit_diff([Node(layer, head)]) == pytest.approx(expected, abs=1e-4)
+    assert engine.full_metric == pytest.approx(hf_ld(bert, cloze), abs=1e-4)
+    assert engine.metric([Node(layer, head)]) == pytest.approx(expected, abs=1e-4)
 
 
 def test_bert_mlp_mean_ablation_matches_hf_hook(bert, tokenizer, cloze):
@@ -87,7 +87,7 @@ def test_bert_mlp_mean_ablation_matches_hf_hook(bert, tokenizer, cloze):
     expected = hf_ld(bert, cloze)
     handle.remove()
     bridged = boot(bert, tokenizer)
-    got = ablated_logit_diff(bridged, cloze, [Node(0)], AblationKind.MEAN, corrupted_activations(bridged, cloze))
+    got = ablated_metric_mean(bridged, cloze, [Node(0)], AblationKind.MEAN, corrupted_activations(bridged, cloze))
     assert got == pytest.approx(expected, abs=1e-4)
 
 

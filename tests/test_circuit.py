@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from kdmech.analysis import AblationKind, Node, ablated_logit_diff, boot, corrupted_activations
+from kdmech.analysis import AblationKind, Node, ablated_metric_mean, boot, corrupted_activations
 from kdmech.analysis.circuit import (backward_order, discover, forward_order, path_patching,
                                      threshold_sweep)
 from kdmech.analysis.engine import AblationEngine
@@ -97,9 +97,9 @@ def test_edge_pruning_keeps_the_planted_path(tokenizer):
     assert circuit.edges == [["L1.H2", "resid_final"]]
     # one node, one path: patching it is resample-ablating the head
     paired = corrupted_activations(bridged, prompts, keep_full=True)
-    resampled = ablated_logit_diff(bridged, prompts, [PLANTED], AblationKind.RESAMPLE, paired)
+    resampled = ablated_metric_mean(bridged, prompts, [PLANTED], AblationKind.RESAMPLE, paired)
     scored = path_patching(engine, {PLANTED})
-    assert scored.baseline == pytest.approx(engine.full_logit_diff, abs=1e-5)
+    assert scored.baseline == pytest.approx(engine.full_metric, abs=1e-5)
     assert scored.scores[("L1.H2", "resid_final")] == pytest.approx(resampled, abs=1e-5)
 
 
@@ -118,13 +118,13 @@ def test_discovered_circuit_meets_its_definition(teacher_engine):
     circuit = discover(engine, 0.20, edges=False)
     bridged, prompts = engine.bridged, engine.prompts
     source = engine.source
-    ld_full = engine.full_logit_diff
+    ld_full = engine.full_metric
     kept = {Node.parse(n) for n in circuit.nodes}
     outside = [n for n in bridged.nodes if n not in kept]
-    ld = ablated_logit_diff(bridged, prompts, outside, AblationKind.MEAN, source)
+    ld = ablated_metric_mean(bridged, prompts, outside, AblationKind.MEAN, source)
     assert 100 * ld / ld_full >= 80 and circuit.completeness == pytest.approx(100 * ld / ld_full, abs=1e-3)
     for node in kept:
-        ld = ablated_logit_diff(bridged, prompts, outside + [node], AblationKind.MEAN, source)
+        ld = ablated_metric_mean(bridged, prompts, outside + [node], AblationKind.MEAN, source)
         assert 100 * ld / ld_full < 80, f"{node} could have been removed"
 
 

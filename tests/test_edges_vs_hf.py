@@ -167,7 +167,7 @@ def test_edges_equal_the_brute_force_oracle(teacher, case):
 
     scored = path_patching(engine, circuit)
     baseline, expected = oracle_path_patching(model, prompts, names, kind)
-    ld_full = engine.full_logit_diff
+    ld_full = engine.full_metric
     assert ld_full == pytest.approx(mean_ld(model, prompts), abs=1e-5)
 
     # the starting point is the circuit's own LD, not the full model's

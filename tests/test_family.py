@@ -132,7 +132,7 @@ def test_bert_is_refused_edges_naming_its_post_layernorm(tokenizer):
                                kind="masked")
     bridged = boot(bert, tokenizer)
     engine = AblationEngine(bridged, prompts, "mean", corrupted_activations(bridged, prompts))
-    if engine.full_logit_diff <= 0:  # a random model: make the task's LD positive to discover
+    if engine.full_metric <= 0:  # a random model: make the task's LD positive to discover
         prompts = dataclasses.replace(prompts, answers=prompts.wrong_answers,
                                       wrong_answers=prompts.answers)
         engine = AblationEngine(bridged, prompts, "mean", corrupted_activations(bridged, prompts))

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from kdmech.analysis import AblationKind, Node, ablated_logit_diff, boot, corrupted_activations
+from kdmech.analysis import AblationKind, Node, ablated_metric_mean, boot, corrupted_activations
 from kdmech.analysis.engine import AblationEngine
 from kdmech.tasks import GreaterThanTask, tokenize_prompts
 from kdmech.tasks.filtering import accuracy_and_ld
@@ -54,10 +54,10 @@ def test_engines_equal_the_reference_under_the_greater_than_metric(tiny_gpt2, to
     bridged = boot(tiny_gpt2, tokenizer)
     source = corrupted_activations(bridged, gt_prompts)
     engine = AblationEngine(bridged, gt_prompts, "mean", source, fast_path=fast_path)
-    assert engine.full_logit_diff == pytest.approx(float(numpy_metric(tiny_gpt2, gt_prompts).mean()), abs=1e-5)
+    assert engine.full_metric == pytest.approx(float(numpy_metric(tiny_gpt2, gt_prompts).mean()), abs=1e-5)
     sets = [[Node(0, 1)], [Node(1)], [Node(0), Node(1, 3)]]
-    for nodes, got in zip(sets, engine.logit_diffs(sets)):
-        assert got == pytest.approx(ablated_logit_diff(bridged, gt_prompts, nodes, AblationKind.MEAN, source), abs=1e-5)
+    for nodes, got in zip(sets, engine.metrics(sets)):
+        assert got == pytest.approx(ablated_metric_mean(bridged, gt_prompts, nodes, AblationKind.MEAN, source), abs=1e-5)
 
 
 def test_prompt_set_json_keeps_the_metric(tmp_path, gt_prompts):

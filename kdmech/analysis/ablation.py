@@ -98,7 +98,7 @@ def ablated_metric(bridged: Bridged, prompts: PromptSet, nodes: list[Node],
     return task_metric(logits_at(bridged, prompts.clean, prompts.positions, hooks), prompts)
 
 
-def ablated_logit_diff(bridged: Bridged, prompts: PromptSet, nodes: list[Node],
+def ablated_metric_mean(bridged: Bridged, prompts: PromptSet, nodes: list[Node],
                        kind: AblationKind = AblationKind.MEAN,
                        source: CorruptedActivations | None = None) -> float:
     """Mean of `ablated_metric` over the clean prompts."""

@@ -114,7 +114,7 @@ def forward_order(nodes: list[Node]) -> list[Node]:
 
 
 def _check_ld(engine: AblationEngine) -> float:
-    ld = engine.full_logit_diff
+    ld = engine.full_metric
     if ld <= 0:
         raise KdmechError(f"the model does not solve the task (LD_full = {ld:.3f} ≤ 0); circuit "
                           f"discovery needs a positive logit difference")
@@ -124,7 +124,7 @@ def _check_ld(engine: AblationEngine) -> float:
 def retained_with_only(engine: AblationEngine, keep: set[Node]) -> float:
     """% of LD_full kept when every node outside `keep` is ablated."""
     outside = [n for n in engine.bridged.nodes if n not in keep]
-    return 100.0 * engine.logit_diff(outside) / engine.full_logit_diff
+    return 100.0 * engine.metric(outside) / engine.full_metric
 
 
 def prune_nodes(engine: AblationEngine, threshold: float = 0.20, max_passes: int = 50,

@@ -1,6 +1,6 @@
 """The fast ablation engine: exact LDs for many ablation sets (docs/method.md §3).
 
-`ablated_logit_diff` in `ablation.py` is the plain reference: one full forward per ablation
+`ablated_metric_mean` in `ablation.py` is the plain reference: one full forward per ablation
 set, full-vocabulary logits. The engine gives the same numbers faster:
 
 - the clean residual stream entering every block is cached once, so a forward starts at the
@@ -64,7 +64,7 @@ class AblationEngine:
         self.reference_only = not self.family.start_at_layer
         if self.reference_only or self.runner is not None:
             # the reference and the fast path need no cached bridge residuals
-            self.full_logit_diff = self._intact().mean().item()
+            self.full_metric = self._intact().mean().item()
             return
         names = [f"blocks.{l}.hook_resid_pre" for l in range(self.n_layers)]
         names += [f"blocks.{self.n_layers - 1}.hook_resid_post"]
@@ -72,10 +72,10 @@ class AblationEngine:
             _, cache = bridged.bridge.run_with_cache(prompts.clean, names_filter=lambda n: n in names)
         self.resid_pre = [cache[n] for n in names[:-1]]
         self.resid_final = cache[names[-1]]
-        self.full_logit_diff = self.logit_diffs_from_resid(self.resid_final).mean().item()
+        self.full_metric = self.metrics_from_resid(self.resid_final).mean().item()
 
     # --- reading the answer off a final residual stream -------------------------------
-    def logit_diffs_from_resid(self, resid: torch.Tensor) -> torch.Tensor:
+    def metrics_from_resid(self, resid: torch.Tensor) -> torch.Tensor:
         """Per-row LD from final residuals [k·N, T, d] (k stacked copies of the prompts)."""
         n = len(self.prompts)
         reps = resid.shape[0] // n
@@ -196,15 +196,15 @@ class AblationEngine:
             p = self.prompts
             at = self.runner.resid_final[torch.arange(len(p)), p.positions]
             return self.runner.metric_from_final(at, p)
-        return self.logit_diffs_from_resid(self.resid_final)
+        return self.metrics_from_resid(self.resid_final)
 
-    def _runner_logit_diffs(self, nodes: list[Node]) -> torch.Tensor:
+    def _runner_metrics(self, nodes: list[Node]) -> torch.Tensor:
         p = self.prompts
         resid = self.runner.final_resid_at(nodes, p.positions, self._z_new, self._mlp_new)
         return self.runner.metric_from_final(resid, p)
 
     @torch.no_grad()
-    def logit_diffs(self, sets: list[list[Node]], per_prompt: bool = False) -> list:
+    def metrics(self, sets: list[list[Node]], per_prompt: bool = False) -> list:
         """Mean LD (or per-prompt LDs, with `per_prompt`) for each ablation set, each set
         ablated at once from the full model."""
         if self.reference_only or self.runner is not None:
@@ -215,7 +215,7 @@ class AblationEngine:
                 elif self.reference_only:
                     lds = ablated_metric(self.bridged, self.prompts, nodes, self.kind, self.source)
                 else:
-                    lds = self._runner_logit_diffs(nodes)
+                    lds = self._runner_metrics(nodes)
                 out.append(lds if per_prompt else lds.mean().item())
             return out
         n = len(self.prompts)
@@ -223,7 +223,7 @@ class AblationEngine:
         by_start: dict[int, list[int]] = defaultdict(list)
         for i, nodes in enumerate(sets):
             if not nodes:
-                lds = self.logit_diffs_from_resid(self.resid_final)
+                lds = self.metrics_from_resid(self.resid_final)
                 out[i] = lds if per_prompt else lds.mean().item()
             else:
                 by_start[min(node.layer for node in nodes)].append(i)
@@ -233,11 +233,11 @@ class AblationEngine:
                 chunk = idx[k:k + per_forward]
                 resid = self.resid_pre[layer].repeat(len(chunk), 1, 1)
                 final = self.run_from(layer, resid, self._hooks([sets[i] for i in chunk]))
-                lds = self.logit_diffs_from_resid(final).view(len(chunk), n)
+                lds = self.metrics_from_resid(final).view(len(chunk), n)
                 for j, i in enumerate(chunk):
                     out[i] = lds[j] if per_prompt else lds[j].mean().item()
         return out
 
-    def logit_diff(self, nodes: list[Node]) -> float:
-        return self.logit_diffs([nodes])[0]
+    def metric(self, nodes: list[Node]) -> float:
+        return self.metrics([nodes])[0]
 

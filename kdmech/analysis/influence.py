@@ -5,7 +5,7 @@ Each node is ablated alone from the full model. retained% = 100·LD_ablated/LD_f
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 
@@ -17,8 +17,8 @@ from kdmech.analysis.nodes import Node
 class Influence:
     ablation: str
     """Ablation kind used (mean, zero or resample)."""
-    logit_diff: float
-    """LD of the intact model."""
+    metric: float
+    """The task metric of the intact model (LD, or greater-than's probability difference)."""
     retained: dict[str, float]
     """Percent of LD kept with the node ablated, per node name."""
     influence: dict[str, float]
@@ -29,13 +29,6 @@ class Influence:
         """The node whose ablation moves LD the most, and by how much (percent)."""
         name = max(self.influence, key=self.influence.get)
         return name, self.influence[name]
-
-    def to_json(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, d: dict) -> "Influence":
-        return cls(**d)
 
 
 def retained_percent(ld_ablated: float, ld_full: float) -> float:
@@ -50,7 +43,7 @@ def influence(engine: AblationEngine, nodes: list[Node] | None = None) -> Influe
 def per_prompt_lds(engine: AblationEngine, nodes: list[Node] | None = None):
     """(kind, node names, intact per-prompt LD [N], ablated per-prompt LDs [n_nodes, N])."""
     nodes = nodes or engine.bridged.nodes
-    lds = engine.logit_diffs([[], *([node] for node in nodes)], per_prompt=True)
+    lds = engine.metrics([[], *([node] for node in nodes)], per_prompt=True)
     return engine.kind.value, [n.name for n in nodes], lds[0], torch.stack(lds[1:])
 
 

@@ -21,6 +21,8 @@ class PairAnalysis:
     task: str
     ablation: str
     logit_diff: dict[str, float]
+    """The intact task metric of teacher and student: LD, or greater-than's probability
+    difference (the key keeps the name of the common case; every saved step uses it)."""
     influence: dict[str, dict[str, float]]
     matching: list[Match]
     alignment: Alignment
@@ -87,7 +89,7 @@ def compare(teacher: ModelProfile, student: ModelProfile, step: int, task: str,
     ratio = worst_s["value"] / worst_t["value"] if worst_t["value"] > 0 else float("inf")
     return PairAnalysis(
         step=step, task=task, ablation=student.influence.ablation,
-        logit_diff={"teacher": teacher.logit_diff, "student": student.logit_diff},
+        logit_diff={"teacher": teacher.metric, "student": student.metric},
         influence={"teacher": t_inf, "student": s_inf},
         matching=matches, alignment=alignment(matches, s_inf, t_inf, normalisation),
         worst_drop={"teacher": worst_t, "student": worst_s, "ratio": ratio,

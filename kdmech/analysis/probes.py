@@ -132,7 +132,7 @@ def logit_attribution(engine: AblationEngine) -> LogitAttribution:
         mlp_norms[f"L{l}.MLP"] = mlp_out.norm(dim=-1).mean(0).tolist()
     embeddings = share(runner.resid_pre[0][rows, pos])
     biases += float((ln.bias * (w_u[p.answers] - w_u[p.wrong_answers])).sum(-1).mean())
-    return LogitAttribution(per_node, embeddings, biases, engine.full_logit_diff, mlp_norms)
+    return LogitAttribution(per_node, embeddings, biases, engine.full_metric, mlp_norms)
 
 
 def mlp_write_norms(profile: ModelProfile) -> dict[str, list[float]]:

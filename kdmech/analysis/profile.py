@@ -34,8 +34,9 @@ class ModelProfile:
     """Per-prompt LDs behind `influence` (for bootstrap CIs over prompts)."""
 
     @property
-    def logit_diff(self) -> float:
-        return self.influence.logit_diff
+    def metric(self) -> float:
+        """The intact model's task metric on the prompts."""
+        return self.influence.metric
 
 
 def _pattern_or_mlp(name: str) -> bool:

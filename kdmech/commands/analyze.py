@@ -29,6 +29,7 @@ from kdmech.report import plots
 from kdmech.report.heatmap import save_influence_png
 from kdmech.tasks import check_same_tokenization, get_task
 from kdmech.tasks.filtering import competent_prompts
+from kdmech.tasks.forms import prompt_form
 from kdmech.validation import check_model, check_out_dir, check_task
 
 ANALYSES = ("influence", "sensitivity", "circuit", "matching", "noise", "shift", "probes")
@@ -72,7 +73,7 @@ def analyze(teacher: str, student: str, out: Path, task: str = "numerals",
     if s_kind != kind:
         raise KdmechError(f"teacher {teacher!r} is a {t_model.config.model_type} and student "
                           f"{student!r} a {s_model.config.model_type}; a pair must be one family")
-    texts = get_task(task, cloze=kind == "masked", **preset.task_options(task, options.per_type)).prompts()
+    texts = get_task(task, cloze=prompt_form(kind).cloze, **preset.task_options(task, options.per_type)).prompts()
     prompts = check_same_tokenization(t_tok, s_tok, texts, kind)
     prompts, competence = competent_prompts(t_model, prompts, options.min_teacher_top1,
                                             options.min_prompts, options.allow_weak_teacher,

@@ -33,6 +33,7 @@ from kdmech.run_layout import RunLayout
 from kdmech.tasks import check_same_tokenization, get_task
 from kdmech.tasks.filtering import accuracy_and_ld, competent_prompts
 from kdmech.tracking import WandbMode, finish, make_logger
+from kdmech.validation import check_distill
 
 
 @dataclass(frozen=True)
@@ -131,12 +132,9 @@ def distill_students(teacher: str, out: Path, capacities: list[CapacitySpec],
     students every logged key carries the student's name. Other arguments: as in `distill`.
     """
     quiet_lightning()
+    check_distill(teacher, out, training, analysis)
     start, layout = time.perf_counter(), RunLayout(out)
-    names = list(names or [c.name for c in capacities])
-    if not capacities or len(names) != len(capacities) or len(set(names)) != len(names):
-        raise KdmechError(f"one distinct name per capacity is needed, got {names} for "
-                          f"{[c.name for c in capacities]}")
-    run = run or (names[0] if len(names) == 1 else "shared")
+    names, run = _names(capacities, names, run)
     # one MLP method for every student (docs/method.md §7.2)
     analysis = replace(analysis, mlp_similarity=resolve_mlp_method(
         analysis.mlp_similarity, [c.width for c in capacities]))
@@ -187,6 +185,16 @@ def distill_students(teacher: str, out: Path, capacities: list[CapacitySpec],
     return [save_student(n, student, prov, tokenizer, teacher_model, prompts,
                          analyses[i].results if analyses else [], layout.student(n), start)
             for i, (n, (student, prov)) in enumerate(built.items())]
+
+
+def _names(capacities: list[CapacitySpec], names: list[str] | None, run: str | None):
+    """The students' names (default: their capacities' names; they must differ) and the run's
+    (default: the one student's name, else "shared")."""
+    names = list(names or [c.name for c in capacities])
+    if not capacities or len(names) != len(capacities) or len(set(names)) != len(names):
+        raise KdmechError(f"one distinct name per capacity is needed, got {names} for "
+                          f"{[c.name for c in capacities]}")
+    return names, run or (names[0] if len(names) == 1 else "shared")
 
 
 def analysis_callbacks(teacher_model, tokenizer, prompts, competence, analysis: AnalysisSchedule,

@@ -23,13 +23,12 @@ from kdmech.commands.distil import DistillTraining, distill
 from kdmech.commands.timeline import timeline
 from kdmech.commands.train_teacher import TeacherTraining, train_teacher
 from kdmech.errors import KdmechError
-from kdmech.models import FAMILIES, CapacitySpec, TinySpec
+from kdmech.models import CapacitySpec, TinySpec
+from kdmech.models.family import get_family
 from kdmech.report.html import write_report
 from kdmech.run_layout import RunLayout
 from kdmech.tracking import WandbMode, resolve_mode
 from kdmech.validation import check_out_dir, check_task, check_training
-
-
 
 
 def _table(rows: list[list[str]]) -> str:
@@ -48,85 +47,29 @@ def _circuit_text(c: Circuit | None) -> str:
     return f"{len(c.nodes)}/{len(c.edges) if c.edges_pruned else '–'}"
 
 
-# BERT's cloze numerals renumbered to 1..4 (docs/method.md §2.3) always answer 5, which a tiny BERT can
-# get from the slot's position alone; the tiny BERT quickstart keeps the starts 1..8.
-BERT_TASK = "numerals-any-start"
-
-
-def quickstart(out: Path | None = None, family: Literal["gpt2", "bert"] = "gpt2",
-               depths: list[float] = [0.25, 0.5, 0.75],  # noqa: B006 - jsonargparse needs a literal
-               teacher: TinySpec = TinySpec(),
-               teacher_training: TeacherTraining = TeacherTraining(),
-               student_training: DistillTraining = DistillTraining(steps=400),
-               analysis: AnalysisSchedule = AnalysisSchedule(every_n_steps=100, circuit_every_n_steps=200),
-               fresh: bool = False, wandb: WandbMode = "auto", progress: bool = True) -> dict:
-    """Train a tiny teacher, distil students at several depth ratios, analyse them.
-
-    Args:
-        out: Run folder (teacher/, students/, analysis/, wandb/, summary.json); default
-            runs/quickstart (gpt2) or runs/quickstart-bert (bert).
-        family: Tiny teacher: gpt2 (next-token) or bert (masked LM, masked-LM distillation,
-            cloze prompts read at [MASK]; the task numerals becomes numerals-any-start).
-        depths: Student depth ratios, each in (0, 1].
-        teacher: Tiny teacher sizes (for either family).
-        teacher_training: Teacher optimisation.
-        student_training: Student optimisation.
-        analysis: Checkpoint analysis settings.
-        fresh: Retrain the teacher even if out/teacher exists.
-        wandb: W&B mode: auto (offline unless a key is configured), online, offline, disabled.
-        progress: Show progress bars.
-    """
-    if family not in FAMILIES:
-        raise KdmechError(f"family {family!r} is unknown; accepted: {list(FAMILIES)}")
-    capacities = [CapacitySpec(depth=d) for d in depths]  # validates every ratio up front
-    # One MLP similarity for every student and its pair analysis (docs/method.md §7.2).
-    analysis = replace(analysis, mlp_similarity=resolve_mlp_method(
-        analysis.mlp_similarity, [c.width for c in capacities]))
-    pair_options = replace(LIGHT_PAIR_OPTIONS, mlp_similarity=analysis.mlp_similarity,
-                           min_teacher_top1=analysis.min_teacher_top1, min_prompts=analysis.min_prompts,
-                           allow_weak_teacher=analysis.allow_weak_teacher)
-    out = Path(out or ("runs/quickstart" if family == "gpt2" else f"runs/quickstart-{family}"))
-    check_out_dir(out)
-    check_training(student_training)
-    check_task(analysis.task, "masked" if family == "bert" else "causal")
-    if family == "bert" and analysis.task == "numerals":
-        analysis = replace(analysis, task=BERT_TASK)
-        print(f"== BERT: analysing the cloze task {BERT_TASK} (starts 1..8 kept; the renumbered "
-              f"form always answers 5)")
-    start = time.perf_counter()
-    layout = RunLayout(out)
-    teacher_dir = layout.teacher
-    saved_eval = teacher_dir / "eval.json"
+def _teacher(layout: RunLayout, family: str, sizes: TinySpec, training: TeacherTraining,
+             fresh: bool, wandb: WandbMode, progress: bool) -> dict:
+    """The tiny teacher's eval.json: trained into layout.teacher, or reused from there."""
+    saved_eval = layout.teacher / "eval.json"
     if not fresh and saved_eval.exists():
         saved = json.loads(saved_eval.read_text()).get("family", "gpt2")
         if saved != family:
-            raise KdmechError(f"{teacher_dir} holds a {saved} teacher, not {family}; pass --fresh "
+            raise KdmechError(f"{layout.teacher} holds a {saved} teacher, not {family}; pass --fresh "
                               f"to replace it or choose another --out")
-    if fresh or not saved_eval.exists():
-        print(f"== training the tiny {family} teacher ({teacher.n_layer} layers, {teacher.n_head} heads, "
-              f"d_model {teacher.n_embd}) until held-out top-1 ≥ {teacher_training.target_top1:g} "
-              f"(at most {teacher_training.steps} steps)")
-        teacher_eval = train_teacher(teacher_dir, teacher, teacher_training, wandb, out, progress, family)
-    else:
         teacher_eval = json.loads(saved_eval.read_text())
-        print(f"== reusing the teacher in {teacher_dir} (held-out top-1 {teacher_eval['top1']:.3f}); "
+        print(f"== reusing the teacher in {layout.teacher} (held-out top-1 {teacher_eval['top1']:.3f}); "
               f"--fresh retrains it")
-    results = []
-    for i, capacity in enumerate(capacities, 1):
-        print(f"== student {i}/{len(capacities)}: depth ratio {capacity.depth:g} "
-              f"({student_training.steps} steps, analysis every {analysis.every_n_steps})")
-        results.append(distill(str(teacher_dir), out, capacity, training=student_training,
-                               analysis=analysis, wandb=wandb, progress=progress))
-    print("== pair analyses (sensitivity, noise validation, distribution shift) and the report")
-    for r in results:
-        analyze(str(teacher_dir), str(layout.student(r.name)), layout.pair_analysis(r.name),
-                analysis.task, ["sensitivity", "noise", "shift"], pair_options, progress)
-    summary = {"teacher": {"path": str(teacher_dir), **teacher_eval},
-               "students": [asdict(r) for r in results], "mlp_similarity": analysis.mlp_similarity,
-               "wall_seconds": time.perf_counter() - start, "wandb_mode": resolve_mode(wandb)}
-    layout.summary.write_text(json.dumps(summary, indent=1))
-    timeline(out)
-    report_path = write_report(out)
+        return teacher_eval
+    print(f"== training the tiny {family} teacher ({sizes.n_layer} layers, {sizes.n_head} heads, "
+          f"d_model {sizes.n_embd}) until held-out top-1 ≥ {training.target_top1:g} "
+          f"(at most {training.steps} steps)")
+    return train_teacher(layout.teacher, sizes, training, wandb, layout.root, progress, family)
+
+
+def _print_summary(layout: RunLayout, results: list, teacher_eval: dict, summary: dict,
+                   report_path: Path) -> None:
+    """The final table and where everything went."""
+    out = layout.root
     rows = [["student", "params", "LD", "top-1", "A", "worst drop", "teacher worst", "ratio",
              "circuit nodes/edges"]]
     circuits = {r.name: last_circuits(CheckpointRecord.load_all(layout, r.name)) for r in results}
@@ -152,4 +95,65 @@ def quickstart(out: Path | None = None, family: Literal["gpt2", "bert"] = "gpt2"
     if summary["wandb_mode"] == "offline":
         print(f"W&B runs are offline in {out}/wandb: view them with `wandb leet {out}/wandb`, "
               f"upload them with `wandb sync {out}/wandb/offline-run-*`")
+
+
+def quickstart(out: Path | None = None, family: Literal["gpt2", "bert"] = "gpt2",
+               depths: list[float] = [0.25, 0.5, 0.75],  # noqa: B006 - jsonargparse needs a literal
+               teacher: TinySpec = TinySpec(),
+               teacher_training: TeacherTraining = TeacherTraining(),
+               student_training: DistillTraining = DistillTraining(steps=400),
+               analysis: AnalysisSchedule = AnalysisSchedule(every_n_steps=100, circuit_every_n_steps=200),
+               fresh: bool = False, wandb: WandbMode = "auto", progress: bool = True) -> dict:
+    """Train a tiny teacher, distil students at several depth ratios, analyse them.
+
+    Args:
+        out: Run folder (teacher/, students/, analysis/, wandb/, summary.json); default
+            runs/quickstart (gpt2) or runs/quickstart-bert (bert).
+        family: Tiny teacher: gpt2 (next-token) or bert (masked LM, masked-LM distillation,
+            cloze prompts read at [MASK]; the task numerals becomes the family's tiny_task,
+            numerals-any-start).
+        depths: Student depth ratios, each in (0, 1].
+        teacher: Tiny teacher sizes (for either family).
+        teacher_training: Teacher optimisation.
+        student_training: Student optimisation.
+        analysis: Checkpoint analysis settings.
+        fresh: Retrain the teacher even if out/teacher exists.
+        wandb: W&B mode: auto (offline unless a key is configured), online, offline, disabled.
+        progress: Show progress bars.
+    """
+    fam = get_family(family)
+    capacities = [CapacitySpec(depth=d) for d in depths]  # validates every ratio up front
+    # One MLP similarity for every student and its pair analysis (docs/method.md §7.2).
+    analysis = replace(analysis, mlp_similarity=resolve_mlp_method(
+        analysis.mlp_similarity, [c.width for c in capacities]))
+    pair_options = replace(LIGHT_PAIR_OPTIONS, mlp_similarity=analysis.mlp_similarity,
+                           min_teacher_top1=analysis.min_teacher_top1, min_prompts=analysis.min_prompts,
+                           allow_weak_teacher=analysis.allow_weak_teacher)
+    out = Path(out or ("runs/quickstart" if family == "gpt2" else f"runs/quickstart-{family}"))
+    check_out_dir(out)
+    check_training(student_training)
+    check_task(analysis.task, fam.kind)
+    if analysis.task == "numerals" and fam.tiny_task != "numerals":
+        analysis = replace(analysis, task=fam.tiny_task)
+        print(f"== {family}: analysing the task {fam.tiny_task} ({fam.tiny_task_note})")
+    start = time.perf_counter()
+    layout = RunLayout(out)
+    teacher_eval = _teacher(layout, family, teacher, teacher_training, fresh, wandb, progress)
+    results = []
+    for i, capacity in enumerate(capacities, 1):
+        print(f"== student {i}/{len(capacities)}: depth ratio {capacity.depth:g} "
+              f"({student_training.steps} steps, analysis every {analysis.every_n_steps})")
+        results.append(distill(str(layout.teacher), out, capacity, training=student_training,
+                               analysis=analysis, wandb=wandb, progress=progress))
+    print("== pair analyses (sensitivity, noise validation, distribution shift) and the report")
+    for r in results:
+        analyze(str(layout.teacher), str(layout.student(r.name)), layout.pair_analysis(r.name),
+                analysis.task, ["sensitivity", "noise", "shift"], pair_options, progress)
+    summary = {"teacher": {"path": str(layout.teacher), **teacher_eval},
+               "students": [asdict(r) for r in results], "mlp_similarity": analysis.mlp_similarity,
+               "wall_seconds": time.perf_counter() - start, "wandb_mode": resolve_mode(wandb)}
+    layout.summary.write_text(json.dumps(summary, indent=1))
+    timeline(out)
+    report_path = write_report(out)
+    _print_summary(layout, results, teacher_eval, summary, report_path)
     return summary

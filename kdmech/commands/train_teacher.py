@@ -14,8 +14,9 @@ from lightning.pytorch.callbacks import EarlyStopping
 
 from kdmech.commands.common import atomic_dir, quiet_lightning, trainer
 from kdmech.errors import KdmechError
-from kdmech.distill import BertMasker, CausalLMModule, CorpusDataModule, MaskedLMModule
+from kdmech.distill import CausalLMModule, CorpusDataModule, MaskedLMModule
 from kdmech.models import TinySpec, build_word_tokenizer, tiny_spec
+from kdmech.models.family import get_family
 from kdmech.tasks import NumeralTask, tokenize_prompts
 from kdmech.tasks.filtering import accuracy_and_ld
 from kdmech.tracking import WandbMode, finish, make_logger
@@ -33,7 +34,7 @@ class TeacherTraining:
     """Step budget: the most optimizer steps before giving up."""
     batch_size: int = 64
     lr: float | None = None
-    """Peak learning rate; default 3e-3 for GPT-2, 1e-3 for BERT (post-LayerNorm, less stable)."""
+    """Peak learning rate; default the family's `tiny_teacher_lr` (3e-3 GPT-2, 1e-3 BERT)."""
     warmup_steps: int = 100
     gradient_clip: float = 1.0
     """Clip the gradient norm to this (0 = off)."""
@@ -77,17 +78,16 @@ def train_teacher(out: Path, model: TinySpec = TinySpec(),
     start = time.perf_counter()
     L.seed_everything(training.seed, verbose=False)
     tokenizer = build_word_tokenizer()
-    masked = family == "bert"
-    lr = training.lr if training.lr is not None else (1e-3 if masked else 3e-3)
+    fam = get_family(family)
+    lr = training.lr if training.lr is not None else fam.tiny_teacher_lr
     net = tiny_spec(family, model).build(tokenizer, seed=training.seed)
-    kind = "masked" if masked else "causal"
-    # BERT: the cloze form with starts 1..8 kept (renumbered, the answer would always be 5)
-    task = NumeralTask(seed=HELD_OUT_SEED, cloze=masked, renumber=False)
-    held_out = tokenize_prompts(task.prompts(), tokenizer, kind)
-    data = CorpusDataModule(tokenizer, training.n_train, 500, training.batch_size, training.seed, kind)
-    if masked:
-        module = MaskedLMModule(net, BertMasker(tokenizer, net.config.vocab_size, training.seed),
-                                lr, training.warmup_steps, held_out)
+    # Cloze form with starts 1..8 kept (renumbered, the answer would always be 5)
+    task = NumeralTask(seed=HELD_OUT_SEED, cloze=fam.cloze, renumber=False)
+    held_out = tokenize_prompts(task.prompts(), tokenizer, fam.kind)
+    data = CorpusDataModule(tokenizer, training.n_train, 500, training.batch_size, training.seed, fam.kind)
+    masker = fam.make_masker(tokenizer, net.config.vocab_size, training.seed)
+    if masker is not None:
+        module = MaskedLMModule(net, masker, lr, training.warmup_steps, held_out)
     else:
         module = CausalLMModule(net, lr, training.warmup_steps, held_out)
     logger = make_logger(wandb_dir or out.parent, name="teacher", group="teacher", mode=wandb,

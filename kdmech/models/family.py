@@ -59,6 +59,12 @@ class ModelFamily:
     """(teacher, CapacitySpec, init, seed=) → (student, provenance)."""
     tiny_teacher: type[TinySpec]
     """The spec class of this family's tiny teacher."""
+    tiny_teacher_lr: float = 3e-3
+    """Default peak learning rate of its tiny teacher."""
+    tiny_task: str = "numerals"
+    """The task the quickstart reads on its tiny teacher when the user asks for numerals."""
+    tiny_task_note: str = ""
+    """Why `tiny_task` differs from numerals, printed when it does."""
     bridge_attention_mask: bool = False
     """The TransformerLens bridge matches Hugging Face only when the attention mask is passed."""
     start_at_layer: bool = True
@@ -128,6 +134,10 @@ FAMILIES: dict[str, ModelFamily] = {
         residual_note="post-LayerNorm blocks: each block's LayerNorm renormalises the sum of "
                       "every path, so no write stays separate",
         build_student=build_bert_student, tiny_teacher=TinyBertSpec,
+        tiny_teacher_lr=1e-3,  # post-LayerNorm: less stable at GPT-2's rate
+        tiny_task="numerals-any-start",
+        tiny_task_note="the cloze numerals renumbered to 1..4 always answer 5, which a tiny BERT "
+                       "can read off the slot's position; the starts 1..8 are kept",
         bridge_attention_mask=True, start_at_layer=False, masker=_bert_masker,
         converts={"distilbert": distilbert_to_bert}),
 }
