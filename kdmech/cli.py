@@ -64,7 +64,36 @@ def _quiet_weight_loading() -> None:
     enable_progress_bars()
 
 
+INTERRUPTED = "kdmech: interrupted; rerun with --resume to continue"
+
+
+class _Interrupts:
+    """Remembers a Ctrl-C: Lightning catches the KeyboardInterrupt itself, shuts the run down
+    and calls sys.exit(1), so `main` needs to know the exit came from the user."""
+
+    def __init__(self):
+        self.seen = False
+
+    def __call__(self, signum, frame):
+        self.seen = True
+        raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+    import threading
+
+    interrupts = _Interrupts()
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGINT, interrupts)
+    try:
+        return _main(argv, interrupts)
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, previous)
+
+
+def _main(argv: list[str] | None, interrupts: _Interrupts) -> int:
     os.environ.setdefault("WANDB_SILENT", "true")
     _quiet_weight_loading()
     from jsonargparse import ArgumentError, auto_cli
@@ -82,7 +111,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kdmech: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("kdmech: interrupted; rerun with --resume to continue", file=sys.stderr)
+        print(INTERRUPTED, file=sys.stderr)
+        return 130
+    except SystemExit as e:
+        if not interrupts.seen:  # jsonargparse's --help and the like
+            raise
+        print(INTERRUPTED, file=sys.stderr)
         return 130
     except OSError as e:  # unwritable, full disk, a file where a folder should be, mid-run
         where = f" {e.filename!r}" if e.filename else ""
