@@ -2,6 +2,10 @@
 
 The same code path serves `gpt2` from the hub and the tiny teachers kdmech trains itself; the
 tests exercise it on folders they write. Failures are `KdmechError`s naming the value.
+
+No code from a model folder or the hub ever runs: every family is an architecture built into
+transformers, so `trust_remote_code` is passed as False everywhere (a config's `auto_map`
+pointing at Python files is ignored) and there is no flag to turn it on.
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ def _local_only(name_or_path: str) -> bool:
     if Path(name_or_path).exists():
         return True
     try:
-        AutoConfig.from_pretrained(name_or_path, local_files_only=True)
+        AutoConfig.from_pretrained(name_or_path, local_files_only=True, trust_remote_code=False)
         return True
     except (OSError, ValueError):
         pass
@@ -67,7 +71,7 @@ def _load(name_or_path: str | Path, types: set[str], role: str):
     _check_source(name_or_path)
     local = _local_only(name_or_path)
     try:
-        config = AutoConfig.from_pretrained(name_or_path, local_files_only=local)
+        config = AutoConfig.from_pretrained(name_or_path, local_files_only=local, trust_remote_code=False)
     except (OSError, ValueError) as e:
         raise KdmechError(f"cannot load model {name_or_path!r}: {_first_line(e)}") from None
     if config.model_type not in types:
@@ -75,8 +79,9 @@ def _load(name_or_path: str | Path, types: set[str], role: str):
                           f"and students must be one of {sorted(types)}")
     family = family_of(config)
     try:
-        model = family.auto_model.from_pretrained(name_or_path, attn_implementation="eager", local_files_only=local)
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path, local_files_only=local)
+        model = family.auto_model.from_pretrained(name_or_path, attn_implementation="eager",
+                                                   local_files_only=local, trust_remote_code=False)
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, local_files_only=local, trust_remote_code=False)
     except (OSError, ValueError) as e:
         raise KdmechError(f"cannot load model {name_or_path!r}: {_first_line(e)}") from None
     return family.convert(model), tokenizer
