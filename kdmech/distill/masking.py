@@ -10,12 +10,13 @@ def mask_tokens(input_ids: torch.Tensor, special: torch.Tensor, mask_id: int, vo
                 generator: torch.Generator | None = None, rate: float = 0.15):
     """(corrupted ids, labels). `special` [B, T] is true for [CLS]/[SEP]/padding."""
     ids = input_ids.clone()
-    chosen = (torch.rand(ids.shape, generator=generator) < rate) & ~special
+    chosen = (torch.rand(ids.shape, generator=generator, device=ids.device) < rate) & ~special
     labels = torch.where(chosen, input_ids, torch.full_like(input_ids, -100))
-    roll = torch.rand(ids.shape, generator=generator)
+    roll = torch.rand(ids.shape, generator=generator, device=ids.device)
     ids[chosen & (roll < 0.8)] = mask_id
     random_pos = chosen & (roll >= 0.8) & (roll < 0.9)
-    ids[random_pos] = torch.randint(0, vocab_size, (int(random_pos.sum()),), generator=generator)
+    ids[random_pos] = torch.randint(0, vocab_size, (int(random_pos.sum()),), generator=generator,
+                                    device=ids.device)
     return ids, labels
 
 
