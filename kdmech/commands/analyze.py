@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -39,6 +39,18 @@ def _count(model) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+@dataclass
+class _Pair:
+    """A loaded teacher–student pair and the prompts it is analysed on."""
+    t_model: object
+    t_tok: object
+    s_model: object
+    s_tok: object
+    kind: str
+    prompts: object
+    competence: object
+
+
 def analyze(teacher: str, student: str, out: Path, task: str = "numerals",
             analyses: list[str] = list(ANALYSES),  # noqa: B006 - jsonargparse needs a literal
             options: AnalyzeOptions = AnalyzeOptions(), progress: bool = True) -> dict:
@@ -56,18 +68,55 @@ def analyze(teacher: str, student: str, out: Path, task: str = "numerals",
         options: Settings of the individual analyses.
         progress: Show a progress bar.
     """
-    preset = get_preset(options.preset)
-    mlp_method = preset.mlp_method(options.mlp_similarity)
     bad = [a for a in analyses if a not in ANALYSES]
     if bad:
         raise KdmechError(f"analysis {bad[0]!r} is unknown; accepted: {list(ANALYSES)}")
+    preset = get_preset(options.preset)
+    preset.mlp_method(options.mlp_similarity)  # refuses an unknown method before loading
     kind = check_model(teacher, "teacher")
     check_model(student, "student")
     check_task(task, kind)
     check_out_dir(out, replaced=True)
     wanted = set(analyses) | {"influence", "matching"}
-    start = time.perf_counter()
-    out = Path(out)
+    start, out = time.perf_counter(), Path(out)
+    pair = _load_pair(teacher, student, task, options, preset)
+
+    steps = {"profiles": 2, "sensitivity": 1, "circuit": 2 * len(options.thresholds),
+             "noise": len(options.noise_sigmas) * options.noise_seeds, "shift": 8, "probes": 1}
+    bar = tqdm(total=sum(v for k, v in steps.items() if k == "profiles" or k in wanted),
+               desc="kdmech analyze", disable=not progress, unit="step")
+    result: dict = {"teacher": teacher, "student": student, "task": pair.prompts.task,
+                    "teacher_weak": pair.competence.weak,
+                    "teacher_competence": pair.competence.to_json(), "n_prompts": len(pair.prompts),
+                    "options": asdict(options), "analyses": sorted(wanted)}
+    bar.set_postfix_str("teacher profile")
+    side = TeacherSide.build(pair.t_model, pair.t_tok, pair.prompts, options, pair.competence.to_json())
+    tp = side.profile
+    bar.update()
+    bar.set_postfix_str("student profile")
+    record, sp, student_lds = analyze_checkpoint(side, pair.s_model, pair.s_tok, pair.prompts, step=0)
+    a_lds = (side.alignment_lds, student_lds)  # None: the profiles' own
+    bar.update()
+    result.update(_pair_results(record.pair, tp, sp, a_lds, options))
+    result.update(_optional_analyses(wanted, pair, tp, sp, record.pair, a_lds, options, preset, bar))
+    bar.close()
+    result["wall_seconds"] = time.perf_counter() - start
+
+    with atomic_dir(out) as tmp:
+        pair.prompts.save(tmp / "prompts.json")
+        (tmp / "analysis.json").write_text(json.dumps(result, indent=1))
+        _plots(tmp, result, tp, sp)
+    print(f"analysis of {student} against {teacher} on {pair.prompts.task} ({len(pair.prompts)} "
+          f"prompts) written to {out} in {result['wall_seconds']:.0f}s: A "
+          f"{record.pair.alignment.A:.3f} [{result['alignment']['ci95']['A'][0]:.3f}, "
+          f"{result['alignment']['ci95']['A'][1]:.3f}], worst drop student/teacher "
+          f"{record.pair.worst_drop['ratio']:.2f}")
+    return result
+
+
+def _load_pair(teacher: str, student: str, task: str, options: AnalyzeOptions, preset) -> _Pair:
+    """Both models (one family), the task's prompts as both tokenize them, filtered by the
+    teacher's competence (the gate refuses a weak teacher here)."""
     t_model, t_tok, kind = load_lm(teacher)
     s_model, s_tok, s_kind = load_lm(student)
     if s_kind != kind:
@@ -78,76 +127,59 @@ def analyze(teacher: str, student: str, out: Path, task: str = "numerals",
     prompts, competence = competent_prompts(t_model, prompts, options.min_teacher_top1,
                                             options.min_prompts, options.allow_weak_teacher,
                                             options.filter_prompts)
+    return _Pair(t_model, t_tok, s_model, s_tok, kind, prompts, competence)
 
-    steps = {"profiles": 2, "sensitivity": 1, "circuit": 2 * len(options.thresholds),
-             "noise": len(options.noise_sigmas) * options.noise_seeds, "shift": 8, "probes": 1}
-    total = sum(v for k, v in steps.items() if k == "profiles" or k in wanted)
-    bar = tqdm(total=total, desc="kdmech analyze", disable=not progress, unit="step")
-    tick = lambda k=1: bar.update(k)  # noqa: E731
 
-    result: dict = {"teacher": teacher, "student": student, "task": prompts.task,
-                    "teacher_weak": competence.weak, "teacher_competence": competence.to_json(),
-                    "n_prompts": len(prompts), "options": asdict(options), "analyses": sorted(wanted)}
-    bar.set_postfix_str("teacher profile")
-    side = TeacherSide.build(t_model, t_tok, prompts, options, competence.to_json())
-    tp = side.profile
-    tick()
-    bar.set_postfix_str("student profile")
-    record, sp, student_lds = analyze_checkpoint(side, s_model, s_tok, prompts, step=0)
-    pair = record.pair
-    a_lds = (side.alignment_lds, student_lds)  # None: the profiles' own
-    tick()
-    result["logit_diff"] = pair.logit_diff
-    result["influence"] = {"ablation": pair.ablation, **pair.influence,
-                           "retained": {"teacher": tp.influence.retained, "student": sp.influence.retained}}
-    result["matching"] = {"pairs": [m.to_json() for m in pair.matching], "merges": pair.merges,
-                          "options": pair.options}
-    result["alignment"] = {**pair.alignment.to_json(), "ablation": pair.options["alignment_ablation"],
-                           "ci95": alignment_ci(pair.matching, a_lds[1] or sp.lds, a_lds[0] or tp.lds,
-                                                options.normalisation,
-                                                options.n_boot, options.seed)}
-    result["worst_drop"] = pair.worst_drop
+def _pair_results(pair, tp, sp, a_lds, options: AnalyzeOptions) -> dict:
+    """What every analysis holds: metric, influence, matching, alignment (with its bootstrap
+    interval over prompts) and the worst single-node drops."""
+    return {
+        "logit_diff": pair.logit_diff,
+        "influence": {"ablation": pair.ablation, **pair.influence,
+                      "retained": {"teacher": tp.influence.retained, "student": sp.influence.retained}},
+        "matching": {"pairs": [m.to_json() for m in pair.matching], "merges": pair.merges,
+                     "options": pair.options},
+        "alignment": {**pair.alignment.to_json(), "ablation": pair.options["alignment_ablation"],
+                      "ci95": alignment_ci(pair.matching, a_lds[1] or sp.lds, a_lds[0] or tp.lds,
+                                           options.normalisation, options.n_boot, options.seed)},
+        "worst_drop": pair.worst_drop}
+
+
+def _optional_analyses(wanted: set, p: _Pair, tp, sp, pair, a_lds, options: AnalyzeOptions,
+                       preset, bar) -> dict:
+    """Sensitivity, circuits, noise validation, distribution shift and probes, as asked."""
+    result = {}
     if "sensitivity" in wanted:
         bar.set_postfix_str("sensitivity")
-        result["sensitivity"] = sensitivity(tp.influence, sp.influence, _count(t_model),
-                                            _count(s_model), seed=options.seed).to_json()
+        n_t, n_s = _count(p.t_model), _count(p.s_model)
+        result["sensitivity"] = sensitivity(tp.influence, sp.influence, n_t, n_s, seed=options.seed).to_json()
         if preset.sensitivity == "authors":
             result["sensitivity"] |= {"convention": "authors", "pooled": pooled_sensitivity(
-                tp.influence, sp.influence, _count(t_model), _count(s_model)).to_json()}
-        tick()
+                tp.influence, sp.influence, n_t, n_s).to_json()}
+        bar.update()
     if "circuit" in wanted:
         result["circuit"] = {}
         for who, prof in (("teacher", tp), ("student", sp)):
             bar.set_postfix_str(f"{who} circuits")
-            sweep = threshold_sweep(prof.engine, options.thresholds, options.edges)
-            result["circuit"][who] = sweep.to_json()
-            tick(len(options.thresholds))
+            result["circuit"][who] = threshold_sweep(prof.engine, options.thresholds, options.edges).to_json()
+            bar.update(len(options.thresholds))
     if "noise" in wanted:
         bar.set_postfix_str("noise validation")
-        curve = noise_curve(alignment_profile(tp, a_lds[0]), s_model, s_tok, prompts, options.noise_sigmas,
-                            tuple(range(options.noise_seeds)), pair.options["alignment_ablation"], tick,
+        curve = noise_curve(alignment_profile(tp, a_lds[0]), p.s_model, p.s_tok, p.prompts,
+                            options.noise_sigmas, tuple(range(options.noise_seeds)),
+                            pair.options["alignment_ablation"], bar.update,
                             direction=options.matching_direction,
-                            mlp_method=mlp_method, normalisation=options.normalisation)
+                            mlp_method=preset.mlp_method(options.mlp_similarity),
+                            normalisation=options.normalisation)
         result["noise"] = curve.to_json()
     if "shift" in wanted:
         bar.set_postfix_str("distribution shift")
-        result["shift"] = rows_to_json(distribution_shift(t_model, s_model, t_tok, s_tok, progress=tick,
-                                                          kind=kind))
+        result["shift"] = rows_to_json(distribution_shift(p.t_model, p.s_model, p.t_tok, p.s_tok,
+                                                          progress=bar.update, kind=p.kind))
     if "probes" in wanted:
         bar.set_postfix_str("probes")
-        result["probes"] = _probes(tp, sp, pair, t_tok)
-        tick()
-    bar.close()
-    result["wall_seconds"] = time.perf_counter() - start
-
-    with atomic_dir(out) as tmp:
-        prompts.save(tmp / "prompts.json")
-        (tmp / "analysis.json").write_text(json.dumps(result, indent=1))
-        _plots(tmp, result, tp, sp)
-    print(f"analysis of {student} against {teacher} on {prompts.task} ({len(prompts)} prompts) "
-          f"written to {out} in {result['wall_seconds']:.0f}s: A {pair.alignment.A:.3f} "
-          f"[{result['alignment']['ci95']['A'][0]:.3f}, {result['alignment']['ci95']['A'][1]:.3f}], "
-          f"worst drop student/teacher {pair.worst_drop['ratio']:.2f}")
+        result["probes"] = _probes(tp, sp, pair, p.t_tok)
+        bar.update()
     return result
 
 
