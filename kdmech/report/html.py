@@ -83,62 +83,26 @@ def _edges_note(records) -> str:
 
 
 def write_report(root: str | Path) -> Path:
+    """report/report.html (and its pictures) over every student of the run folder `root`."""
     root = Path(root)
     records = collect(root)
     out = RunLayout(root).report
     out.mkdir(exist_ok=True)
-    sections = []
-    first = records[0].final
-    sections.append(("Summary", _table(
-        ["student", "depth", "width", "heads", "params ratio", "LD", "A [95% CI]", "worst drop",
-         "ratio to teacher", "severity (heads)", "circuit nodes/edges"], _summary_rows(records))
-        + f'<p class="note">Teacher LD {first.logit_diff["teacher"]:.2f}, worst drop '
-          f'{first.worst_drop["teacher"]["value"]:.1f}% ({first.worst_drop["teacher"]["node"]}); '
-          f'task {html.escape(first.task)}, {html.escape(first.ablation)} ablation. ⚑ = worst drop over 2× the teacher\'s.'
-          + _edges_note(records) + '</p>'))
-
     figs.alignment_over_steps(records, out / "alignment_over_steps.png")
-    sections.append(("Alignment over training", _img(out / "alignment_over_steps.png", "A over steps")))
     figs.versus_ratio(records, out / "capacity.png")
-    sections.append(("Capacity ratio", _img(out / "capacity.png", "metrics vs capacity ratio")))
-
-    heat = []
-    for r in records:
-        p = out / f"influence_{r.name}.png"
-        save_influence_png(p, r.final.influence["teacher"], r.final.influence["student"],
-                           f"{r.name}: influence at step {r.final.step}")
-        heat.append(f"<h3>{html.escape(r.name)}</h3>" + _img(p, f"influence {r.name}"))
-    sections.append(("Influence: teacher beside each student", "".join(heat)))
-
-    circ = []
-    for r in records:
-        if not (r.circuit and "student" in r.circuit):
-            circ.append(f"<p>{html.escape(r.name)}: no circuit ({html.escape(r.circuit.get('error', 'not computed') if r.circuit else 'not computed')})</p>")
-            continue
-        p = out / f"circuits_{r.name}.png"
-        shapes = {who: _shape(r.final.influence[who]) for who in ("teacher", "student")}
-        matched = {m.student: m.teacher for m in r.final.matching}
-        plots.circuits_png(p, {"teacher": r.circuit["teacher"], "student": r.circuit["student"]}, shapes, matched)
-        circ.append(f"<h3>{html.escape(r.name)} (step {r.circuit['step']})</h3>" + _img(p, f"circuits {r.name}"))
-    sections.append(("Circuits side by side", "".join(circ)))
-
-    match = []
-    for r in records:
-        rows = [[m.student, f"{r.final.influence['student'][m.student]:.1f}", m.teacher,
-                 f"{r.final.influence['teacher'][m.teacher]:.1f}", f"{m.similarity:.3f}"] for m in r.final.matching]
-        merges = ", ".join(f"{t} ← {', '.join(s)}" for t, s in r.final.merges.items()) or "none"
-        match.append(f"<h3>{html.escape(r.name)}</h3>" + _table(
-            ["student node", "influence", "matched teacher node", "teacher influence", "similarity"], rows)
-            + f'<p class="note">merges: {html.escape(merges)}</p>')
-    sections.append(("Matching", "".join(match)))
-
-    if figs.noise_curves(records, out / "noise.png"):
-        sections.append(("Noise validation", _img(out / "noise.png", "noise curves")))
-    else:
-        sections.append(("Noise validation", "<p>No pair analysis with noise in this folder.</p>"))
-    sections.append(("Distribution shift", _shift_table(records)))
-    sections.append(("Restructuring", _restructuring(root, records)))
-
+    noise = figs.noise_curves(records, out / "noise.png")
+    sections = [
+        ("Summary", _summary_section(records)),
+        ("Alignment over training", _img(out / "alignment_over_steps.png", "A over steps")),
+        ("Capacity ratio", _img(out / "capacity.png", "metrics vs capacity ratio")),
+        ("Influence: teacher beside each student", _influence_section(records, out)),
+        ("Circuits side by side", _circuit_section(records, out)),
+        ("Matching", _matching_section(records)),
+        ("Noise validation", _img(out / "noise.png", "noise curves") if noise
+         else "<p>No pair analysis with noise in this folder.</p>"),
+        ("Distribution shift", _shift_table(records)),
+        ("Restructuring", _restructuring(root, records)),
+    ]
     body = "".join(f'<section id="{html.escape(t.lower().replace(" ", "-"))}"><h2>{html.escape(t)}</h2>{c}</section>'
                    for t, c in sections)
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>kdmech report: {html.escape(root.name)}</title>"
@@ -148,6 +112,53 @@ def write_report(root: str | Path) -> Path:
     path = out / "report.html"
     path.write_text(page)
     return path
+
+
+def _summary_section(records: list[StudentRecord]) -> str:
+    first = records[0].final
+    return (_table(["student", "depth", "width", "heads", "params ratio", "LD", "A [95% CI]", "worst drop",
+                    "ratio to teacher", "severity (heads)", "circuit nodes/edges"], _summary_rows(records))
+            + f'<p class="note">Teacher LD {first.logit_diff["teacher"]:.2f}, worst drop '
+              f'{first.worst_drop["teacher"]["value"]:.1f}% ({first.worst_drop["teacher"]["node"]}); '
+              f'task {html.escape(first.task)}, {html.escape(first.ablation)} ablation. ⚑ = worst drop '
+              f'over 2× the teacher\'s.' + _edges_note(records) + '</p>')
+
+
+def _influence_section(records: list[StudentRecord], out: Path) -> str:
+    heat = []
+    for r in records:
+        p = out / f"influence_{r.name}.png"
+        save_influence_png(p, r.final.influence["teacher"], r.final.influence["student"],
+                           f"{r.name}: influence at step {r.final.step}")
+        heat.append(f"<h3>{html.escape(r.name)}</h3>" + _img(p, f"influence {r.name}"))
+    return "".join(heat)
+
+
+def _circuit_section(records: list[StudentRecord], out: Path) -> str:
+    circ = []
+    for r in records:
+        if not (r.circuit and "student" in r.circuit):
+            why = r.circuit.get("error", "not computed") if r.circuit else "not computed"
+            circ.append(f"<p>{html.escape(r.name)}: no circuit ({html.escape(why)})</p>")
+            continue
+        p = out / f"circuits_{r.name}.png"
+        shapes = {who: _shape(r.final.influence[who]) for who in ("teacher", "student")}
+        matched = {m.student: m.teacher for m in r.final.matching}
+        plots.circuits_png(p, {"teacher": r.circuit["teacher"], "student": r.circuit["student"]}, shapes, matched)
+        circ.append(f"<h3>{html.escape(r.name)} (step {r.circuit['step']})</h3>" + _img(p, f"circuits {r.name}"))
+    return "".join(circ)
+
+
+def _matching_section(records: list[StudentRecord]) -> str:
+    match = []
+    for r in records:
+        rows = [[m.student, f"{r.final.influence['student'][m.student]:.1f}", m.teacher,
+                 f"{r.final.influence['teacher'][m.teacher]:.1f}", f"{m.similarity:.3f}"] for m in r.final.matching]
+        merges = ", ".join(f"{t} ← {', '.join(s)}" for t, s in r.final.merges.items()) or "none"
+        match.append(f"<h3>{html.escape(r.name)}</h3>" + _table(
+            ["student node", "influence", "matched teacher node", "teacher influence", "similarity"], rows)
+            + f'<p class="note">merges: {html.escape(merges)}</p>')
+    return "".join(match)
 
 
 def _shape(influence: dict[str, float]) -> tuple[int, int]:
