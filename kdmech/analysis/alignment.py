@@ -74,6 +74,8 @@ def alignment_ci(matches: list[Match], student_lds: tuple, teacher_lds: tuple,
     on whole-batch patterns and activation covariances) is held fixed."""
     from kdmech.analysis.influence import influence_from_lds
 
+    # a thousand small resamples: cheaper on the CPU than as GPU kernels (numbers unchanged)
+    student_lds, teacher_lds = _on_cpu(student_lds), _on_cpu(teacher_lds)
     n = student_lds[2].shape[0]
     rng = np.random.default_rng(seed)
     heads = [m for m in matches if ".H" in m.student]
@@ -88,3 +90,9 @@ def alignment_ci(matches: list[Match], student_lds: tuple, teacher_lds: tuple,
         draws["A_mlp"].append(alignment_score(mlps, s, t, how))
     return {k: [float(np.nanpercentile(v, 2.5)), float(np.nanpercentile(v, 97.5))]
             for k, v in draws.items()} | {"n_boot": n_boot, "seed": seed, "matching": "held fixed"}
+
+
+def _on_cpu(lds: tuple) -> tuple:
+    """Per-prompt LDs (kind, names, intact [N], ablated [n_nodes, N]) with the tensors on the CPU."""
+    kind, names, full, ablated = lds
+    return kind, names, full.cpu(), ablated.cpu()

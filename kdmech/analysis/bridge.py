@@ -63,5 +63,5 @@ def logits_at(bridged: Bridged, ids: torch.Tensor, positions: torch.Tensor,
         batch_hooks = [(name, fn(sl)) for name, fn in hooks]
         logits = bridged.bridge.run_with_hooks(ids[sl], fwd_hooks=batch_hooks,
                                                **bridged.forward_kwargs(ids[sl]))
-        out.append(logits[torch.arange(logits.shape[0]), positions[sl]])
+        out.append(logits[torch.arange(logits.shape[0], device=logits.device), positions[sl]])
     return torch.cat(out)

@@ -183,7 +183,7 @@ def path_patching(engine: AblationEngine, circuit: set[Node], progress=None) -> 
     paired = engine.paired_corrupted().full
     z_corrupted = lambda layer: paired[Node(layer, 0).hook].flatten(2)  # noqa: E731
     mlp_corrupted = lambda layer: paired[Node(layer).hook]  # noqa: E731
-    rows = torch.arange(len(p))
+    rows = torch.arange(len(p), device=p.device)
     baseline = runner.metric_from_final(state.resid_final[rows, p.positions], p).mean().item()
     scores = {}
     for sender in sorted(circuit):

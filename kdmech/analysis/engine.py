@@ -20,6 +20,10 @@ encoders (BERT) take the reference: one full forward per ablation set.
 Path patching and the residual probes read the fast path's cached forwards; they run only
 where the family declares an additive residual stream, and an engine built without its fast
 path builds the runner for them on demand (the same runner, so the same numbers).
+
+The engine runs where the model is: its prompts are moved to the model's device
+(`PromptSet.for_model`) and every tensor it makes takes its device from them or from the
+activations (tests/test_device.py).
 """
 
 from __future__ import annotations
@@ -50,7 +54,8 @@ class AblationEngine:
                  kind: AblationKind = AblationKind.MEAN,
                  source: CorruptedActivations | None = None, max_rows: int | None = None,
                  fast_path: bool = True):
-        self.bridged, self.prompts = bridged, prompts
+        self.bridged, self.prompts = bridged, prompts.for_model(bridged.bridge)
+        prompts = self.prompts
         self.kind, self.source = AblationKind(kind), source
         self._paired: CorruptedActivations | None = None
         on_gpu = prompts.clean.is_cuda
@@ -80,7 +85,7 @@ class AblationEngine:
         n = len(self.prompts)
         reps = resid.shape[0] // n
         pos = self.prompts.positions.repeat(reps)
-        at = resid[torch.arange(resid.shape[0]), pos]
+        at = resid[torch.arange(resid.shape[0], device=resid.device), pos]
         bridge = self.bridged.bridge
         return task_metric(bridge.unembed(bridge.ln_final(at[:, None]))[:, 0], self.prompts)
 
@@ -115,7 +120,7 @@ class AblationEngine:
             t = self.prompts.seq_len
             shape = ((t, self.bridged.n_heads, self.bridged.d_model // self.bridged.n_heads)
                      if hook_name.endswith("hook_z") else (t, self.bridged.d_model))
-        return torch.zeros(n, *shape)
+        return torch.zeros(n, *shape, device=self.prompts.device)
 
     def _hooks(self, sets: list[list[Node]]) -> list:
         """Hooks that ablate sets[j] in rows j·N … (j+1)·N of a stacked batch."""
@@ -194,7 +199,7 @@ class AblationEngine:
             return ablated_metric(self.bridged, self.prompts, [], self.kind, self.source)
         if self.runner is not None:
             p = self.prompts
-            at = self.runner.resid_final[torch.arange(len(p)), p.positions]
+            at = self.runner.resid_final[torch.arange(len(p), device=p.device), p.positions]
             return self.runner.metric_from_final(at, p)
         return self.metrics_from_resid(self.resid_final)
 

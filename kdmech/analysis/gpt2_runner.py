@@ -144,7 +144,7 @@ class GPT2Runner:
         """Finish block `layer` from its residual after attention, run the rest; returns the
         final residual at the positions [N, d]. Ablations as in `final_resid_at`."""
         heads_at = heads_at or {}
-        rows = torch.arange(positions.shape[0])
+        rows = torch.arange(positions.shape[0], device=positions.device)
         last = self.n_layers - 1
         if layer == last:
             mid = mid[rows, positions]
@@ -165,7 +165,7 @@ class GPT2Runner:
     def _mlp(self, layer, mid, positions, mlps, mlp_new):
         if layer in mlps:
             out = mlp_new(layer)
-            return out if positions is None else out[torch.arange(out.shape[0]), positions]
+            return out if positions is None else out[torch.arange(out.shape[0], device=out.device), positions]
         block = self.blocks[layer]
         return block.mlp(block.ln_2(mid))
 
@@ -201,7 +201,7 @@ class GPT2Runner:
         with `state`'s ablations still in place."""
         state = state or self.clean
         ablation = (state.heads_at, state.mlps, state.z_new, state.mlp_new)
-        rows = torch.arange(positions.shape[0])
+        rows = torch.arange(positions.shape[0], device=positions.device)
         if receiver == "resid_final":
             return (state.resid_final + delta)[rows, positions]
         node_name, _, port = receiver.rpartition(".") if receiver.count(".") == 2 else (receiver, "", "")
@@ -245,12 +245,12 @@ class GPT2Runner:
     def _last_attention(self, block, h, positions, heads, z_new):
         """resid_mid of the last block at the prediction positions only."""
         b, t, _ = h.shape
-        rows = torch.arange(b)
+        rows = torch.arange(b, device=h.device)
         q, k, v = block.attn.c_attn(block.ln_1(h)).split(self.d, dim=-1)
         q = q[rows, positions].view(b, self.n_heads, 1, self.d_head)
         k = k.view(b, t, self.n_heads, self.d_head).transpose(1, 2)
         v = v.view(b, t, self.n_heads, self.d_head).transpose(1, 2)
-        mask = torch.arange(t)[None, :] <= positions[:, None]  # [b, t]
+        mask = torch.arange(t, device=h.device)[None, :] <= positions[:, None]  # [b, t]
         z = torch.nn.functional.scaled_dot_product_attention(
             q, k, v, attn_mask=mask[:, None, None, :], scale=self.scale)
         z = z.reshape(b, self.d)

@@ -115,7 +115,7 @@ def authors_rescale(raw: torch.Tensor, head_sim: torch.Tensor) -> torch.Tensor:
         p = raw[positive]
         spread = p.std(unbiased=False)
         z = (p - p.mean()) / spread if spread > 0 else torch.zeros_like(p)
-        h_std = heads.std(unbiased=True) if heads.numel() > 1 else torch.zeros((), dtype=heads.dtype)
+        h_std = heads.std(unbiased=True) if heads.numel() > 1 else heads.new_zeros(())
         out[positive] = z * h_std + heads.mean()
     top = out.max()
     return (out / top if top != 0 else torch.zeros_like(out)).float()
@@ -141,7 +141,8 @@ def authors_mlp_similarity(student_out: torch.Tensor, teacher_out: torch.Tensor,
     _check_equal_widths("authors", student_out, teacher_out)
     sd = [top_directions(x) for x in student_out]
     td = [top_directions(x) for x in teacher_out]
-    raw = torch.tensor([[mean_cosine(a, b) for b in td] for a in sd], dtype=torch.float64)
+    raw = torch.tensor([[mean_cosine(a, b) for b in td] for a in sd], dtype=torch.float64,
+                       device=head_sim.device)
     return authors_rescale(raw, head_sim)
 
 
@@ -193,7 +194,7 @@ def mlp_similarity(student_out: torch.Tensor, teacher_out: torch.Tensor,
             raise KdmechError("MLP similarity 'authors' scales MLP scores against the head "
                               "similarities: pass head_sim")
         return authors_mlp_similarity(student_out, teacher_out, head_sim), used
-    sim = torch.zeros(student_out.shape[0], teacher_out.shape[0])
+    sim = torch.zeros(student_out.shape[0], teacher_out.shape[0], device=student_out.device)
     if used == "svd3":
         sd = [top_directions(x) for x in student_out]
         td = [top_directions(x) for x in teacher_out]
@@ -215,7 +216,7 @@ def assign(sim: torch.Tensor, student: list[Node], teacher: list[Node],
     elif direction == "teacher_to_student":
         pairs = [(int(sim[:, j].argmax()), j) for j in range(len(teacher))]
     elif direction == "hungarian":
-        rows, cols = linear_sum_assignment(-sim.numpy())
+        rows, cols = linear_sum_assignment(-sim.cpu().numpy())
         pairs = list(zip(rows.tolist(), cols.tolist()))
     else:
         raise KdmechError(f"matching direction {direction!r} is unknown; accepted: "

@@ -29,7 +29,8 @@ def add_weight_noise(model, sigma: float, seed: int):
     with torch.no_grad():
         for p in noisy.parameters():
             if p.ndim >= 2 and sigma > 0:
-                p.add_(sigma * p.std() * torch.randn(p.shape, generator=gen))
+                # drawn on the CPU whatever the model's device: one noisy student per seed
+                p.add_(sigma * p.std() * torch.randn(p.shape, generator=gen, device="cpu").to(p.device))
     return noisy
 
 

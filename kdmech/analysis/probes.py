@@ -62,8 +62,8 @@ def successor_scores(engine: AblationEngine, tokenizer, values=range(1, 31)) -> 
     if len(usable) < 3:
         raise KdmechError("the successor probe needs at least 3 single-token numerals")
     vals = [v for v, _ in usable]
-    tok = torch.tensor([t for _, t in usable])
     model = runner.model
+    tok = torch.tensor([t for _, t in usable], device=model.lm_head.weight.device)
     emb = model.transformer.wte.weight[tok]  # [n, d]
     w_u = model.lm_head.weight[tok]  # [n, d]: numeral tokens only
     targets = {v: vals.index(v + 1) for v in vals if v + 1 in vals}
@@ -105,7 +105,7 @@ def logit_attribution(engine: AblationEngine) -> LogitAttribution:
         raise KdmechError(f"direct logit attribution splits a logit difference; task {p.task!r} "
                           f"uses the {p.metric!r} metric")
     model = runner.model
-    rows = torch.arange(len(p))
+    rows = torch.arange(len(p), device=p.device)
     pos = p.positions
     final = runner.resid_final[rows, pos]  # [N, d]
     ln = model.transformer.ln_f

@@ -51,7 +51,7 @@ def clean_run(bridged: Bridged, prompts: PromptSet, batch_size: int = 64):
         sl = slice(i, i + batch_size)
         logits, cache = bridged.bridge.run_with_cache(prompts.clean[sl], names_filter=_pattern_or_mlp,
                                                       **bridged.forward_kwargs(prompts.clean[sl]))
-        at = logits[torch.arange(logits.shape[0]), prompts.positions[sl]]
+        at = logits[torch.arange(logits.shape[0], device=logits.device), prompts.positions[sl]]
         lds.append(task_metric(at, prompts, rows=sl))
         pats = torch.stack([cache[f"blocks.{l}.attn.hook_pattern"].sum(0)
                             for l in range(bridged.n_layers)])
@@ -64,6 +64,7 @@ def clean_run(bridged: Bridged, prompts: PromptSet, batch_size: int = 64):
 
 def profile(model, tokenizer, prompts: PromptSet,
             ablation: AblationKind = AblationKind.MEAN) -> ModelProfile:
+    prompts = prompts.for_model(model)  # everything below runs on the model's device
     bridged = boot(model, tokenizer)
     ablation = AblationKind(ablation)
     source = (None if ablation is AblationKind.ZERO else

@@ -14,8 +14,10 @@ from kdmech.tasks.prompt_set import PromptSet
 
 @torch.no_grad()
 def model_logits(model, prompts: PromptSet, batch_size: int = 128) -> torch.Tensor:
-    """Logits [N, V] at the prediction positions, from the model's own forward."""
+    """Logits [N, V] at the prediction positions, from the model's own forward (on the
+    model's device)."""
     model.eval()
+    prompts = prompts.for_model(model)
     out = []
     for i in range(0, len(prompts), batch_size):
         logits = model(input_ids=prompts.clean[i:i + batch_size]).logits
@@ -34,6 +36,7 @@ def _correct(logits: torch.Tensor, prompts: PromptSet) -> torch.Tensor:
 
 def accuracy_and_ld(model, prompts: PromptSet) -> dict[str, float]:
     """Top-1 accuracy and the mean task metric ("logit_diff" in the result for every task)."""
+    prompts = prompts.for_model(model)
     logits = model_logits(model, prompts)
     return {"top1": _correct(logits, prompts).float().mean().item(),
             "logit_diff": task_metric(logits, prompts).mean().item(), "n": len(prompts),
@@ -54,7 +57,8 @@ def kept_by_teacher(logits: torch.Tensor, prompts: PromptSet) -> torch.Tensor:
 
 
 def filter_by_teacher(model, prompts: PromptSet) -> PromptSet:
-    keep = kept_by_teacher(model_logits(model, prompts), prompts)
+    """The prompts the teacher solves (`kept_by_teacher`), on the device they came on."""
+    keep = kept_by_teacher(model_logits(model, prompts), prompts.for_model(model))
     if keep.numel() == 0:
         raise KdmechError(f"the teacher solves none of the {len(prompts)} {prompts.task!r} prompts "
                           f"(top-1 correct and p(correct) > 2·p(wrong)); train it longer or "
@@ -98,11 +102,13 @@ def competent_prompts(model, prompts: PromptSet, min_top1: float = 0.9, min_prom
                       who: str = "teacher") -> tuple[PromptSet, TeacherCompetence]:
     """The competence gate before any analysis: the teacher's top-1 on the task and the prompts
     that survive its filter. A teacher below either bar is refused in one line (a KdmechError)
-    unless `allow_weak`; then the caller marks its outputs `teacher_weak`."""
-    logits = model_logits(model, prompts)
-    keep = kept_by_teacher(logits, prompts)
+    unless `allow_weak`; then the caller marks its outputs `teacher_weak`. The prompts come
+    back on the device they came on."""
+    on_model = prompts.for_model(model)
+    logits = model_logits(model, on_model)
+    keep = kept_by_teacher(logits, on_model)
     n_kept = keep.numel() if filter_prompts else len(prompts)
-    competence = TeacherCompetence(prompts.task, _correct(logits, prompts).float().mean().item(),
+    competence = TeacherCompetence(prompts.task, _correct(logits, on_model).float().mean().item(),
                                    len(prompts), n_kept, min_top1, min_prompts)
     if competence.weak and not allow_weak:
         raise KdmechError(f"{who} not analysed: " + "; ".join(competence.shortfalls())

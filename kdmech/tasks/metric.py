@@ -23,7 +23,7 @@ def task_metric(logits: torch.Tensor, prompts: PromptSet, rows: slice | None = N
         years = prompts.year_ids
         thresholds = (prompts.thresholds if rows is None else prompts.thresholds[rows]).repeat(reps)
         p = logits.float().softmax(-1)[:, years]  # [n, 100]: p of 00..99
-        above = torch.arange(100)[None, :] > thresholds[:, None]
+        above = torch.arange(100, device=logits.device)[None, :] > thresholds[:, None]
         return (p * above).sum(-1) - (p * ~above).sum(-1)
-    idx = torch.arange(logits.shape[0])
+    idx = torch.arange(logits.shape[0], device=logits.device)
     return logits[idx, answers.repeat(reps)] - logits[idx, wrongs.repeat(reps)]

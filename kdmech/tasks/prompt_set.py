@@ -77,7 +77,7 @@ class PromptSet:
     @property
     def thresholds(self) -> torch.Tensor:
         """greater_than: the year XX of each prompt."""
-        return torch.tensor([int(w) for w in self.texts.wrong_answers])
+        return torch.tensor([int(w) for w in self.texts.wrong_answers], device=self.device)
 
     @property
     def task(self) -> str:
@@ -91,7 +91,7 @@ class PromptSet:
         return self.clean.shape[1]
 
     def subset(self, keep: list[int]) -> "PromptSet":
-        idx = torch.as_tensor(keep, dtype=torch.long)
+        idx = torch.as_tensor(keep, dtype=torch.long, device=self.device)
         return PromptSet(self.texts.subset(list(keep)), self.clean[idx], self.corrupted[idx],
                          self.answers[idx], self.wrong_answers[idx], self.positions[idx], self.kind,
                          self.year_ids)
@@ -108,6 +108,13 @@ class PromptSet:
         move = lambda x: None if x is None else x.to(device)  # noqa: E731
         return PromptSet(self.texts, move(self.clean), move(self.corrupted), move(self.answers),
                          move(self.wrong_answers), move(self.positions), self.kind, move(self.year_ids))
+
+    def for_model(self, model) -> "PromptSet":
+        """The same prompts on the device of `model`'s parameters: the one boundary where
+        prompts meet a model (profiles, the ablation engine, the teacher filter). Prompt sets
+        are made and saved on the CPU; every tensor an analysis makes derives its device from
+        these or from the model's activations."""
+        return self.to(device_of(model))
 
     def to_json(self) -> dict:
         return {
@@ -126,7 +133,7 @@ class PromptSet:
         texts = PromptTexts(d["task"], d["clean_text"], d["corrupted_text"], d["answer_text"],
                             d["wrong_answer_text"], d.get("groups", []), d.get("metric", "logit_diff"),
                             d.get("ragged", False))
-        t = lambda k: torch.tensor(d[k], dtype=torch.long)  # noqa: E731
+        t = lambda k: torch.tensor(d[k], dtype=torch.long, device="cpu")  # noqa: E731
         return cls(texts, t("clean_ids"), t("corrupted_ids"), t("answer_ids"),
                    t("wrong_answer_ids"), t("positions"), d["kind"],
                    t("year_ids") if d.get("year_ids") is not None else None)
@@ -137,6 +144,29 @@ class PromptSet:
     @classmethod
     def load(cls, path: str | Path) -> "PromptSet":
         return cls.from_json(json.loads(Path(path).read_text()))
+
+
+def device_of(model) -> torch.device:
+    """Where a model (an `nn.Module`) keeps its parameters."""
+    return next(model.parameters()).device
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """A device a user names: auto (the first GPU when torch sees one, else the CPU), cpu,
+    cuda, cuda:N, mps. One line when that device is not there."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise KdmechError(f"device {name!r} is not a device; accepted: auto, cpu, cuda, cuda:N, mps") from None
+    if device.type == "cuda" and (not torch.cuda.is_available()
+                                  or (device.index or 0) >= torch.cuda.device_count()):
+        raise KdmechError(f"device {name!r} asked for, but torch sees "
+                          f"{torch.cuda.device_count()} CUDA device(s); use auto or cpu")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise KdmechError(f"device {name!r} asked for, but torch sees no MPS device; use auto or cpu")
+    return device
 
 
 def _single_token(tokenizer, text: str, what: str, prompt: str) -> int:
@@ -178,7 +208,7 @@ def tokenize_prompts(texts: PromptTexts, tokenizer, kind: ModelKind = "causal") 
         corrupted.append(ri)
     if texts.ragged:
         clean, corrupted = _pad_right(texts, tokenizer, kind, clean, corrupted)
-    t = lambda x: torch.tensor(x, dtype=torch.long)  # noqa: E731
+    t = lambda x: torch.tensor(x, dtype=torch.long, device="cpu")  # noqa: E731
     year_ids = None
     if texts.metric == "greater_than":
         year_ids = t([_single_token(tokenizer, f"{i:02d}", "year ending", texts.clean[0]) for i in range(100)])
