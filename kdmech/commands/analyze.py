@@ -30,6 +30,7 @@ from kdmech.report.heatmap import save_influence_png
 from kdmech.tasks import check_same_tokenization, get_task
 from kdmech.tasks.filtering import competent_prompts
 from kdmech.tasks.forms import prompt_form
+from kdmech.tasks.prompt_set import resolve_device
 from kdmech.validation import check_model, check_out_dir, check_task
 
 ANALYSES = ("influence", "sensitivity", "circuit", "matching", "noise", "shift", "probes")
@@ -53,7 +54,8 @@ class _Pair:
 
 def analyze(teacher: str, student: str, out: Path, task: str = "numerals",
             analyses: list[str] = list(ANALYSES),  # noqa: B006 - jsonargparse needs a literal
-            options: AnalyzeOptions = AnalyzeOptions(), progress: bool = True) -> dict:
+            options: AnalyzeOptions = AnalyzeOptions(), progress: bool = True,
+            device: str = "auto") -> dict:
     """Analyse a teacher–student pair: influence, sensitivity, circuits, matching, alignment,
     noise validation, distribution shift and mechanism probes.
 
@@ -67,19 +69,22 @@ def analyze(teacher: str, student: str, out: Path, task: str = "numerals",
         analyses: Which analyses to run (influence and matching always run).
         options: Settings of the individual analyses.
         progress: Show a progress bar.
+        device: Where both models run: auto (the first GPU when there is one), cpu, cuda,
+            cuda:N, mps.
     """
     bad = [a for a in analyses if a not in ANALYSES]
     if bad:
         raise KdmechError(f"analysis {bad[0]!r} is unknown; accepted: {list(ANALYSES)}")
     preset = get_preset(options.preset)
     preset.mlp_method(options.mlp_similarity)  # refuses an unknown method before loading
+    where = resolve_device(device)
     kind = check_model(teacher, "teacher")
     check_model(student, "student")
     check_task(task, kind)
     check_out_dir(out, replaced=True)
     wanted = set(analyses) | {"influence", "matching"}
     start, out = time.perf_counter(), Path(out)
-    pair = _load_pair(teacher, student, task, options, preset)
+    pair = _load_pair(teacher, student, task, options, preset, where)
 
     steps = {"profiles": 2, "sensitivity": 1, "circuit": 2 * len(options.thresholds),
              "noise": len(options.noise_sigmas) * options.noise_seeds, "shift": 8, "probes": 1}
@@ -114,7 +119,8 @@ def analyze(teacher: str, student: str, out: Path, task: str = "numerals",
     return result
 
 
-def _load_pair(teacher: str, student: str, task: str, options: AnalyzeOptions, preset) -> _Pair:
+def _load_pair(teacher: str, student: str, task: str, options: AnalyzeOptions, preset,
+               device="cpu") -> _Pair:
     """Both models (one family), the task's prompts as both tokenize them, filtered by the
     teacher's competence (the gate refuses a weak teacher here)."""
     t_model, t_tok, kind = load_lm(teacher)
@@ -122,6 +128,7 @@ def _load_pair(teacher: str, student: str, task: str, options: AnalyzeOptions, p
     if s_kind != kind:
         raise KdmechError(f"teacher {teacher!r} is a {t_model.config.model_type} and student "
                           f"{student!r} a {s_model.config.model_type}; a pair must be one family")
+    t_model, s_model = t_model.to(device), s_model.to(device)  # prompts follow (for_model)
     texts = get_task(task, cloze=prompt_form(kind).cloze, **preset.task_options(task, options.per_type)).prompts()
     prompts = check_same_tokenization(t_tok, s_tok, texts, kind)
     prompts, competence = competent_prompts(t_model, prompts, options.min_teacher_top1,
