@@ -19,7 +19,8 @@ def corpus_dataset(tokenizer, n: int, seed: int, kind: ModelKind = "causal") -> 
     form = prompt_form(kind)
     ids = [form.wrap(tokenizer, tokenizer.encode(t, add_special_tokens=False)) for t in texts]
     width = max(map(len, ids))
-    pad = tokenizer.pad_token_id
+    # GPT-2's own tokenizer has no pad token: EOS pads (the attention mask hides it either way)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     return Dataset.from_dict({
         "text": texts,
         "input_ids": [x + [pad] * (width - len(x)) for x in ids],
