@@ -85,13 +85,16 @@ def noise_png(path, noise: dict) -> None:
     sig = np.array(noise["sigmas"])
     A = np.array(noise["A"])
     fig, ax = plt.subplots(figsize=(6, 3.8))
-    x = np.where(sig > 0, sig, sig[sig > 0].min() / 3)
+    positive = sig[sig > 0]
+    left = positive.min() / 3 if positive.size else 1e-3  # where σ = 0 is drawn
+    x = np.where(sig > 0, sig, left)
     for j in range(A.shape[1]):
         ax.scatter(x, A[:, j], s=12, color="grey", alpha=0.6)
     ax.plot(x, A.mean(1), "o-", label="mean A")
-    grid = np.geomspace(sig[sig > 0].min(), sig.max(), 50)
-    ax.plot(grid, noise["fit_a"] - noise["fit_b"] * np.log(grid), "--",
-            label=f"a − b·ln σ (R² {noise['fit_r2']:.2f})")
+    if positive.size:  # the fit needs some σ > 0
+        grid = np.geomspace(positive.min(), sig.max(), 50)
+        ax.plot(grid, noise["fit_a"] - noise["fit_b"] * np.log(grid), "--",
+                label=f"a − b·ln σ (R² {noise['fit_r2']:.2f})")
     ax.axhline(noise["plateau"], color="tab:red", lw=0.8, label=f"plateau {noise['plateau']:.3f}")
     ax.set_xscale("log")
     ax.set_xlabel("σ (σ = 0 drawn at the left edge)")
