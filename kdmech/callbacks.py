@@ -10,6 +10,7 @@ import lightning as L
 
 from kdmech.analysis.checkpoint import TeacherSide, analyze_checkpoint, circuit_record
 from kdmech.analysis.options import AnalysisSchedule
+from kdmech.analysis.record import forget_steps
 from kdmech.analysis.restructuring import append_history
 from kdmech.report.heatmap import save_influence_png
 from kdmech.report.timeline import picture_paths, student_timeline
@@ -24,6 +25,10 @@ class CircuitAnalysisCallback(L.Callback):
     run folder, append it to the history and log it. Circuits and probes run every
     `options.circuit_every_n_steps` steps (0 = only at the end); the timeline pictures are
     drawn once, at the end.
+
+    A run that starts at step k (fresh: 0; resumed from a checkpoint: its step) first forgets
+    what the folder holds for steps ≥ k and analyses them again: analyses are deterministic, so
+    a resumed run's history holds every step once, with an uninterrupted run's numbers.
 
     The LightningModule needs one attribute: `student` (the HF model being trained), or
     `student_named(name)` when it trains several. Students of one teacher on one prompt set
@@ -40,6 +45,8 @@ class CircuitAnalysisCallback(L.Callback):
         self.sink: WandbSink | None = None
         self.last_student = None
         self.done: set[int] = set()
+        self.ended = False
+        """on_train_end has run (Lightning skips the training hooks of a run resumed at its end)."""
         self.results = []
         """The PairAnalysis of every checkpoint, in order."""
 
@@ -71,11 +78,11 @@ class CircuitAnalysisCallback(L.Callback):
             circuits=self._circuit_step(step, final))
         record.save(self.layout, self.name)
         r = record.pair
-        save_influence_png(self.layout.influence_png(self.name, step), r.influence["teacher"],
-                           r.influence["student"], f"influence at step {step}")
+        png = self.layout.influence_png(self.name, step)
+        save_influence_png(png, r.influence["teacher"], r.influence["student"], f"influence at step {step}")
         append_history(self.layout, self.name, record)
         self.results.append(r)
-        self.sink.checkpoint(record)
+        self.sink.checkpoint(record, png)
         print(f"[analysis] {self.prefix}step {step}: LD teacher {r.logit_diff['teacher']:.2f} "
               f"student {r.logit_diff['student']:.2f}, A {r.alignment.A:.3f}, worst drop "
               f"{r.worst_drop['student']['value']:.1f}% ({r.worst_drop['student']['node']}) "
@@ -94,6 +101,8 @@ class CircuitAnalysisCallback(L.Callback):
                                       self.layout.step_json(self.name, step)])
 
     def on_train_start(self, trainer, pl_module) -> None:
+        if trainer.is_global_zero:
+            forget_steps(self.layout, self.name, trainer.global_step)
         self._analyse(trainer, pl_module)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
@@ -102,6 +111,7 @@ class CircuitAnalysisCallback(L.Callback):
             self._analyse(trainer, pl_module)
 
     def on_train_end(self, trainer, pl_module) -> None:
+        self.ended = True
         if not trainer.is_global_zero:
             return
         step = trainer.global_step

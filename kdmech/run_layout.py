@@ -2,7 +2,8 @@
 
     teacher/                         the tiny teacher (train-teacher's output)
     students/<name>/                 save_pretrained student + tokenizer + provenance.json
-    checkpoints/<name>/last.ckpt     Lightning checkpoint for --resume (+ wandb_run_id)
+    checkpoints/<name>/last.ckpt     Lightning checkpoint for --resume (+ previous.ckpt, the W&B
+                                     run id and wandb_history.jsonl, the journal of its rows)
     analysis/<name>/step_<N>.json    a checkpoint's pair analysis (CheckpointRecord)
     analysis/<name>/circuit_step_<N>.json   its circuits and probes, at circuit steps
     analysis/<name>/prompts.json     the exact analysis prompts
@@ -49,6 +50,10 @@ class RunLayout:
 
     def wandb_run_id(self, name: str) -> Path:
         return self.checkpoints(name) / "wandb_run_id"
+
+    def wandb_journal(self, name: str) -> Path:
+        """Every row the run logged to W&B, for an exact offline resume (kdmech.tracking)."""
+        return self.checkpoints(name) / "wandb_history.jsonl"
 
     @property
     def wandb(self) -> Path:

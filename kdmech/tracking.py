@@ -4,18 +4,43 @@ Offline runs land in `<run dir>/wandb/offline-run-*` and never touch the network
 uploads them later and `wandb leet <dir>` shows them in a terminal. A run goes online only
 when asked (`mode="online"` or WANDB_MODE=online) or when an API key is configured
 (WANDB_API_KEY, or a `wandb login` entry in ~/.netrc) and the mode is "auto".
+
+Resuming (`--resume`). Online, W&B itself continues the stored run id (`resume="allow"`).
+Offline, W&B can neither append to an earlier run's files nor be relied on to have written them:
+it buffers its log in memory (up to `x_transaction_log_flush_interval`, 15 s) and a killed run
+loses that part. So every row a run logs is first appended to a journal of our own
+(`checkpoints/<run>/wandb_history.jsonl`; images, table rows and artifacts as references to
+the run folder's files). A resumed offline run starts a new offline run with the same id,
+replays the journal's rows below the resumed step (`resume_offline_run`; the steps from there on
+are logged again by the training), and, once it has closed (`finish`), moves the earlier
+folders of that id into `wandb/superseded/`: one `offline-run-*` folder holds the run's whole
+history, once, and `wandb sync <dir>/wandb/offline-run-*` uploads it as one run.
 """
 
 from __future__ import annotations
 
+import json
 import netrc
 import os
+import re
+import shutil
+import struct
+import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
+
+from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from kdmech.errors import KdmechError
 
 WandbMode = Literal["auto", "online", "offline", "disabled"]
+STEP_KEY = "trainer/global_step"
+"""The x-axis of every kdmech W&B row (Lightning's WandbLogger defines it)."""
+SUPERSEDED = "superseded"
+"""Where `finish` moves the offline folders a resumed run has replaced (inside wandb/: out of
+the `offline-run-*` glob, and one level deeper than `wandb sync <wandb dir>` looks)."""
 
 
 def _key_configured() -> bool:
@@ -38,28 +63,243 @@ def resolve_mode(mode: WandbMode = "auto") -> str:
     return "online" if _key_configured() else "offline"
 
 
+class JournaledWandbLogger(WandbLogger):
+    """Lightning's WandbLogger that appends every row it logs to `journal` (one JSON line per
+    row, written before W&B sees it) and logs incremental tables and file artifacts for
+    `WandbSink`. Rows must carry their step (all of kdmech's do)."""
+
+    def __init__(self, *args, journal: Path | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.journal = Path(journal) if journal is not None else None
+        self.tables: dict = {}
+        """Incremental W&B tables by key (continued across a resume)."""
+        self.superseded: list[Path] = []
+        """Earlier offline folders of this run, moved aside by `finish`."""
+        self._quiet = False
+
+    def _record(self, step, row: dict) -> None:
+        if self.journal is None or self._quiet:
+            return
+        self.journal.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.journal, "a") as fh:
+            fh.write(json.dumps({"step": step, "row": row}, allow_nan=True) + "\n")
+
+    @rank_zero_only
+    def log_metrics(self, metrics, step=None) -> None:
+        self._record(step, {k: _journal_value(v) for k, v in metrics.items()})
+        super().log_metrics(metrics, step)
+
+    @rank_zero_only
+    def log_image(self, key: str, images: list, step=None, **kwargs) -> None:
+        if all(isinstance(i, (str, Path)) for i in images):
+            value = {"_kdmech": "images", "paths": [str(Path(i).resolve()) for i in images]}
+        else:
+            value = {"_kdmech": "unreplayable"}
+        self._record(step, {key: value})
+        quiet, self._quiet = self._quiet, True
+        try:
+            super().log_image(key, images, step, **kwargs)
+        finally:
+            self._quiet = quiet
+
+    @rank_zero_only
+    def log_table_rows(self, key: str, columns: list[str], rows: list[list], step: int) -> None:
+        """Add `rows` to the run's incremental table `key` (W&B logs the increment)."""
+        import wandb
+
+        self._record(step, {key: {"_kdmech": "table_rows", "columns": columns, "rows": rows}})
+        table = self.tables.get(key)
+        if table is None:
+            table = self.tables[key] = wandb.Table(columns=columns, log_mode="INCREMENTAL")
+        for row in rows:
+            table.add_data(*row)
+        self.experiment.log({key: table, STEP_KEY: step})
+
+    @rank_zero_only
+    def log_files_artifact(self, name: str, kind: str, files: list, step: int, metadata: dict | None = None) -> None:
+        """A versioned artifact of `files` (which must stay where they are: a replay reads them)."""
+        import wandb
+
+        files = [str(Path(f).resolve()) for f in files]
+        self._record(step, {f"artifact/{name}": {"_kdmech": "artifact", "name": name, "type": kind,
+                                                  "files": files, "metadata": metadata}})
+        artifact = wandb.Artifact(name, type=kind, metadata=metadata)
+        for f in files:
+            artifact.add_file(f)
+        self.experiment.log_artifact(artifact)
+
+
+def _journal_value(v):
+    if hasattr(v, "item"):
+        v = v.item()
+    if isinstance(v, (int, float, str, bool)) or v is None:
+        return v
+    return {"_kdmech": "unreplayable"}
+
+
 def make_logger(save_dir: str | Path, name: str, group: str, mode: WandbMode = "auto",
                 project: str = "kdmech", run_id: str | None = None, config: dict | None = None,
-                job_type: str | None = None):
-    """A Lightning WandbLogger, or None when W&B is disabled."""
-    from lightning.pytorch.loggers import WandbLogger
-
+                job_type: str | None = None, journal: Path | None = None):
+    """A Lightning WandbLogger (journaling every row to `journal`), or None when W&B is
+    disabled. With `run_id` the run is resumed: online by W&B, offline by `resume_offline_run`
+    (call it once the resumed step is known)."""
     resolved = resolve_mode(mode)
     if resolved == "disabled":
         return None
     Path(save_dir).mkdir(parents=True, exist_ok=True)
-    logger = WandbLogger(project=project, name=name, group=group, save_dir=str(save_dir),
-                         offline=resolved == "offline", id=run_id, resume="allow" if run_id else None,
-                         config=config, job_type=job_type, settings={"quiet": True, "console": "off"})
-    return logger
+    return JournaledWandbLogger(project=project, name=name, group=group, save_dir=str(save_dir),
+                                offline=resolved == "offline", id=run_id, resume="allow" if run_id else None,
+                                config=config, job_type=job_type, journal=journal,
+                                settings={"quiet": True, "console": "off"})
 
 
-def finish() -> None:
-    """Close the current W&B run so the next one in this process starts clean."""
+def finish(logger=None) -> None:
+    """Close the current W&B run so the next one in this process starts clean; then move the
+    earlier offline folders a resumed `logger` replaced out of the way."""
     import wandb
 
     if wandb.run is not None:
         wandb.finish()
+    for folder in getattr(logger, "superseded", []):
+        if folder.exists():
+            aside = folder.parent / SUPERSEDED / folder.name
+            aside.parent.mkdir(exist_ok=True)
+            shutil.rmtree(aside, ignore_errors=True)
+            folder.rename(aside)
+    if logger is not None and hasattr(logger, "superseded"):
+        logger.superseded = []
+
+
+def read_journal(path: Path) -> list[tuple[int | None, dict]]:
+    """(step, row) of every whole line of a journal (a line cut off by a kill is dropped)."""
+    if not Path(path).exists():
+        return []
+    out = []
+    for line in Path(path).read_text().splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        out.append((entry["step"], entry["row"]))
+    return out
+
+
+def resume_offline_run(logger, before_step: int) -> int:
+    """Resume `logger`'s run at step `before_step`: keep the journal's rows below that step (the
+    training logs the later ones again), replay them into the new offline run (online, W&B holds
+    them already), and mark the earlier offline folders of the run id to be moved aside by
+    `finish`. Returns the number of rows replayed."""
+    if logger is None or getattr(logger, "journal", None) is None:
+        return 0
+    if not logger.journal.exists():  # a run from before the journal: leave its folders alone
+        print(f"[wandb] no {logger.journal.name} to replay; the resumed offline run holds only the steps from "
+              f"{before_step} on (the earlier ones stay in their own offline-run folders)")
+        return 0
+    kept = [(step, row) for step, row in read_journal(logger.journal) if step is not None and step < before_step]
+    tmp = logger.journal.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps({"step": s, "row": r}, allow_nan=True) + "\n" for s, r in kept))
+    tmp.replace(logger.journal)
+    if not logger._offline:
+        return 0
+    run = logger.experiment
+    new = Path(run.dir).parent.resolve()
+    for step, row in kept:
+        _replay(logger, step, row)
+    logger.superseded = [f for f in offline_folders(logger.save_dir, run.id) if f.resolve() != new]
+    return len(kept)
+
+
+def _replay(logger: JournaledWandbLogger, step: int, row: dict) -> None:
+    """Log one journal row again (without journaling it twice)."""
+    plain, quiet, logger._quiet = {}, logger._quiet, True
+    try:
+        for key, value in row.items():
+            kind = value.get("_kdmech") if isinstance(value, dict) else None
+            if kind is None:
+                plain[key] = value
+            elif kind == "images":
+                logger.log_image(key, value["paths"], step)
+            elif kind == "table_rows":
+                logger.log_table_rows(key, value["columns"], value["rows"], step)
+            elif kind == "artifact":
+                logger.log_files_artifact(value["name"], value["type"], value["files"], step, value["metadata"])
+            elif kind == "unreplayable":
+                print(f"[wandb] {key} at step {step} cannot be replayed into the resumed run")
+        if plain:
+            logger.experiment.log({**plain, STEP_KEY: step})
+    finally:
+        logger._quiet = quiet
+
+
+# --- offline runs on disk ------------------------------------------------------------------------
+_MAGIC, _BLOCK, _CHUNK_HEADER = b":W&B", 32 * 1024, 7
+_FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
+_W_AND_B_KEYS = ("_step", "_runtime", "_timestamp")
+
+
+def offline_folders(save_dir: str | Path, run_id: str) -> list[Path]:
+    """The `offline-run-*` folders of run `run_id` under `save_dir`/wandb, oldest first."""
+    def started(folder: Path):
+        m = re.match(rf"offline-run-(\d{{8}}_\d{{6}})-{re.escape(run_id)}(?:-(\d+))?$", folder.name)
+        return (m.group(1), int(m.group(2) or 0)) if m else (folder.name, 0)
+
+    found = [f for f in (Path(save_dir) / "wandb").glob("offline-run-*") if (f / f"run-{run_id}.wandb").exists()]
+    return sorted(found, key=started)
+
+
+def wandb_records(path: str | Path) -> Iterator:
+    """The records (`wandb_internal_pb2.Record`) of a W&B transaction log, `run-<id>.wandb`.
+
+    The format is LevelDB's log (what wandb-core writes; this wandb has no Python reader): a
+    7-byte header (":W&B", magic, version), then 32 KiB blocks of chunks, each a 7-byte header
+    (CRC-32 of type byte + data, length, type: full/first/middle/last) and its data. Reading
+    stops at the first chunk that is cut off or fails its checksum (a run killed mid-write)."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data = Path(path).read_bytes()
+    if data[:4] != _MAGIC:
+        return
+    offset, pending = _CHUNK_HEADER, b""
+    while True:
+        if _BLOCK - offset % _BLOCK < _CHUNK_HEADER:  # a block's tail too short for a header
+            offset += _BLOCK - offset % _BLOCK
+        if offset + _CHUNK_HEADER > len(data):
+            return
+        crc, length, kind = struct.unpack_from("<IHB", data, offset)
+        chunk = data[offset + _CHUNK_HEADER: offset + _CHUNK_HEADER + length]
+        if kind not in (_FULL, _FIRST, _MIDDLE, _LAST) or len(chunk) < length \
+                or zlib.crc32(chunk, zlib.crc32(bytes([kind]))) != crc:
+            return
+        offset += _CHUNK_HEADER + length
+        if kind in (_FIRST, _FULL):
+            pending = b""
+        pending += chunk
+        if kind in (_FULL, _LAST):
+            record = pb.Record()
+            record.ParseFromString(pending)
+            yield record
+
+
+def _history_row(record) -> dict:
+    """A history record as the dict that was logged (nested keys rejoined, values decoded),
+    without W&B's own _step, _runtime and _timestamp."""
+    row: dict = {}
+    for item in record.history.item:
+        path = list(item.nested_key) or [item.key]
+        if path[0] in _W_AND_B_KEYS:
+            continue
+        at = row
+        for part in path[:-1]:
+            at = at.setdefault(part, {})
+        at[path[-1]] = json.loads(item.value_json)
+    return row
+
+
+def offline_history(folder: str | Path) -> list[dict]:
+    """Every history row an offline run folder holds, in the order logged (read back from its
+    .wandb file: what `wandb sync` uploads)."""
+    (log,) = Path(folder).glob("run-*.wandb")
+    return [_history_row(r) for r in wandb_records(log) if r.WhichOneof("record_type") == "history"]
 
 
 class WandbSink:
@@ -70,13 +310,12 @@ class WandbSink:
     def __init__(self, logger, prefix: str = "", artifact_name: str | None = None):
         self.logger, self.prefix = logger, prefix
         self.artifact_name = artifact_name
-        self.nodes_table = None
 
     @property
     def _wandb(self) -> bool:
-        return self.logger is not None and hasattr(self.logger, "experiment")
+        return isinstance(self.logger, JournaledWandbLogger)
 
-    def checkpoint(self, record) -> None:
+    def checkpoint(self, record, influence_png: Path | None = None) -> None:
         if self.logger is None:
             return
         r, a = record.pair, record.pair.alignment
@@ -89,26 +328,16 @@ class WandbSink:
         self.logger.log_metrics({f"analysis/{self.prefix}{k}": v for k, v in metrics.items()}, step=r.step)
         if not self._wandb:
             return
-        import matplotlib.pyplot as plt
-        import wandb
-
-        from kdmech.report.heatmap import influence_figure
-
         t_inf, s_inf = r.influence["teacher"], r.influence["student"]
-        if self.nodes_table is None:
-            # One table for the whole run, grown at every checkpoint (W&B incremental mode):
-            # W&B's charts can then follow any node over steps.
-            self.nodes_table = wandb.Table(columns=["step", "student_node", "influence_student",
-                                                    "matched_teacher_node", "influence_teacher",
-                                                    "similarity"], log_mode="INCREMENTAL")
-        for m in r.matching:
-            self.nodes_table.add_data(r.step, m.student, s_inf[m.student], m.teacher,
-                                      t_inf[m.teacher], m.similarity)
-        self.logger.experiment.log({f"analysis/{self.prefix}nodes": self.nodes_table,
-                                    "trainer/global_step": r.step})
-        fig = influence_figure(t_inf, s_inf, f"influence at step {r.step}")
-        self.logger.log_image(f"analysis/{self.prefix}influence", images=[wandb.Image(fig)], step=r.step)
-        plt.close(fig)
+        # One table for the whole run, grown at every checkpoint (W&B incremental mode): W&B's
+        # charts can then follow any node over steps.
+        self.logger.log_table_rows(
+            f"analysis/{self.prefix}nodes",
+            ["step", "student_node", "influence_student", "matched_teacher_node", "influence_teacher", "similarity"],
+            [[r.step, m.student, s_inf[m.student], m.teacher, t_inf[m.teacher], m.similarity]
+             for m in r.matching], r.step)
+        if influence_png is not None:
+            self.logger.log_image(f"analysis/{self.prefix}influence", images=[influence_png], step=r.step)
 
     def circuits(self, circuits, files: list) -> None:
         """Circuit sizes as scalars and the step's JSON files as a versioned artifact."""
@@ -122,13 +351,8 @@ class WandbSink:
             if s.edges_pruned:
                 metrics[f"circuit/{self.prefix}student_edges"] = len(s.edges)
             self.logger.log_metrics(metrics, step=circuits.step)
-        import wandb
-
-        artifact = wandb.Artifact(f"circuit-{self.artifact_name or self.logger.experiment.name}",
-                                  type="circuit", metadata={"step": circuits.step})
-        for f in files:
-            artifact.add_file(str(f))
-        self.logger.experiment.log_artifact(artifact)
+        self.logger.log_files_artifact(f"circuit-{self.artifact_name or self.logger.experiment.name}",
+                                       "circuit", files, circuits.step, {"step": circuits.step})
 
     def images(self, key: str, paths: list, step: int) -> None:
         if self._wandb:

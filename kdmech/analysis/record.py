@@ -85,6 +85,38 @@ class CheckpointRecord:
         return [cls.load(layout, name, step) for step in layout.steps(name)]
 
 
+def forget_steps(layout: RunLayout, name: str, first: int) -> None:
+    """Remove a student's analyses of steps ≥ `first` (step and circuit JSONs, influence
+    pictures, their rows in history.csv and steps.csv). A run that starts, or resumes, at step
+    `first` analyses those steps again: the history never holds a step twice."""
+    import csv
+
+    layout = RunLayout(layout)
+    for step in {*layout.steps(name), *layout.circuit_steps(name)}:
+        if step >= first:
+            for path in (layout.step_json(name, step), layout.circuit_json(name, step),
+                         layout.influence_png(name, step)):
+                path.unlink(missing_ok=True)
+    for path in (layout.history_csv(name), layout.steps_csv(name)):
+        if not path.exists():
+            continue
+        with open(path, newline="") as fh:
+            reader = csv.DictReader(fh)
+            fields, rows = reader.fieldnames, list(reader)
+        kept = [r for r in rows if int(r["step"]) < first]
+        if len(kept) == len(rows):
+            continue
+        if not kept:
+            path.unlink()
+            continue
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(kept)
+        tmp.replace(path)
+
+
 def last_circuits(records: list[CheckpointRecord]) -> CircuitRecord | None:
     """The latest circuit record of a run (None before any circuit step)."""
     found = [r.circuits for r in records if r.circuits is not None]

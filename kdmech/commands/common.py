@@ -1,14 +1,21 @@
-"""Pieces the commands share: Trainer defaults, atomic output folders, quiet Lightning."""
+"""Pieces the commands share: Trainer defaults, checkpoints that resume exactly, atomic output
+folders, quiet Lightning."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shutil
 import warnings
+import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from kdmech.errors import KdmechError
 
 
 def quiet_lightning() -> None:
@@ -60,3 +67,76 @@ def atomic_dir(final: Path):
         final.rename(old)
     tmp.rename(final)
     shutil.rmtree(old, ignore_errors=True)
+
+
+LAST, PREVIOUS = "last.ckpt", "previous.ckpt"
+
+
+class ResumableCheckpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint writing `last.ckpt` at the end of every validation (run the
+    trainer with `val_every` = the checkpoint cadence): there everything the step logs
+    (analyses, train and validation metrics) has been logged, and a resumed run logs none of it
+    again. The one before is kept as `previous.ckpt`: Lightning writes a checkpoint atomically,
+    and should one still read back damaged (a copy cut short, a full disk), `resume_point`
+    falls back to it. `last.ckpt` always names the newest checkpoint (no last-v1.ckpt beside a
+    stale one)."""
+
+    def __init__(self, dirpath: str | Path):
+        super().__init__(dirpath=dirpath, save_last=True, save_top_k=0, enable_version_counter=False,
+                         save_on_train_epoch_end=False)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """No checkpoint at the end of training (Lightning's fallback when none was written):
+        there Lightning counts a cut-short epoch as finished, and a run resumed from it would
+        start the next epoch's batches early. The last validation's checkpoint resumes exactly."""
+
+    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        path = Path(filepath)
+        if trainer.is_global_zero and path.name == LAST and path.exists():
+            os.replace(path, path.with_name(PREVIOUS))
+        super()._save_checkpoint(trainer, filepath)
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    path: Path
+    step: int
+    """The checkpoint's global step: training (and its W&B history) continue from here."""
+
+
+def _checkpoint_step(path: Path) -> int:
+    """The global step of a checkpoint that reads back whole (every member's CRC checked)."""
+    import torch
+
+    with zipfile.ZipFile(path) as archive:
+        bad = archive.testzip()
+    if bad is not None:
+        raise ValueError(f"{bad} fails its checksum")
+    return int(torch.load(path, map_location="cpu", mmap=True, weights_only=True)["global_step"])
+
+
+def resume_point(folder: Path) -> ResumePoint | None:
+    """Where `--resume` continues: `last.ckpt` in `folder`, or `previous.ckpt` when the last one
+    is damaged (the damaged file is removed, so the next checkpoint cannot rotate it into
+    place); None when there is no checkpoint. Nothing readable: one-line KdmechError."""
+    present = [folder / name for name in (LAST, PREVIOUS) if (folder / name).exists()]
+    problems = []
+    for path in present:
+        try:
+            step = _checkpoint_step(path)
+        except Exception as e:  # noqa: BLE001 - any failure to read back means damaged
+            problems.append(f"{path.name}: {' '.join(str(e).split())[:120] or type(e).__name__}")
+            continue
+        if path.name != LAST and (folder / LAST).exists():
+            (folder / LAST).unlink(missing_ok=True)
+            print(f"kdmech: {folder / LAST} was damaged ({problems[0]}); resuming from {path.name} "
+                  f"at step {step}")
+        return ResumePoint(path, step)
+    if problems:
+        raise KdmechError(f"no checkpoint in {folder} reads back whole ({'; '.join(problems)}); "
+                          f"move that folder aside and run without --resume to start over")
+    return None

@@ -4,10 +4,17 @@ forward pass per batch; `distill` is that core with one capacity).
 
 Writes, under the run folder `out`:
   students/<name>/              save_pretrained student + tokenizer + provenance.json
-  checkpoints/<run>/            Lightning checkpoints (last.ckpt resumes with --resume) and
-                                the W&B run id; <run> is the student's name (distill) or shared
+  checkpoints/<run>/            Lightning checkpoints after the validation at every analysis
+                                step (last.ckpt, and previous.ckpt should the last read back
+                                damaged), the W&B run id and the journal of its rows; <run> is
+                                the student's name (distill) or shared
   analysis/<name>/step_<N>.json one PairAnalysis per checkpoint, plus prompts.json
   wandb/offline-run-*           the W&B run (group = capacity, or shared)
+
+`--resume` is exact: batches, BERT masking and dropout are functions of (seed, step), so a run
+killed at any moment and resumed from its last checkpoint ends with the weights, analyses and
+W&B history of an uninterrupted run (kdmech.distill.data, kdmech.distill.seeding,
+kdmech.tracking.resume_offline_run).
 """
 
 from __future__ import annotations
@@ -18,13 +25,12 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.callbacks import ModelCheckpoint
 
 from kdmech.analysis.matching import resolve_mlp_method
 from kdmech.analysis.options import AnalysisSchedule
 from kdmech.analysis.presets import get_preset
 from kdmech.callbacks import CircuitAnalysisCallback
-from kdmech.commands.common import atomic_dir, quiet_lightning, trainer
+from kdmech.commands.common import ResumableCheckpoint, atomic_dir, quiet_lightning, resume_point, trainer
 from kdmech.distill import CorpusDataModule, DistillationModule, LossWeights
 from kdmech.errors import KdmechError
 from kdmech.models import CapacitySpec, build_student, family_of, load_lm
@@ -32,7 +38,7 @@ from kdmech.models.capacity import InitStrategy
 from kdmech.run_layout import RunLayout
 from kdmech.tasks import check_same_tokenization, get_task
 from kdmech.tasks.filtering import accuracy_and_ld, competent_prompts
-from kdmech.tracking import WandbMode, finish, make_logger
+from kdmech.tracking import WandbMode, finish, make_logger, resume_offline_run
 from kdmech.validation import check_distill
 
 
@@ -100,7 +106,8 @@ def distill(teacher: str, out: Path, capacity: CapacitySpec = CapacitySpec(),
         analysis: Checkpoint analysis settings.
         strategy: Lightning strategy (auto, ddp, ddp_spawn, fsdp, ...).
         devices: Number of devices (CPU processes on this machine).
-        resume: Continue from checkpoints/<name>/last.ckpt if it exists (and its W&B run).
+        resume: Continue from checkpoints/<name>/last.ckpt if it exists (and its W&B run),
+            exactly: the result equals an uninterrupted run's with the same seed.
         wandb: W&B mode: auto (offline unless a key is configured), online, offline, disabled.
         progress: Show the progress bar.
         group: W&B group (default: the capacity's name; sweeps group by sweep, then capacity).
@@ -135,6 +142,9 @@ def distill_students(teacher: str, out: Path, capacities: list[CapacitySpec],
     check_distill(teacher, out, training, analysis)
     start, layout = time.perf_counter(), RunLayout(out)
     names, run = _names(capacities, names, run)
+    ckpt_dir, run_id_file = layout.checkpoints(run), layout.wandb_run_id(run)
+    point = resume_point(ckpt_dir) if resume else None  # a damaged checkpoint: refused before any load
+    ckpt_path = str(point.path) if point else None
     # one MLP method for every student (docs/method.md §7.2)
     analysis = replace(analysis, mlp_similarity=resolve_mlp_method(
         analysis.mlp_similarity, [c.width for c in capacities]))
@@ -148,23 +158,22 @@ def distill_students(teacher: str, out: Path, capacities: list[CapacitySpec],
     masker = family_of(teacher_model).make_masker(tokenizer, teacher_model.config.vocab_size, training.seed)
     module = DistillationModule(teacher_model, {n: s for n, (s, _) in built.items()},
                                 {n: list(p["layer_map"].values()) for n, (_, p) in built.items()},
-                                loss, training.lr, training.warmup_steps, masker)
+                                loss, training.lr, training.warmup_steps, masker, training.seed)
     analyses = analysis_callbacks(teacher_model, tokenizer, prompts, competence, analysis, layout, names)
-    ckpt_dir, run_id_file = layout.checkpoints(run), layout.wandb_run_id(run)
-    last = ckpt_dir / "last.ckpt"
-    ckpt_path = str(last) if resume and last.exists() else None
     logger = make_logger(
         layout.wandb, name=run if names == [run] else f"{run}-" + "+".join(names),
         group=group or (capacities[0].name if len(names) == 1 else run),
-        job_type=capacities[0].name if len(names) == 1 else None, mode=wandb,
+        job_type=capacities[0].name if len(names) == 1 else None, mode=wandb, journal=layout.wandb_journal(run),
         run_id=run_id_file.read_text().strip() if ckpt_path and run_id_file.exists() else None,
         config={"teacher": teacher, **_capacity_config(capacities, names), "init": init,
                 "loss": asdict(loss), "training": asdict(training), "analysis": asdict(analysis)})
-    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0,
-                                 every_n_train_steps=max(1, analysis.every_n_steps or 100))
+    # Validation, then a checkpoint, at every analysis step: a resumed run redoes no analysis
+    # it had finished and logs nothing twice.
+    every = max(1, analysis.every_n_steps or 100)
+    checkpoint = ResumableCheckpoint(ckpt_dir)
     data = CorpusDataModule(tokenizer, training.n_train, 500, training.batch_size, training.seed, kind)
     fit = trainer(training.steps, logger, [*analyses, checkpoint], strategy, devices,
-                  default_root_dir=layout.root, progress=progress, val_every=None,
+                  default_root_dir=layout.root, progress=progress, val_every=every,
                   accelerator=accelerator, num_nodes=num_nodes)
     try:
         if fit.is_global_zero:
@@ -177,9 +186,16 @@ def distill_students(teacher: str, out: Path, capacities: list[CapacitySpec],
             if logger is not None:
                 ckpt_dir.mkdir(parents=True, exist_ok=True)
                 run_id_file.write_text(logger.experiment.id)
+                if point is not None:  # offline: the earlier folders' history, up to the checkpoint
+                    resume_offline_run(logger, point.step)
         fit.fit(module, data, ckpt_path=ckpt_path)
+        # Resumed at its last step, Lightning skips training and its hooks: finish the analyses.
+        for callback in analyses if fit.is_global_zero else []:
+            if not callback.ended:
+                callback.on_train_start(fit, module)
+                callback.on_train_end(fit, module)
     finally:
-        finish()
+        finish(logger)
     if not fit.is_global_zero:
         return []
     return [save_student(n, student, prov, tokenizer, teacher_model, prompts,

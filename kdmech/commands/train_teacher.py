@@ -1,5 +1,7 @@
 """`kdmech train-teacher`: a tiny GPT-2 (next-token) or BERT (masked-LM) trained on the synthetic
-numeral corpus."""
+numeral corpus. A checkpoint after every validation (checkpoints/<out's name>/ beside `out`)
+lets `--resume` continue a killed run exactly, or one that ended below its target with a larger
+step budget."""
 
 from __future__ import annotations
 
@@ -12,14 +14,15 @@ from typing import Literal
 import lightning as L
 from lightning.pytorch.callbacks import EarlyStopping
 
-from kdmech.commands.common import atomic_dir, quiet_lightning, trainer
+from kdmech.commands.common import ResumableCheckpoint, atomic_dir, quiet_lightning, resume_point, trainer
 from kdmech.errors import KdmechError
 from kdmech.distill import CausalLMModule, CorpusDataModule, MaskedLMModule
 from kdmech.models import TinySpec, build_word_tokenizer, tiny_spec
 from kdmech.models.family import get_family
 from kdmech.tasks import NumeralTask, tokenize_prompts
 from kdmech.tasks.filtering import accuracy_and_ld
-from kdmech.tracking import WandbMode, finish, make_logger
+from kdmech.run_layout import RunLayout
+from kdmech.tracking import WandbMode, finish, make_logger, resume_offline_run
 from kdmech.validation import check_out_dir
 
 HELD_OUT_SEED = 1234  # numeral prompts never drawn for training or analysis
@@ -55,10 +58,35 @@ class TeacherTraining:
             raise KdmechError(f"target_top1 must be in (0, 1], got {self.target_top1}")
 
 
+class StopAtTarget(EarlyStopping):
+    """EarlyStopping at a threshold that remembers, in its checkpointed state, that it stopped:
+    a run resumed from the checkpoint written after that validation stops too (Lightning does
+    not keep `should_stop` across a resume)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.reached = False
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        super().on_validation_end(trainer, pl_module)
+        self.reached = self.reached or bool(trainer.should_stop)
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if self.reached:
+            trainer.should_stop = True
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "reached": self.reached}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        super().load_state_dict(state_dict)
+        self.reached = state_dict.get("reached", False)
+
+
 def train_teacher(out: Path, model: TinySpec = TinySpec(),
                   training: TeacherTraining = TeacherTraining(), wandb: WandbMode = "auto",
                   wandb_dir: Path | None = None, progress: bool = True,
-                  family: Literal["gpt2", "bert"] = "gpt2") -> dict:
+                  family: Literal["gpt2", "bert"] = "gpt2", resume: bool = False) -> dict:
     """Train a tiny GPT-2 or BERT teacher and save it (model + tokenizer) to `out`.
 
     Args:
@@ -70,11 +98,16 @@ def train_teacher(out: Path, model: TinySpec = TinySpec(),
         progress: Show the progress bar.
         family: gpt2 (next-token prediction) or bert (masked LM, 15% with 80/10/10, evaluated
             on cloze numerals with starts 1..8, read at [MASK]).
+        resume: Continue from the last checkpoint (checkpoints/<out's name>/last.ckpt beside
+            `out`) and its W&B run, exactly: the teacher equals an uninterrupted run's.
     """
     out = Path(out)
     check_out_dir(out, replaced=True)
     check_out_dir(wandb_dir or out.parent, "wandb_dir")
     quiet_lightning()
+    layout = RunLayout(out.parent)
+    ckpt_dir, run_id_file = layout.checkpoints(out.name), layout.wandb_run_id(out.name)
+    point = resume_point(ckpt_dir) if resume else None
     start = time.perf_counter()
     L.seed_everything(training.seed, verbose=False)
     tokenizer = build_word_tokenizer()
@@ -87,18 +120,26 @@ def train_teacher(out: Path, model: TinySpec = TinySpec(),
     data = CorpusDataModule(tokenizer, training.n_train, 500, training.batch_size, training.seed, fam.kind)
     masker = fam.make_masker(tokenizer, net.config.vocab_size, training.seed)
     if masker is not None:
-        module = MaskedLMModule(net, masker, lr, training.warmup_steps, held_out)
+        module = MaskedLMModule(net, masker, lr, training.warmup_steps, held_out, training.seed)
     else:
-        module = CausalLMModule(net, lr, training.warmup_steps, held_out)
+        module = CausalLMModule(net, lr, training.warmup_steps, held_out, training.seed)
     logger = make_logger(wandb_dir or out.parent, name="teacher", group="teacher", mode=wandb,
-                         config={"family": family, "model": asdict(model), "training": asdict(training)})
+                         config={"family": family, "model": asdict(model), "training": asdict(training)},
+                         run_id=run_id_file.read_text().strip() if point and run_id_file.exists() else None,
+                         journal=layout.wandb_journal(out.name))
     # Lightning stops on a strict ">", so the threshold sits just below the target.
-    stop = EarlyStopping("val/top1", mode="max", stopping_threshold=training.target_top1 - 1e-9,
-                         patience=training.steps, check_on_train_epoch_end=False)
+    stop = StopAtTarget("val/top1", mode="max", stopping_threshold=training.target_top1 - 1e-9,
+                        patience=training.steps, check_on_train_epoch_end=False)
     try:
-        fit = trainer(training.steps, logger, [stop], progress=progress, default_root_dir=out.parent,
-                      val_every=training.val_every, gradient_clip_val=training.gradient_clip or None)
-        fit.fit(module, data)
+        fit = trainer(training.steps, logger, [stop, ResumableCheckpoint(ckpt_dir)], progress=progress,
+                      default_root_dir=out.parent, val_every=training.val_every,
+                      gradient_clip_val=training.gradient_clip or None)
+        if logger is not None:
+            ckpt_dir.mkdir(parents=True, exist_ok=True)
+            run_id_file.write_text(logger.experiment.id)
+            if point is not None:
+                resume_offline_run(logger, point.step)
+        fit.fit(module, data, ckpt_path=str(point.path) if point else None)
         scores = accuracy_and_ld(net, held_out)
         scores["steps"] = fit.global_step
         if logger is not None:
@@ -106,14 +147,15 @@ def train_teacher(out: Path, model: TinySpec = TinySpec(),
                                 "teacher/ld_held_out": scores["logit_diff"],
                                 "teacher/steps_to_target": fit.global_step}, step=fit.global_step)
     finally:
-        finish()
+        finish(logger)
     scores["train_seconds"] = time.perf_counter() - start
     scores["family"] = family
     scores["target_top1"] = training.target_top1
     if scores["top1"] < training.target_top1:
         raise KdmechError(f"the {family} teacher reached held-out top-1 {scores['top1']:.3f} after "
                           f"{scores['steps']} steps, below the target {training.target_top1}; nothing "
-                          f"saved: raise --training.steps or change --training.lr/--training.seed")
+                          f"saved: raise --training.steps (with --resume to continue from there) or "
+                          f"change --training.lr/--training.seed")
     with atomic_dir(out) as tmp:
         net.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)

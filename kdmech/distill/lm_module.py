@@ -9,6 +9,7 @@ from __future__ import annotations
 import lightning as L
 import torch
 
+from kdmech.distill import seeding
 from kdmech.distill.losses import causal_lm_ce, masked_lm_ce
 from kdmech.distill.masking import BertMasker
 from kdmech.tasks.filtering import accuracy_and_ld
@@ -24,24 +25,25 @@ def adamw_with_warmup(params, lr: float, warmup_steps: int, weight_decay: float 
 
 class LanguageModelModule(L.LightningModule):
     """What both objectives share: optimiser, logging, task validation. Subclasses define
-    `_loss(batch)`."""
+    `_loss(batch, key)`."""
 
     def __init__(self, model, lr: float = 3e-3, warmup_steps: int = 50,
-                 held_out: PromptSet | None = None):
+                 held_out: PromptSet | None = None, seed: int = 0):
         super().__init__()
-        self.model, self.lr, self.warmup_steps = model, lr, warmup_steps
+        self.model, self.lr, self.warmup_steps, self.seed = model, lr, warmup_steps, seed
         self.held_out = held_out
 
-    def _loss(self, batch) -> torch.Tensor:
+    def _loss(self, batch, key: tuple[int, ...] | None = None) -> torch.Tensor:
+        """The loss of a batch; `key` names its random stream (see kdmech.distill.seeding)."""
         raise NotImplementedError
 
     def training_step(self, batch, batch_idx):
-        loss = self._loss(batch)
+        loss = self._loss(batch, seeding.step_key(self, seeding.TRAIN, self.global_step))
         self.log("train/ce", loss, prog_bar=True)
         return loss
 
     def validation_step(self, batch, batch_idx):
-        self.log("val/ce", self._loss(batch), prog_bar=True)
+        self.log("val/ce", self._loss(batch, seeding.step_key(self, seeding.VALIDATION, batch_idx)), prog_bar=True)
 
     def on_validation_epoch_end(self) -> None:
         if self.held_out is None:
@@ -57,7 +59,7 @@ class LanguageModelModule(L.LightningModule):
 class CausalLMModule(LanguageModelModule):
     """Next-token cross-entropy on the synthetic corpus."""
 
-    def _loss(self, batch) -> torch.Tensor:
+    def _loss(self, batch, key=None) -> torch.Tensor:
         mask = batch["attention_mask"].bool()
         logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         return causal_lm_ce(logits, batch["input_ids"], mask)
@@ -67,11 +69,11 @@ class MaskedLMModule(LanguageModelModule):
     """BERT's masked-LM objective: 15% of the real tokens chosen (80/10/10), CE at those."""
 
     def __init__(self, model, masker: BertMasker, lr: float = 3e-3, warmup_steps: int = 50,
-                 held_out: PromptSet | None = None):
-        super().__init__(model, lr, warmup_steps, held_out)
+                 held_out: PromptSet | None = None, seed: int = 0):
+        super().__init__(model, lr, warmup_steps, held_out, seed)
         self.masker = masker
 
-    def _loss(self, batch) -> torch.Tensor:
-        batch = self.masker(batch)
+    def _loss(self, batch, key=None) -> torch.Tensor:
+        batch = self.masker(batch, key)
         logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         return masked_lm_ce(logits, batch["labels"])

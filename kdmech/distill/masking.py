@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import torch
 
+from kdmech.distill import seeding
+
 
 def mask_tokens(input_ids: torch.Tensor, special: torch.Tensor, mask_id: int, vocab_size: int,
                 generator: torch.Generator | None = None, rate: float = 0.15):
@@ -22,17 +24,21 @@ def mask_tokens(input_ids: torch.Tensor, special: torch.Tensor, mask_id: int, vo
 
 class BertMasker:
     """Corrupts a batch once ({input_ids, attention_mask} → + labels) with `mask_tokens`;
-    [CLS], [SEP] and padding are never chosen. One masker (one generator) per training run, so
-    teacher and students read the same corrupted tokens."""
+    [CLS], [SEP] and padding are never chosen. One masker per training run, so teacher and
+    students read the same corrupted tokens.
+
+    Called with a `key` (e.g. (seeding.TRAIN, step, rank)), the corruption is a function of
+    (seed, key) alone, so a resumed run masks each step as an uninterrupted one does; without
+    one it draws from the masker's own running generator."""
 
     def __init__(self, tokenizer, vocab_size: int, seed: int = 0):
         self.special_ids = [tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id]
-        self.mask_id, self.vocab_size = tokenizer.mask_token_id, vocab_size
+        self.mask_id, self.vocab_size, self.seed = tokenizer.mask_token_id, vocab_size, seed
         self.generator = torch.Generator().manual_seed(seed)
 
-    def __call__(self, batch: dict) -> dict:
+    def __call__(self, batch: dict, key: tuple[int, ...] | None = None) -> dict:
         ids, attn = batch["input_ids"], batch["attention_mask"]
         special = (attn == 0) | torch.isin(ids, torch.tensor(self.special_ids, device=ids.device))
-        corrupted, labels = mask_tokens(ids.cpu(), special.cpu(), self.mask_id, self.vocab_size,
-                                        self.generator)
+        gen = self.generator if key is None else seeding.generator(self.seed, *key)
+        corrupted, labels = mask_tokens(ids.cpu(), special.cpu(), self.mask_id, self.vocab_size, gen)
         return {**batch, "input_ids": corrupted.to(ids.device), "labels": labels.to(ids.device)}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import lightning as L
 import torch
 
+from kdmech.distill import seeding
 from kdmech.distill.lm_module import adamw_with_warmup
 from kdmech.distill.losses import LossWeights, causal_lm_ce, hidden_cosine, kd_kl, masked_lm_ce
 from kdmech.distill.masking import BertMasker
@@ -66,7 +67,8 @@ class DistillationModule(L.LightningModule):
     learned projection per narrower student bridges the widths (trained with it, saved in
     checkpoints). The students' losses are summed: they share no parameters, so each gets
     exactly the gradient it would get alone. With a `masker` (BERT students) every batch is
-    corrupted once, before the teacher's and every student's forward.
+    corrupted once, before the teacher's and every student's forward. Masking and dropout are
+    drawn from (seed, step) (`kdmech.distill.seeding`), so resuming at any checkpoint is exact.
 
     Logged keys: train/kl, train/ce, train/cos, train/loss for one student; with several,
     train/<name>/<term> per student and train/loss for the sum (val/ likewise)."""
@@ -75,7 +77,7 @@ class DistillationModule(L.LightningModule):
 
     def __init__(self, teacher, students: dict, layer_maps: dict[str, list[int]],
                  weights: LossWeights = LossWeights(), lr: float = 1e-3, warmup_steps: int = 50,
-                 masker: BertMasker | None = None):
+                 masker: BertMasker | None = None, seed: int = 0):
         super().__init__()
         if not students or set(students) != set(layer_maps):
             raise KdmechError(f"one layer map per student: students {list(students)}, "
@@ -89,7 +91,7 @@ class DistillationModule(L.LightningModule):
             self.keys[n]: torch.nn.Linear(s.config.hidden_size, d_t, bias=False)
             for n, s in students.items() if s.config.hidden_size != d_t})
         self.layer_maps = {n: [int(j) for j in m] for n, m in layer_maps.items()}
-        self.weights, self.lr, self.warmup_steps = weights, lr, warmup_steps
+        self.weights, self.lr, self.warmup_steps, self.seed = weights, lr, warmup_steps, seed
 
     # --- the students ------------------------------------------------------------------------
     def student_named(self, name: str):
@@ -119,11 +121,12 @@ class DistillationModule(L.LightningModule):
         return self
 
     # --- training ----------------------------------------------------------------------------
-    def losses(self, batch) -> dict[str, torch.Tensor]:
+    def losses(self, batch, key: tuple[int, ...] | None = None) -> dict[str, torch.Tensor]:
         """One student: its terms (kl, ce, cos, loss). Several: <name>/<term> for each and
-        loss, the sum of their losses."""
+        loss, the sum of their losses. `key` picks the masker's random stream (BERT; None: the
+        masker's own generator)."""
         if self.masker is not None:  # one corruption for the teacher and every student
-            batch = self.masker(batch)
+            batch = self.masker(batch, key)
         with torch.no_grad():
             t = teacher_outputs(self.teacher, batch)
         per_student = {name: distillation_terms(self.student_named(name), t, batch, self.layer_maps[name],
@@ -142,12 +145,13 @@ class DistillationModule(L.LightningModule):
             self.log(f"{stage}/loss", terms["loss"], prog_bar=True, **kw)
 
     def training_step(self, batch, batch_idx):
-        terms = self.losses(batch)
+        terms = self.losses(batch, seeding.step_key(self, seeding.TRAIN, self.global_step))
         self._log_terms("train", terms)
         return terms["loss"]
 
     def validation_step(self, batch, batch_idx):
-        self._log_terms("val", self.losses(batch), sync_dist=True)
+        terms = self.losses(batch, seeding.step_key(self, seeding.VALIDATION, batch_idx))
+        self._log_terms("val", terms, sync_dist=True)
 
     def configure_optimizers(self):
         # students' parameters, then the projections (the order of older checkpoints)
