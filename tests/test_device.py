@@ -259,3 +259,26 @@ def test_distillation_step_makes_no_stray_tensor(pair, tokenizer):
     assert module.projection_named("narrow") is not None
     moved = [n for n, p in module.named_parameters() if n in before and not torch.equal(p, before[n])]
     assert any(n.startswith("students.narrow") for n in moved) and any("projections" in n for n in moved)
+
+
+def test_prompts_follow_the_model(tokenizer):
+    """`PromptSet.for_model`: the same object when already on the model's device, every tensor
+    moved otherwise (meta stands in for a GPU); `resolve_device` refuses an absent device in
+    one line."""
+    from kdmech.errors import KdmechError
+    from kdmech.tasks.prompt_set import resolve_device
+
+    prompts = tokenize_prompts(NumeralTask(per_type=2, seed=1).prompts(), tokenizer)
+    model = torch.nn.Linear(2, 2)
+    assert prompts.for_model(model) is prompts and prompts.device.type == "cpu"
+    on_meta = prompts.for_model(model.to("meta"))
+    assert {t.device.type for t in (on_meta.clean, on_meta.corrupted, on_meta.answers,
+                                    on_meta.wrong_answers, on_meta.positions)} == {"meta"}
+    assert on_meta.thresholds.device.type == "meta"
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(KdmechError, match="torch sees 0 CUDA device"):
+            resolve_device("cuda:0")
+    with pytest.raises(KdmechError, match="not a device"):
+        resolve_device("gpu0")
