@@ -11,7 +11,7 @@ it buffers its log in memory (up to `x_transaction_log_flush_interval`, 15 s) an
 loses that part. So every row a run logs is first appended to a journal of our own
 (`checkpoints/<run>/wandb_history.jsonl`; images, table rows and artifacts as references to
 the run folder's files). A resumed offline run starts a new offline run with the same id,
-replays the journal's rows below the resumed step (`resume_offline_run`; the steps from there on
+replays the journal's rows below the resumed step (`start_logging`; the steps from there on
 are logged again by the training), and, once it has closed (`finish`), moves the earlier
 folders of that id into `wandb/superseded/`: one `offline-run-*` folder holds the run's whole
 history, once, and `wandb sync <dir>/wandb/offline-run-*` uploads it as one run.
@@ -141,8 +141,8 @@ def make_logger(save_dir: str | Path, name: str, group: str, mode: WandbMode = "
                 project: str = "kdmech", run_id: str | None = None, config: dict | None = None,
                 job_type: str | None = None, journal: Path | None = None):
     """A Lightning WandbLogger (journaling every row to `journal`), or None when W&B is
-    disabled. With `run_id` the run is resumed: online by W&B, offline by `resume_offline_run`
-    (call it once the resumed step is known)."""
+    disabled. With `run_id` the run is resumed: online by W&B, offline by `start_logging` (call
+    it, for every run, once the step it starts at is known)."""
     resolved = resolve_mode(mode)
     if resolved == "disabled":
         return None
@@ -184,18 +184,20 @@ def read_journal(path: Path) -> list[tuple[int | None, dict]]:
     return out
 
 
-def resume_offline_run(logger, before_step: int) -> int:
-    """Resume `logger`'s run at step `before_step`: keep the journal's rows below that step (the
-    training logs the later ones again), replay them into the new offline run (online, W&B holds
-    them already), and mark the earlier offline folders of the run id to be moved aside by
-    `finish`. Returns the number of rows replayed."""
+def start_logging(logger, step: int = 0) -> int:
+    """Begin `logger`'s run at training step `step` (0 for a fresh run, the checkpoint's step for
+    a resumed one): the journal keeps only its rows below `step` (the training logs the later
+    ones again); a resumed offline run (an id earlier offline folders hold) replays them into
+    its new folder and has those folders moved aside by `finish` (online, W&B holds them
+    already). Returns the number of rows replayed."""
     if logger is None or getattr(logger, "journal", None) is None:
         return 0
-    if not logger.journal.exists():  # a run from before the journal: leave its folders alone
+    if step > 0 and not logger.journal.exists():  # a run from before the journal: leave its folders alone
         print(f"[wandb] no {logger.journal.name} to replay; the resumed offline run holds only the steps from "
-              f"{before_step} on (the earlier ones stay in their own offline-run folders)")
+              f"{step} on (the earlier ones stay in their own offline-run folders)")
         return 0
-    kept = [(step, row) for step, row in read_journal(logger.journal) if step is not None and step < before_step]
+    kept = [(s, row) for s, row in read_journal(logger.journal) if s is not None and s < step]
+    logger.journal.parent.mkdir(parents=True, exist_ok=True)
     tmp = logger.journal.with_suffix(".tmp")
     tmp.write_text("".join(json.dumps({"step": s, "row": r}, allow_nan=True) + "\n" for s, r in kept))
     tmp.replace(logger.journal)
@@ -203,8 +205,8 @@ def resume_offline_run(logger, before_step: int) -> int:
         return 0
     run = logger.experiment
     new = Path(run.dir).parent.resolve()
-    for step, row in kept:
-        _replay(logger, step, row)
+    for s, row in kept:
+        _replay(logger, s, row)
     logger.superseded = [f for f in offline_folders(logger.save_dir, run.id) if f.resolve() != new]
     return len(kept)
 

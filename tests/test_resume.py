@@ -353,3 +353,21 @@ def test_a_damaged_checkpoint_falls_back_to_the_previous_one(teachers, uninterru
     assert main(args) == 2
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(lines) == 1 and "reads back whole" in lines[0], lines
+
+
+def test_resume_before_any_checkpoint_keeps_one_wandb_run(teachers, tmp_path):
+    """--resume of a run that never reached a checkpoint starts over, in the same W&B run: the
+    earlier offline folder of that id is moved aside, not left to be synced as a second run."""
+    from dataclasses import replace
+
+    out = tmp_path / "run"
+    short = dict(training=replace(TRAINING, steps=3), analysis=replace(ANALYSIS, circuits=False))
+    _distill(teachers["gpt2"], out, **short)  # 3 steps: no validation, so no checkpoint
+    assert not (out / "checkpoints" / NAME / "last.ckpt").exists()
+    _distill(teachers["gpt2"], out, resume=True, **short)
+    run_id = (out / "checkpoints" / NAME / "wandb_run_id").read_text().strip()
+    (folder,) = offline_folders(out, run_id)
+    assert sorted((out / "wandb").glob("offline-run-*")) == [folder]
+    assert len(list((out / "wandb" / "superseded").glob(f"offline-run-*-{run_id}"))) == 1
+    steps = sorted(row[STEP_KEY] for row in offline_history(folder) if "analysis/A" in row)
+    assert steps == [0, 3]

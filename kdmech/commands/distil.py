@@ -14,7 +14,7 @@ Writes, under the run folder `out`:
 `--resume` is exact: batches, BERT masking and dropout are functions of (seed, step), so a run
 killed at any moment and resumed from its last checkpoint ends with the weights, analyses and
 W&B history of an uninterrupted run (kdmech.distill.data, kdmech.distill.seeding,
-kdmech.tracking.resume_offline_run).
+kdmech.tracking.start_logging).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from kdmech.models.capacity import InitStrategy
 from kdmech.run_layout import RunLayout
 from kdmech.tasks import check_same_tokenization, get_task
 from kdmech.tasks.filtering import accuracy_and_ld, competent_prompts
-from kdmech.tracking import WandbMode, finish, make_logger, resume_offline_run
+from kdmech.tracking import WandbMode, finish, make_logger, start_logging
 from kdmech.validation import check_distill
 
 
@@ -164,7 +164,8 @@ def distill_students(teacher: str, out: Path, capacities: list[CapacitySpec],
         layout.wandb, name=run if names == [run] else f"{run}-" + "+".join(names),
         group=group or (capacities[0].name if len(names) == 1 else run),
         job_type=capacities[0].name if len(names) == 1 else None, mode=wandb, journal=layout.wandb_journal(run),
-        run_id=run_id_file.read_text().strip() if ckpt_path and run_id_file.exists() else None,
+        # --resume continues the stored W&B run (from step 0 when killed before a checkpoint)
+        run_id=run_id_file.read_text().strip() if resume and run_id_file.exists() else None,
         config={"teacher": teacher, **_capacity_config(capacities, names), "init": init,
                 "loss": asdict(loss), "training": asdict(training), "analysis": asdict(analysis)})
     # Validation, then a checkpoint, at every analysis step: a resumed run redoes no analysis
@@ -186,8 +187,7 @@ def distill_students(teacher: str, out: Path, capacities: list[CapacitySpec],
             if logger is not None:
                 ckpt_dir.mkdir(parents=True, exist_ok=True)
                 run_id_file.write_text(logger.experiment.id)
-                if point is not None:  # offline: the earlier folders' history, up to the checkpoint
-                    resume_offline_run(logger, point.step)
+                start_logging(logger, point.step if point else 0)  # resumed offline: replays the history
         fit.fit(module, data, ckpt_path=ckpt_path)
         # Resumed at its last step, Lightning skips training and its hooks: finish the analyses.
         for callback in analyses if fit.is_global_zero else []:

@@ -22,7 +22,7 @@ from kdmech.models.family import get_family
 from kdmech.tasks import NumeralTask, tokenize_prompts
 from kdmech.tasks.filtering import accuracy_and_ld
 from kdmech.run_layout import RunLayout
-from kdmech.tracking import WandbMode, finish, make_logger, resume_offline_run
+from kdmech.tracking import WandbMode, finish, make_logger, start_logging
 from kdmech.validation import check_out_dir
 
 HELD_OUT_SEED = 1234  # numeral prompts never drawn for training or analysis
@@ -125,7 +125,7 @@ def train_teacher(out: Path, model: TinySpec = TinySpec(),
         module = CausalLMModule(net, lr, training.warmup_steps, held_out, training.seed)
     logger = make_logger(wandb_dir or out.parent, name="teacher", group="teacher", mode=wandb,
                          config={"family": family, "model": asdict(model), "training": asdict(training)},
-                         run_id=run_id_file.read_text().strip() if point and run_id_file.exists() else None,
+                         run_id=run_id_file.read_text().strip() if resume and run_id_file.exists() else None,
                          journal=layout.wandb_journal(out.name))
     # Lightning stops on a strict ">", so the threshold sits just below the target.
     stop = StopAtTarget("val/top1", mode="max", stopping_threshold=training.target_top1 - 1e-9,
@@ -137,8 +137,7 @@ def train_teacher(out: Path, model: TinySpec = TinySpec(),
         if logger is not None:
             ckpt_dir.mkdir(parents=True, exist_ok=True)
             run_id_file.write_text(logger.experiment.id)
-            if point is not None:
-                resume_offline_run(logger, point.step)
+            start_logging(logger, point.step if point else 0)
         fit.fit(module, data, ckpt_path=str(point.path) if point else None)
         scores = accuracy_and_ld(net, held_out)
         scores["steps"] = fit.global_step
