@@ -130,9 +130,9 @@ phase "distill" "$PY" -m kdmech distill --teacher "$WORK/teacher" --out "$WORK/r
 
 phase "analyze" "$PY" -m kdmech analyze --teacher "$WORK/teacher" \
   --student "$WORK/run/students/$STUDENT" --out "$WORK/analyze" --device "$DEVICE" \
-  --options.per_type "$PER_TYPE" --options.filter_prompts false --options.min_prompts 0 \
-  --options.allow_weak_teacher true --options.thresholds '[0.2]' \
-  --options.noise_sigmas '[0.0, 0.1]' --options.noise_seeds 1 --options.n_boot 100 --progress false
+  --analysis.per_type "$PER_TYPE" --analysis.filter_prompts false --analysis.min_prompts 0 \
+  --analysis.allow_weak_teacher true --analysis.thresholds '[0.2]' \
+  --analysis.noise_sigmas '[0.0, 0.1]' --analysis.noise_seeds 1 --analysis.n_boot 100 --progress false
 
 phase "check outputs" "$PY" - "$WORK" "$STUDENT" "$STEPS" "$HALF" <<'EOF'
 import json

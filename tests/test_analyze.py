@@ -33,7 +33,7 @@ def pair(trained_teacher, tmp_path_factory):
 def analysed(pair, tmp_path_factory):
     teacher, student = pair
     out = tmp_path_factory.mktemp("analysis") / "out"
-    analyze(str(teacher), str(student), out, options=QUICK, progress=False)
+    analyze(str(teacher), str(student), out, analysis=QUICK, progress=False)
     return out
 
 

@@ -27,12 +27,12 @@ from kdmech.tasks.prompt_set import PromptSet
 def test_an_unknown_preset_is_one_line_naming_the_accepted_ones(tmp_path, capsys):
     for make in (lambda: get_preset("paper"), lambda: AnalysisSchedule(preset="paper"),
                  lambda: analyze("no-such-teacher", "no-such-student", tmp_path / "o",
-                                 options=AnalyzeOptions(preset="paper"), progress=False)):
+                                 analysis=AnalyzeOptions(preset="paper"), progress=False)):
         with pytest.raises(KdmechError) as e:
             make()
         assert str(e.value) == "preset 'paper' is unknown; accepted: ['kdmech', 'authors']"
     code = main(["analyze", "--teacher", "t", "--student", "s", "--out", str(tmp_path / "o"),
-                 "--options.preset", "paper"])
+                 "--analysis.preset", "paper"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "accepted: ['kdmech', 'authors']" in err
     assert not (tmp_path / "o").exists()
@@ -195,7 +195,7 @@ def tiny_pair(tiny_gpt2, tokenizer, tmp_path_factory):
 
 def _analyse(pair, out, preset, task="numerals", analyses=("influence", "matching")):
     analyze(str(pair / "teacher"), str(pair / "student"), out, task=task, analyses=list(analyses),
-            options=AnalyzeOptions(per_type=6, filter_prompts=False, n_boot=20, preset=preset,
+            analysis=AnalyzeOptions(per_type=6, filter_prompts=False, n_boot=20, preset=preset,
                                    allow_weak_teacher=True),  # a random tiny teacher
             progress=False)
     return json.loads((out / "analysis.json").read_text())

@@ -28,7 +28,7 @@ def report(trained_teacher, tmp_path_factory):
                     analysis=AnalysisSchedule(every_n_steps=10, per_type=16, min_prompts=16), wandb="disabled", progress=False)
         analyze(str(teacher), str(out / "students" / r.name), out / "pair-analysis" / r.name,
                 analyses=["noise", "shift", "sensitivity"],
-                options=AnalyzeOptions(per_type=16, min_prompts=16, noise_sigmas=(0.0, 1.0), noise_seeds=1, n_boot=50),
+                analysis=AnalyzeOptions(per_type=16, min_prompts=16, noise_sigmas=(0.0, 1.0), noise_seeds=1, n_boot=50),
                 progress=False)
     return write_report(out)
 

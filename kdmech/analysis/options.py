@@ -1,7 +1,7 @@
 """The analysis options: one base (`AnalysisOptions`) for what every analysis of a pair shares,
 validated once, and its two uses — `AnalysisSchedule` (checkpoint analyses during
 distillation: `--analysis.*`) and `AnalyzeOptions` (the full pair analysis of `kdmech
-analyze`: `--options.*`)."""
+analyze`: `--analysis.*` as well)."""
 
 from __future__ import annotations
 

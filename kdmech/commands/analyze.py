@@ -54,7 +54,7 @@ class _Pair:
 
 def analyze(teacher: str, student: str, out: Path, task: str = "numerals",
             analyses: list[str] = list(ANALYSES),  # noqa: B006 - jsonargparse needs a literal
-            options: AnalyzeOptions = AnalyzeOptions(), progress: bool = True,
+            analysis: AnalyzeOptions = AnalyzeOptions(), progress: bool = True,
             device: str = "auto") -> dict:
     """Analyse a teacher–student pair: influence, sensitivity, circuits, matching, alignment,
     noise validation, distribution shift and mechanism probes.
@@ -67,7 +67,8 @@ def analyze(teacher: str, student: str, out: Path, task: str = "numerals",
             ioi or greater-than; BERT pairs get the cloze form ([MASK]), which greater-than
             lacks.
         analyses: Which analyses to run (influence and matching always run).
-        options: Settings of the individual analyses.
+        analysis: Settings of the individual analyses (`--analysis.*`, the same options as
+            `kdmech distill --analysis.*` plus the sweep, noise and bootstrap settings).
         progress: Show a progress bar.
         device: Where both models run: auto (the first GPU when there is one), cpu, cuda,
             cuda:N, mps.
@@ -75,8 +76,8 @@ def analyze(teacher: str, student: str, out: Path, task: str = "numerals",
     bad = [a for a in analyses if a not in ANALYSES]
     if bad:
         raise KdmechError(f"analysis {bad[0]!r} is unknown; accepted: {list(ANALYSES)}")
-    preset = get_preset(options.preset)
-    preset.mlp_method(options.mlp_similarity)  # refuses an unknown method before loading
+    preset = get_preset(analysis.preset)
+    preset.mlp_method(analysis.mlp_similarity)  # refuses an unknown method before loading
     where = resolve_device(device)
     kind = check_model(teacher, "teacher")
     check_model(student, "student")
@@ -84,26 +85,26 @@ def analyze(teacher: str, student: str, out: Path, task: str = "numerals",
     check_out_dir(out, replaced=True)
     wanted = set(analyses) | {"influence", "matching"}
     start, out = time.perf_counter(), Path(out)
-    pair = _load_pair(teacher, student, task, options, preset, where)
+    pair = _load_pair(teacher, student, task, analysis, preset, where)
 
-    steps = {"profiles": 2, "sensitivity": 1, "circuit": 2 * len(options.thresholds),
-             "noise": len(options.noise_sigmas) * options.noise_seeds, "shift": 8, "probes": 1}
+    steps = {"profiles": 2, "sensitivity": 1, "circuit": 2 * len(analysis.thresholds),
+             "noise": len(analysis.noise_sigmas) * analysis.noise_seeds, "shift": 8, "probes": 1}
     bar = tqdm(total=sum(v for k, v in steps.items() if k == "profiles" or k in wanted),
                desc="kdmech analyze", disable=not progress, unit="step")
     result: dict = {"teacher": teacher, "student": student, "task": pair.prompts.task,
                     "teacher_weak": pair.competence.weak,
                     "teacher_competence": pair.competence.to_json(), "n_prompts": len(pair.prompts),
-                    "options": asdict(options), "analyses": sorted(wanted)}
+                    "options": asdict(analysis), "analyses": sorted(wanted)}
     bar.set_postfix_str("teacher profile")
-    side = TeacherSide.build(pair.t_model, pair.t_tok, pair.prompts, options, pair.competence.to_json())
+    side = TeacherSide.build(pair.t_model, pair.t_tok, pair.prompts, analysis, pair.competence.to_json())
     tp = side.profile
     bar.update()
     bar.set_postfix_str("student profile")
     record, sp, student_lds = analyze_checkpoint(side, pair.s_model, pair.s_tok, pair.prompts, step=0)
     a_lds = (side.alignment_lds, student_lds)  # None: the profiles' own
     bar.update()
-    result.update(_pair_results(record.pair, tp, sp, a_lds, options))
-    result.update(_optional_analyses(wanted, pair, tp, sp, record.pair, a_lds, options, preset, bar))
+    result.update(_pair_results(record.pair, tp, sp, a_lds, analysis))
+    result.update(_optional_analyses(wanted, pair, tp, sp, record.pair, a_lds, analysis, preset, bar))
     bar.close()
     result["wall_seconds"] = time.perf_counter() - start
 

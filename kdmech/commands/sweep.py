@@ -117,7 +117,7 @@ def sweep(config_file: Path, out: Path | None = None, count: int | None = None,
                 print(f"== pair analysis of {name}")
                 options = replace(LIGHT_PAIR_OPTIONS, mlp_similarity=done.get("mlp_similarity", mlp_method))
                 analyze(teacher, str(layout.student(name)), layout.pair_analysis(name),
-                        analyses=["sensitivity", "noise", "shift"], options=options, progress=progress)
+                        analyses=["sensitivity", "noise", "shift"], analysis=options, progress=progress)
     timeline(out)
     path = write_report(out)
     _upload_report(path, out, config["name"], mode, project)
