@@ -55,7 +55,9 @@ class TeacherSide:
     @classmethod
     def build(cls, teacher, tokenizer, prompts: PromptSet, options: AnalysisOptions,
               competence: dict | None = None) -> "TeacherSide":
-        prof = profile(teacher, tokenizer, prompts, options.ablation)
+        # circuits (at a checkpoint or the end) path-patch on the teacher's engine: one corrupted run
+        prof = profile(teacher, tokenizer, prompts, options.ablation,
+                       keep_corrupted=getattr(options, "circuits", False))
         return cls(prof, tokenizer, options, competence or {},
                    alignment_lds(get_preset(options.preset), prof))
 
@@ -84,7 +86,7 @@ def analyze_checkpoint(teacher: TeacherSide, student, tokenizer, prompts: Prompt
     with `circuits`, both circuits at `threshold` and the probes."""
     options = teacher.options
     preset = get_preset(options.preset)
-    prof = profile(student, tokenizer, prompts, options.ablation)
+    prof = profile(student, tokenizer, prompts, options.ablation, keep_corrupted=circuits)
     pair = compare(teacher.profile, prof, step, prompts.task, **options.compare_options())
     student_lds = alignment_lds(preset, prof)
     pair = realign(pair, preset, teacher.alignment_lds, student_lds)

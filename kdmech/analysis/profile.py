@@ -63,12 +63,17 @@ def clean_run(bridged: Bridged, prompts: PromptSet, batch_size: int = 64):
 
 
 def profile(model, tokenizer, prompts: PromptSet,
-            ablation: AblationKind = AblationKind.MEAN) -> ModelProfile:
+            ablation: AblationKind = AblationKind.MEAN, keep_corrupted: bool = False) -> ModelProfile:
+    """`keep_corrupted`: keep the corrupted run's activations row by row (not only their
+    means), for path patching on the same engine (circuits): the one corrupted run then
+    serves both, where the engine would otherwise repeat it (the same function on the same
+    prompts, so the same numbers)."""
     prompts = prompts.for_model(model)  # everything below runs on the model's device
     bridged = boot(model, tokenizer)
     ablation = AblationKind(ablation)
     source = (None if ablation is AblationKind.ZERO else
-              corrupted_activations(bridged, prompts, keep_full=ablation is AblationKind.RESAMPLE))
+              corrupted_activations(bridged, prompts,
+                                    keep_full=ablation is AblationKind.RESAMPLE or keep_corrupted))
     _, patterns, mlp_out = clean_run(bridged, prompts)
     engine = AblationEngine(bridged, prompts, ablation, source)
     lds = per_prompt_lds(engine)
