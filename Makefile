@@ -39,8 +39,18 @@ test: $(STAMP) browser
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
 
+# Every bench/*.py at its quick default (each has --full for the long version; under 15
+# minutes in all on the 2-core machine); each prints its own table, then one summary table of
+# every bench's wall time, exit status and BENCH line. Logs in runs/bench/.
 bench: $(STAMP)
-	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+	@mkdir -p runs/bench; : > runs/bench/summary.md; failed=0; \
+	for b in bench/*.py; do n=$$(basename $$b .py); echo "== $$b"; s=$$(date +%s); \
+	  { $(BIN)/python $$b; echo $$? > runs/bench/$$n.rc; } 2>&1 | tee runs/bench/$$n.log; \
+	  rc=$$(cat runs/bench/$$n.rc); [ "$$rc" = 0 ] || failed=1; \
+	  line=$$(grep '^BENCH ' runs/bench/$$n.log | tail -1 | sed 's/^BENCH [^:]*: //'); \
+	  echo "| $$n | $$(( $$(date +%s) - s )) | $$rc | $$line |" >> runs/bench/summary.md; done; \
+	echo; echo "| bench | wall s | exit | result |"; echo "|---|---|---|---|"; cat runs/bench/summary.md; \
+	exit $$failed
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -8,7 +8,7 @@ a small share of the work — students' forward and backward dominate — so sha
 at most about a quarter), and the same depths at half width, where the teacher's share is
 larger. Prints both ratios (target ≤ 0.7).
 
-    python bench/shared_teacher.py [--steps 200]
+    python bench/shared_teacher.py [--steps 60] [--full]   (--full: 200 steps)
 """
 
 import argparse
@@ -25,8 +25,11 @@ OFF = AnalysisSchedule(enabled=False, filter_prompts=False)
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--steps", type=int, default=None, help="default 60 (quick, make bench), 200 with --full")
+    ap.add_argument("--full", action="store_true")
     args = ap.parse_args()
+    args.steps = args.steps or (200 if args.full else 60)
+    summary = []
     work = Path(tempfile.mkdtemp(prefix="kdmech-bench-"))
     tok = build_word_tokenizer()
     TinyGPT2Spec().build(tok).save_pretrained(work / "teacher")
@@ -46,6 +49,8 @@ def main():
         print(f"  3 separate runs   : {separate:6.1f} s")
         print(f"  1 shared-teacher  : {shared:6.1f} s")
         print(f"  ratio shared/sep. : {shared / separate:.2f} (target ≤ 0.70)")
+        summary.append(f"width {width:g}: {shared / separate:.2f}")
+    print(f"BENCH shared_teacher: shared/separate wall time, {args.steps} steps: {'; '.join(summary)}")
 
 
 if __name__ == "__main__":
