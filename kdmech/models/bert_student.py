@@ -30,7 +30,7 @@ def build_bert_student(teacher: BertForMaskedLM, capacity: CapacitySpec,
     student = BertForMaskedLM(sc).eval()
     layers = layer_map(tc.num_hidden_layers, sc.num_hidden_layers, init)
     prov = {"teacher": getattr(tc, "_name_or_path", ""), "capacity": asdict(capacity), "init": init,
-            "shape": shape, "layer_map": {str(i): t for i, t in enumerate(layers)}, "tensors": {}}
+            "seed": seed, "shape": shape, "layer_map": {str(i): t for i, t in enumerate(layers)}, "tensors": {}}
     if init == "random":
         prov["tensors"] = {n: "random" for n, _ in student.named_parameters()}
         return student, prov

@@ -134,7 +134,7 @@ def build_gpt2_student(teacher: GPT2LMHeadModel, capacity: CapacitySpec,
     student = GPT2LMHeadModel(sc).eval()
     layers = layer_map(tc.n_layer, sc.n_layer, init)
     prov = {"teacher": getattr(tc, "_name_or_path", ""), "capacity": asdict(capacity),
-            "init": init, "shape": shape, "layer_map": {str(i): t for i, t in enumerate(layers)},
+            "init": init, "seed": seed, "shape": shape, "layer_map": {str(i): t for i, t in enumerate(layers)},
             "tensors": {}}
     if init == "random":
         prov["tensors"] = {n: "random" for n, _ in student.named_parameters()}

@@ -7,6 +7,7 @@ circuit_step_<N>.json, pair-analysis/<name>/analysis.json (sensitivity, noise, s
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,10 @@ class StudentRecord:
     pair: dict | None = None
     """pair-analysis/<name>/analysis.json, when present."""
     folder: Path = field(default_factory=Path)
+    seed: int | None = None
+    """The training seed (provenance.json; for older folders, the `-s<N>` of a sweep point's name)."""
+    init: str = ""
+    """How the student was initialised from the teacher (provenance.json)."""
 
     @property
     def final(self) -> PairAnalysis:
@@ -38,6 +43,19 @@ class StudentRecord:
         if self.parameters and self.teacher_parameters:
             return self.parameters / self.teacher_parameters
         return self.capacity.get("depth", 1) * self.capacity.get("width", 1) ** 2
+
+
+_SEED_IN_NAME = re.compile(r"(?:^|-)s(\d+)(?:-|$)")
+
+
+def record_seed(name: str, provenance: dict) -> int | None:
+    """The student's training seed: provenance.json records it; folders written before it did
+    fall back to the `-s<N>` that `kdmech.sweep.point_name` puts in a sweep point's name; None
+    when neither knows (e.g. a quickstart student of an older folder)."""
+    if provenance.get("seed") is not None:
+        return int(provenance["seed"])
+    m = _SEED_IN_NAME.search(name)
+    return int(m.group(1)) if m else None
 
 
 def _summary_params(layout: RunLayout) -> dict[str, tuple[int, int]]:
@@ -69,7 +87,7 @@ def collect(root: str | Path) -> list[StudentRecord]:
             steps=[c.pair for c in checkpoints],
             circuit=circuits.to_json() if circuits else None,
             pair=json.loads(pair_file.read_text()) if pair_file.exists() else None,
-            folder=layout.analysis(name)))
+            folder=layout.analysis(name), seed=record_seed(name, prov), init=prov.get("init", "")))
     if not records:
         raise KdmechError(f"{str(root)!r} holds no analysed students (analysis/<name>/step_<N>.json)")
     return sorted(records, key=lambda r: r.param_ratio)
