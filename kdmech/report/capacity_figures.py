@@ -9,6 +9,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from kdmech.report.collect import StudentRecord  # noqa: E402
+from kdmech.report.replicates import CapacityGroup, group_by_capacity, has_replicates, metric_values  # noqa: E402
 
 
 def _save(fig, path) -> None:
@@ -28,7 +29,13 @@ def alignment_over_steps(records: list[StudentRecord], path) -> None:
 
 
 def versus_ratio(records: list[StudentRecord], path) -> None:
-    """A, worst drop, severity, LD and circuit size against the parameter ratio."""
+    """A, worst drop, severity, LD and circuit size against the parameter ratio: one point per
+    student, or, when some capacity has two or more seeds, each capacity's mean across seeds
+    with its 95% interval as error bars and the seeds as faint dots."""
+    groups = group_by_capacity(records)
+    if has_replicates(groups):
+        _versus_ratio_replicates(groups, records, path)
+        return
     x = np.array([r.param_ratio for r in records])
     fig, axes = plt.subplots(1, 4, figsize=(17, 3.8))
     a = [r.final.alignment.A for r in records]
@@ -71,6 +78,52 @@ def versus_ratio(records: list[StudentRecord], path) -> None:
     for ax in axes:
         ax.set_xlabel("student / teacher parameters")
     fig.subplots_adjust(wspace=0.35)  # room for the severity axis
+    _save(fig, path)
+
+
+def _seed_bars(ax, groups: list[CapacityGroup], metric: str, fmt="o-", color=None, label=None):
+    """Means ± 95% interval across seeds (no bar for a single seed) and every seed as a dot."""
+    x = np.array([g.param_ratio for g in groups])
+    st = [g.stats[metric] for g in groups]
+    mean = np.array([np.nan if s.mean is None else s.mean for s in st])
+    err = np.array([0.0 if s.half_width is None else s.half_width for s in st])
+    bars = ax.errorbar(x, mean, yerr=err, fmt=fmt, capsize=4, color=color, label=label)
+    for g in groups:
+        v = [metric_values(r)[metric] for r in g.records]
+        v = [y for y in v if y is not None]
+        ax.plot([g.param_ratio] * len(v), v, "o", mfc="none", alpha=0.6, color=bars[0].get_color(), ms=7)
+    return bars
+
+
+def _versus_ratio_replicates(groups: list[CapacityGroup], records: list[StudentRecord], path) -> None:
+    fig, axes = plt.subplots(1, 4, figsize=(17, 3.8))
+    _seed_bars(axes[0], groups, "A")
+    axes[0].set_title("A (mean ± 95% CI across seeds)")
+    _seed_bars(axes[1], groups, "worst_drop", label="student worst drop")
+    axes[1].axhline(records[0].final.worst_drop["teacher"]["value"], color="grey", ls="--", label="teacher")
+    axes[1].set_title("worst single-node drop (%)")
+    if any(g.stats["severity"].n for g in groups):
+        ax2 = axes[1].twinx()
+        _seed_bars(ax2, groups, "severity", fmt="s:", color="tab:red")
+        ax2.set_ylabel("severity (heads)", color="tab:red")
+    axes[1].legend(fontsize=7, loc="upper left")
+    _seed_bars(axes[2], groups, "ld", label="student")
+    axes[2].axhline(records[0].final.logit_diff["teacher"], color="grey", ls="--", label="teacher")
+    axes[2].set_title("logit difference")
+    axes[2].legend(fontsize=7)
+    _seed_bars(axes[3], groups, "circuit_nodes", label="student nodes")
+    t = next((r.circuit["teacher"] for r in records if r.circuit and "teacher" in r.circuit), None)
+    if t:
+        axes[3].axhline(len(t["nodes"]), color="grey", ls="--",
+                        label="teacher nodes" if t["nodes"] else "teacher: no circuit")
+    axes[3].set_title("circuit size (nodes, T = 0.20)")
+    axes[3].legend(fontsize=7)
+    seeds = sorted({g.n for g in groups})
+    fig.suptitle(f"mean ± 95% t interval across seeds ({'/'.join(map(str, seeds))} seeds per capacity; "
+                 f"rings: the seeds; no bar: one seed)", fontsize=9, y=1.02)
+    for ax in axes:
+        ax.set_xlabel("student / teacher parameters")
+    fig.subplots_adjust(wspace=0.35)
     _save(fig, path)
 
 

@@ -12,6 +12,7 @@ from kdmech.report import capacity_figures as figs
 from kdmech.report import plots
 from kdmech.report.collect import StudentRecord, collect
 from kdmech.report.heatmap import save_influence_png
+from kdmech.report.replicates import FORMATS, LEVEL, METRICS, differences, group_by_capacity, has_replicates
 from kdmech.report.timeline import PICTURES, student_timeline
 from kdmech.run_layout import RunLayout
 
@@ -121,7 +122,33 @@ def _summary_section(records: list[StudentRecord]) -> str:
             + f'<p class="note">Teacher LD {first.logit_diff["teacher"]:.2f}, worst drop '
               f'{first.worst_drop["teacher"]["value"]:.1f}% ({first.worst_drop["teacher"]["node"]}); '
               f'task {html.escape(first.task)}, {html.escape(first.ablation)} ablation. ⚑ = worst drop '
-              f'over 2× the teacher\'s.' + _edges_note(records) + '</p>')
+              f'over 2× the teacher\'s.' + _edges_note(records) + '</p>'
+            + _replicates(records))
+
+
+def _replicates(records: list[StudentRecord]) -> str:
+    """Seeds as replicates: per capacity, n seeds and mean [95% CI] of every metric, and the
+    differences between capacities that exceed the seed spread (kdmech.report.replicates)."""
+    groups = group_by_capacity(records)
+    head = '<h3 id="replicates">Replicates</h3>'
+    if not has_replicates(groups):
+        return (head + '<p class="note">One seed per capacity: no across-seed intervals (a sweep with '
+                'several <code>training.seed</code> values per capacity gives them).</p>')
+    rows = [[g.label, g.capacity.get("depth", "?"), g.capacity.get("width", "?"), g.capacity.get("heads", "?"),
+             f"{g.param_ratio:.2f}", g.n, ", ".join("?" if s is None else str(s) for s in g.seeds)]
+            + [g.stats[m].text(FORMATS[m]) for m in METRICS] for g in groups]
+    table = _table(["capacity", "depth", "width", "heads", "params ratio", "n", "seeds"]
+                   + list(METRICS.values()), rows)
+    diffs = differences(groups)
+    called = ("<ul>" + "".join(f"<li>{html.escape(d.text())}</li>" for d in diffs) + "</ul>" if diffs
+              else "<p>No difference between capacities exceeds the seed spread.</p>")
+    return (head + table
+            + f'<p class="note">Each metric: mean [two-sided {LEVEL:.0%} Student t interval across seeds] '
+              f'(mean ± t·s/√n, s with n − 1) of the final checkpoints; one seed: no interval. Severity only where '
+              f'<code>kdmech analyze</code> ran; circuit nodes at T = 0.20. A difference is named below '
+              f'only where it exceeds the seed spread: both capacities have ≥ 2 seeds and their '
+              f'{LEVEL:.0%} intervals do not overlap.</p>'
+            + '<h4 id="replicate-differences">Differences beyond the seed spread</h4>' + called)
 
 
 def _influence_section(records: list[StudentRecord], out: Path) -> str:
