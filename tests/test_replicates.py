@@ -80,6 +80,22 @@ def test_grouping_by_capacity_and_the_differences_named():
     assert named[0].text().startswith("A: d0.25-w1-h1 0.305 [")
 
 
+def test_a_hand_picked_name_groups_by_capacity_and_circuit_size_is_read_at_t_020():
+    from kdmech.report.replicates import circuit_nodes
+
+    mine = _record("mine", 0.5, 0.7, 3.0, seed=7)
+    groups = group_by_capacity([_record("d0.5-w1-h1-s0", 0.5, 0.6, 3.0, seed=0), mine])
+    assert [(g.label, g.seeds) for g in groups] == [("d0.5-w1-h1", [0, 7])]
+    assert circuit_nodes(mine) is None
+    mine.circuit = {"threshold": 0.2, "student": {"nodes": ["L0.H0", "L0.MLP"]}}
+    assert circuit_nodes(mine) == 2
+    # no checkpoint circuit: the pair analysis' threshold sweep, at its reference threshold
+    mine.circuit = None
+    mine.pair = {"circuit": {"student": {"reference_threshold": 0.2, "circuits": [
+        {"threshold": 0.1, "nodes": ["a"]}, {"threshold": 0.2, "nodes": ["a", "b", "c"]}]}}}
+    assert circuit_nodes(mine) == 3
+
+
 def test_seed_from_provenance_or_from_a_sweep_point_name():
     assert record_seed("anything", {"seed": 3}) == 3
     assert record_seed("d0.5-w1-h1-s2", {}) == 2  # folders written before provenance had the seed
@@ -131,3 +147,20 @@ def test_report_over_a_sweep_shows_across_seed_intervals(sweep_folder):
     assert "exceeds the seed spread" in page
     png = sweep_folder / "report" / "capacity.png"
     assert png.stat().st_size > 10_000
+    data = json.loads((sweep_folder / "report" / "replicates.json").read_text())
+    assert [(c["capacity"], c["n"], c["A_n"]) for c in data["capacities"]] == [
+        ("d0.25-w1-h1", 2, 2), ("d0.5-w1-h1", 2, 2)]
+    assert all(c["A_low"] <= c["A_mean"] <= c["A_high"] for c in data["capacities"])
+
+
+def test_report_with_one_seed_per_capacity_has_no_intervals(sweep_folder, tmp_path):
+    import shutil
+
+    from kdmech.report.html import write_report
+
+    one = tmp_path / "one_seed"
+    shutil.copytree(sweep_folder, one, ignore=shutil.ignore_patterns("*-s1", "report"))
+    page = write_report(one).read_text()
+    assert "One seed per capacity: no across-seed intervals" in page
+    assert "Differences beyond the seed spread" not in page
+    assert (one / "report" / "capacity.png").stat().st_size > 10_000

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 import time
 from pathlib import Path
 
@@ -12,7 +13,8 @@ from kdmech.report import capacity_figures as figs
 from kdmech.report import plots
 from kdmech.report.collect import StudentRecord, collect
 from kdmech.report.heatmap import save_influence_png
-from kdmech.report.replicates import FORMATS, LEVEL, METRICS, differences, group_by_capacity, has_replicates
+from kdmech.report.replicates import (FORMATS, LEVEL, METRICS, differences, group_by_capacity, has_replicates,
+                                      to_rows)
 from kdmech.report.timeline import PICTURES, student_timeline
 from kdmech.run_layout import RunLayout
 
@@ -91,6 +93,11 @@ def write_report(root: str | Path) -> Path:
     out.mkdir(exist_ok=True)
     figs.alignment_over_steps(records, out / "alignment_over_steps.png")
     figs.versus_ratio(records, out / "capacity.png")
+    groups = group_by_capacity(records)
+    (out / "replicates.json").write_text(json.dumps(
+        {"level": LEVEL, "capacities": to_rows(groups),
+         "differences": [{"metric": d.metric, "lower": d.low.label, "higher": d.high.label}
+                         for d in differences(groups)]}, indent=1))
     noise = figs.noise_curves(records, out / "noise.png")
     sections = [
         ("Summary", _summary_section(records)),
@@ -213,8 +220,6 @@ def _shift_table(records: list[StudentRecord]) -> str:
 def _restructuring(root: Path, records: list[StudentRecord]) -> str:
     """The timeline views of every student side by side (built by the same code as
     `kdmech timeline`), then each student's event list."""
-    import json
-
     layout = RunLayout(root)
     timelines = {}
     for r in records:

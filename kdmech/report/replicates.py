@@ -233,3 +233,16 @@ def differences(groups: list[CapacityGroup], metrics=tuple(METRICS)) -> list[Dif
             if ia.exceeds_spread(ib):
                 out.append(Difference(m, *((a, b) if ia.mean < ib.mean else (b, a))))
     return out
+
+
+def to_rows(groups: list[CapacityGroup]) -> list[dict]:
+    """One flat dict per group (capacity, n, seeds, `<metric>_mean/_low/_high/_n`): the replicate
+    table as data, e.g. for `report/replicates.json` or a `wandb.Table`."""
+    rows = []
+    for g in groups:
+        row = {"capacity": g.label, **{k: g.capacity.get(k) for k in ("depth", "width", "heads")},
+               "init": g.init, "param_ratio": g.param_ratio, "n": g.n, "seeds": g.seeds}
+        for m, iv in g.stats.items():
+            row |= {f"{m}_mean": iv.mean, f"{m}_low": iv.low, f"{m}_high": iv.high, f"{m}_n": iv.n}
+        rows.append(row)
+    return rows
