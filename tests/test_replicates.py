@@ -28,7 +28,7 @@ def test_interval_is_the_student_t_interval():
 
 
 def test_one_seed_has_no_interval_and_missing_values_are_left_out():
-    one = interval([0.4, None, float("nan")])
+    one = interval([0.4, None, float("nan"), float("inf")])
     assert one.n == 1 and one.mean == pytest.approx(0.4)
     assert one.half_width is None and one.low is None and one.high is None
     assert "no interval" in one.text()

@@ -133,8 +133,9 @@ class Interval:
 
 
 def interval(values, level: float = LEVEL) -> Interval:
-    """The interval of `values`, leaving out None and NaN (a metric a seed did not compute)."""
-    kept = tuple(float(v) for v in values if v is not None and not math.isnan(float(v)))
+    """The interval of `values`, leaving out None, NaN and ±inf (a metric a seed did not compute,
+    or a ratio to a teacher drop of 0)."""
+    kept = tuple(float(v) for v in values if v is not None and math.isfinite(float(v)))
     return Interval(kept, level)
 
 
