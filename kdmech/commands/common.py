@@ -10,7 +10,9 @@ import shutil
 import warnings
 import zipfile
 from dataclasses import dataclass
+from math import gcd
 from pathlib import Path
+from typing import Literal
 
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -30,12 +32,59 @@ def quiet_lightning() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def trainer(max_steps: int, logger=None, callbacks=(), strategy: str = "auto", devices: int = 1,
+Precision = Literal["32-true", "bf16-mixed", "16-mixed"]
+Devices = int | list[int] | Literal["auto"]
+"""Lightning's devices: a count, the indices of the devices to use, or auto (all there are)."""
+
+
+@dataclass(frozen=True)
+class TrainerOptions:
+    """Controls of the Lightning Trainer."""
+
+    precision: Precision = "32-true"
+    """Training precision: 32-true, bf16-mixed (CPUs and recent GPUs) or 16-mixed (GPUs;
+    Lightning turns it into bf16-mixed on a CPU). Checkpoint analyses run in fp32 whatever the
+    training precision (autocast covers the training and validation steps only)."""
+    accumulate_grad_batches: int = 1
+    """Batches whose gradients are summed into one optimizer step (steps count optimizer steps)."""
+    gradient_clip_val: float | None = None
+    """Clip the gradients' global norm to this value (default: no clipping)."""
+    val_check_interval: int | None = None
+    """Validate on the held-out split every N optimizer steps (default: at every checkpoint)."""
+    checkpoint_every_n_steps: int | None = None
+    """Write the resumable checkpoint every N optimizer steps (default: at every analysis step,
+    analysis.every_n_steps, or every 100 steps when analyses are off)."""
+
+    def __post_init__(self):
+        if self.accumulate_grad_batches < 1:
+            raise KdmechError(f"trainer.accumulate_grad_batches must be ≥ 1, got {self.accumulate_grad_batches}")
+        if self.gradient_clip_val is not None and self.gradient_clip_val <= 0:
+            raise KdmechError(f"trainer.gradient_clip_val must be > 0, got {self.gradient_clip_val}")
+        for name in ("val_check_interval", "checkpoint_every_n_steps"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise KdmechError(f"trainer.{name} must be ≥ 1 (optimizer steps), got {value}")
+
+    def cadences(self, default: int) -> tuple[int, int, int]:
+        """(validation, checkpoint, trainer tick) in optimizer steps: the checkpoint cadence
+        defaults to `default`, validation to the checkpoint's; the trainer's validation loop
+        runs at every tick (their gcd), and each does its own work at its own multiples."""
+        ckpt = self.checkpoint_every_n_steps or default
+        val = self.val_check_interval or ckpt
+        return val, ckpt, gcd(val, ckpt)
+
+
+def trainer(max_steps: int, logger=None, callbacks=(), strategy: str = "auto", devices: Devices = 1,
             default_root_dir: str | Path | None = None, progress: bool = True,
             val_every: int | None = None, accelerator: str = "auto", num_nodes: int = 1,
-            gradient_clip_val: float | None = None) -> L.Trainer:
+            gradient_clip_val: float | None = None, precision: Precision = "32-true",
+            accumulate_grad_batches: int = 1) -> L.Trainer:
+    """The Trainer of every command. `val_every` is in optimizer steps: Lightning counts its
+    val_check_interval in batches, so it gets `val_every × accumulate_grad_batches`."""
+    if val_every:
+        val_every *= accumulate_grad_batches
     return L.Trainer(max_steps=max_steps, accelerator=accelerator, strategy=strategy, devices=devices,
-                     num_nodes=num_nodes,
+                     num_nodes=num_nodes, precision=precision, accumulate_grad_batches=accumulate_grad_batches,
                      logger=logger if logger is not None else False, callbacks=list(callbacks),
                      enable_model_summary=False, enable_progress_bar=progress,
                      enable_checkpointing=any(isinstance(c, L.pytorch.callbacks.ModelCheckpoint)
@@ -81,12 +130,14 @@ class ResumableCheckpoint(ModelCheckpoint):
     falls back to it. `last.ckpt` always names the newest checkpoint (no last-v1.ckpt beside a
     stale one)."""
 
-    def __init__(self, dirpath: str | Path):
+    def __init__(self, dirpath: str | Path, every_n_steps: int = 1):
         super().__init__(dirpath=dirpath, save_last=True, save_top_k=0, enable_version_counter=False,
                          save_on_train_epoch_end=False)
+        self.every_n_steps = every_n_steps
+        """Save only at validations whose global step is a multiple of this (1: at every one)."""
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not self._should_skip_saving_checkpoint(trainer):
+        if trainer.global_step % self.every_n_steps == 0 and not self._should_skip_saving_checkpoint(trainer):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -30,7 +30,10 @@ from kdmech.analysis.matching import resolve_mlp_method
 from kdmech.analysis.options import AnalysisSchedule
 from kdmech.analysis.presets import get_preset
 from kdmech.callbacks import CircuitAnalysisCallback
-from kdmech.commands.common import ResumableCheckpoint, atomic_dir, quiet_lightning, resume_point, trainer
+from kdmech.commands.common import (Devices, ResumableCheckpoint, TrainerOptions, atomic_dir, quiet_lightning,
+                                    resume_point)
+from kdmech.commands.common import trainer as make_trainer
+from kdmech.distill.text import DataOptions, TextDataModule, data_files
 from kdmech.distill import CorpusDataModule, DistillationModule, LossWeights
 from kdmech.errors import KdmechError
 from kdmech.models import CapacitySpec, build_student, family_of, load_lm
@@ -87,8 +90,9 @@ def analysis_prompts(teacher, tokenizer, schedule: AnalysisSchedule):
 def distill(teacher: str, out: Path, capacity: CapacitySpec = CapacitySpec(),
             name: str | None = None, init: InitStrategy = "every_k",
             loss: LossWeights = LossWeights(), training: DistillTraining = DistillTraining(),
-            analysis: AnalysisSchedule = AnalysisSchedule(), strategy: str = "auto",
-            devices: int = 1, resume: bool = False, wandb: WandbMode = "auto",
+            analysis: AnalysisSchedule = AnalysisSchedule(), data: DataOptions = DataOptions(),
+            trainer: TrainerOptions = TrainerOptions(), strategy: str = "auto",
+            devices: Devices = 1, resume: bool = False, wandb: WandbMode = "auto",
             progress: bool = True, group: str | None = None, accelerator: str = "auto",
             num_nodes: int = 1) -> StudentResult:
     """Distil one student from `teacher` and analyse it at checkpoints.
@@ -104,8 +108,12 @@ def distill(teacher: str, out: Path, capacity: CapacitySpec = CapacitySpec(),
         loss: Distillation loss weights and temperature.
         training: Optimisation settings.
         analysis: Checkpoint analysis settings.
+        data: The text to distil on: local files or a hub corpus, packed into blocks, with a
+            held-out split (default: the synthetic task corpus; training.n_train then unused).
+        trainer: Trainer controls: precision, gradient accumulation and clipping, validation
+            and checkpoint cadences (in optimizer steps).
         strategy: Lightning strategy (auto, ddp, ddp_spawn, fsdp, ...).
-        devices: Number of devices (CPU processes on this machine).
+        devices: Devices: a count, a list of device indices, or auto (all of the accelerator's).
         resume: Continue from checkpoints/<name>/last.ckpt if it exists (and its W&B run),
             exactly: the result equals an uninterrupted run's with the same seed.
         wandb: W&B mode: auto (offline unless a key is configured), online, offline, disabled.
@@ -115,7 +123,8 @@ def distill(teacher: str, out: Path, capacity: CapacitySpec = CapacitySpec(),
         num_nodes: Machines taking part (multi-node DDP/FSDP; launch one process per node).
     """
     results = distill_students(teacher, out, [capacity], [name or capacity.name], init=init, loss=loss,
-                               training=training, analysis=analysis, strategy=strategy, devices=devices,
+                               training=training, analysis=analysis, data=data, trainer=trainer, strategy=strategy,
+                               devices=devices,
                                resume=resume, wandb=wandb, progress=progress, group=group,
                                accelerator=accelerator, num_nodes=num_nodes)
     return results[0] if results else None  # None on the other ranks of a distributed run
@@ -125,8 +134,9 @@ def distill_students(teacher: str, out: Path, capacities: list[CapacitySpec],
                      names: list[str] | None = None, run: str | None = None,
                      init: InitStrategy = "every_k", loss: LossWeights = LossWeights(),
                      training: DistillTraining = DistillTraining(),
-                     analysis: AnalysisSchedule = AnalysisSchedule(), strategy: str = "auto",
-                     devices: int = 1, resume: bool = False, wandb: WandbMode = "auto",
+                     analysis: AnalysisSchedule = AnalysisSchedule(), data: DataOptions = DataOptions(),
+                     trainer: TrainerOptions = TrainerOptions(), strategy: str = "auto",
+                     devices: Devices = 1, resume: bool = False, wandb: WandbMode = "auto",
                      progress: bool = True, group: str | None = None, accelerator: str = "auto",
                      num_nodes: int = 1) -> list[StudentResult]:
     """Distil one student per capacity against one teacher forward pass per batch, analyse
@@ -140,6 +150,8 @@ def distill_students(teacher: str, out: Path, capacities: list[CapacitySpec],
     """
     quiet_lightning()
     check_distill(teacher, out, training, analysis)
+    if data.files:
+        data_files(data)
     start, layout = time.perf_counter(), RunLayout(out)
     names, run = _names(capacities, names, run)
     ckpt_dir, run_id_file = layout.checkpoints(run), layout.wandb_run_id(run)
@@ -167,15 +179,23 @@ def distill_students(teacher: str, out: Path, capacities: list[CapacitySpec],
         # --resume continues the stored W&B run (from step 0 when killed before a checkpoint)
         run_id=run_id_file.read_text().strip() if resume and run_id_file.exists() else None,
         config={"teacher": teacher, **_capacity_config(capacities, names), "init": init,
-                "loss": asdict(loss), "training": asdict(training), "analysis": asdict(analysis)})
-    # Validation, then a checkpoint, at every analysis step: a resumed run redoes no analysis
-    # it had finished and logs nothing twice.
-    every = max(1, analysis.every_n_steps or 100)
-    checkpoint = ResumableCheckpoint(ckpt_dir)
-    data = CorpusDataModule(tokenizer, training.n_train, 500, training.batch_size, training.seed, kind)
-    fit = trainer(training.steps, logger, [*analyses, checkpoint], strategy, devices,
-                  default_root_dir=layout.root, progress=progress, val_every=every,
-                  accelerator=accelerator, num_nodes=num_nodes)
+                "loss": asdict(loss), "training": asdict(training), "analysis": asdict(analysis),
+                "data": asdict(data), "trainer": asdict(trainer)})
+    # Checkpoints are written at the end of a validation (by default at every analysis step),
+    # once the step has logged everything: a resumed run logs nothing twice. The trainer's
+    # validation loop runs at the gcd of the two cadences; each does its work at its own.
+    val_every, ckpt_every, tick = trainer.cadences(max(1, analysis.every_n_steps or 100))
+    module.val_every = val_every
+    checkpoint = ResumableCheckpoint(ckpt_dir, ckpt_every)
+    if data.enabled:  # packed blocks of real text (kdmech.distill.text)
+        datamodule = TextDataModule(tokenizer, data, training.batch_size, training.seed, kind)
+    else:
+        datamodule = CorpusDataModule(tokenizer, training.n_train, 500, training.batch_size, training.seed, kind)
+    fit = make_trainer(training.steps, logger, [*analyses, checkpoint], strategy, devices,
+                       default_root_dir=layout.root, progress=progress, val_every=tick,
+                       accelerator=accelerator, num_nodes=num_nodes, precision=trainer.precision,
+                       accumulate_grad_batches=trainer.accumulate_grad_batches,
+                       gradient_clip_val=trainer.gradient_clip_val)
     try:
         if fit.is_global_zero:
             if fit.world_size > 1:
@@ -188,7 +208,7 @@ def distill_students(teacher: str, out: Path, capacities: list[CapacitySpec],
                 ckpt_dir.mkdir(parents=True, exist_ok=True)
                 run_id_file.write_text(logger.experiment.id)
                 start_logging(logger, point.step if point else 0)  # resumed offline: replays the history
-        fit.fit(module, data, ckpt_path=ckpt_path)
+        fit.fit(module, datamodule, ckpt_path=ckpt_path)
         # Resumed at its last step, Lightning skips training and its hooks: finish the analyses.
         for callback in analyses if fit.is_global_zero else []:
             if not callback.ended:

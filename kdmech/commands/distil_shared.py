@@ -11,7 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from kdmech.analysis.options import AnalysisSchedule
+from kdmech.commands.common import Devices, TrainerOptions
 from kdmech.commands.distil import DistillTraining, StudentResult, distill_students
+from kdmech.distill.text import DataOptions
 from kdmech.distill import LossWeights
 from kdmech.models import CapacitySpec
 from kdmech.models.capacity import InitStrategy
@@ -21,8 +23,9 @@ from kdmech.tracking import WandbMode
 def distill_shared(teacher: str, out: Path, capacities: list[CapacitySpec],
                    names: list[str] | None = None, init: InitStrategy = "every_k",
                    loss: LossWeights = LossWeights(), training: DistillTraining = DistillTraining(),
-                   analysis: AnalysisSchedule = AnalysisSchedule(), strategy: str = "auto",
-                   devices: int = 1, resume: bool = False, wandb: WandbMode = "auto",
+                   analysis: AnalysisSchedule = AnalysisSchedule(), data: DataOptions = DataOptions(),
+                   trainer: TrainerOptions = TrainerOptions(), strategy: str = "auto",
+                   devices: Devices = 1, resume: bool = False, wandb: WandbMode = "auto",
                    progress: bool = True, group: str | None = None, accelerator: str = "auto",
                    num_nodes: int = 1) -> list[StudentResult]:
     """Distil one student per capacity against a single teacher pass per batch.
@@ -37,8 +40,12 @@ def distill_shared(teacher: str, out: Path, capacities: list[CapacitySpec],
         training: Optimisation settings (shared by all students).
         analysis: Checkpoint analysis settings (applied to every student; an `auto` MLP
             similarity is resolved once for all the capacities: cka if any width ratio < 1).
+        data: The text to distil on: local files or a hub corpus, packed into blocks, with a
+            held-out split (default: the synthetic task corpus; training.n_train then unused).
+        trainer: Trainer controls: precision, gradient accumulation and clipping, validation
+            and checkpoint cadences (in optimizer steps).
         strategy: Lightning strategy (auto, ddp, ddp_spawn, fsdp, ...).
-        devices: Number of devices (CPU processes on this machine).
+        devices: Devices: a count, a list of device indices, or auto (all of the accelerator's).
         resume: Continue from checkpoints/shared/last.ckpt if it exists (and its W&B run).
         wandb: W&B mode: auto (offline unless a key is configured), online, offline, disabled.
         progress: Show the progress bar.
@@ -47,6 +54,7 @@ def distill_shared(teacher: str, out: Path, capacities: list[CapacitySpec],
         num_nodes: Machines taking part (multi-node DDP/FSDP; launch one process per node).
     """
     return distill_students(teacher, out, capacities, names, run="shared", init=init, loss=loss,
-                            training=training, analysis=analysis, strategy=strategy, devices=devices,
+                            training=training, analysis=analysis, data=data, trainer=trainer, strategy=strategy,
+                            devices=devices,
                             resume=resume, wandb=wandb, progress=progress, group=group,
                             accelerator=accelerator, num_nodes=num_nodes)

@@ -55,21 +55,35 @@ class StepSampler(DistributedSampler):
     DDP instead of injecting its own), starting `start` batches into the stream: the batch of
     optimizer step k is the same whether the run got there in one go or was resumed at any
     checkpoint before it. `len()` is a whole epoch; the resumed epoch yields only its rest, as
-    Lightning expects of a resumable loader (it counts the batches already done)."""
+    Lightning expects of a resumable loader (it counts the batches already done).
+
+    With gradient accumulation (`accumulate` > 1) an epoch is rounded up to whole optimizer
+    steps of full batches (the permutation wraps around, as DistributedSampler pads): every
+    optimizer step then takes `accumulate` batches, so batch counts (Lightning's
+    val_check_interval) and optimizer steps stay in proportion across epochs, and the batch of
+    step k is where a resumed run looks for it."""
 
     def __init__(self, dataset, batch_size: int, seed: int = 0, num_replicas: int = 1,
-                 rank: int = 0, start: int = 0):
+                 rank: int = 0, start: int = 0, accumulate: int = 1):
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
-        self.batch_size = batch_size
+        self.batch_size, self.accumulate = batch_size, accumulate
         self.batches_per_epoch = math.ceil(self.num_samples / batch_size)
+        if accumulate > 1:
+            self.batches_per_epoch = math.ceil(self.batches_per_epoch / accumulate) * accumulate
         self.start_epoch, self.skip = divmod(start, self.batches_per_epoch)
         self.epoch = self.start_epoch
+
+    def __len__(self) -> int:
+        return self.batches_per_epoch * self.batch_size if self.accumulate > 1 else self.num_samples
 
     def __iter__(self):
         n = len(self.dataset)
         order = epoch_permutation(n, self.seed, self.epoch, self.num_samples % self.batch_size != 0)
         order += (order * math.ceil(self.total_size / n))[: self.total_size - n]  # pad as DistributedSampler
         mine = order[self.rank: self.total_size: self.num_replicas]
+        if self.accumulate > 1:
+            need = self.batches_per_epoch * self.batch_size
+            mine = (mine * math.ceil(need / len(mine)))[:need]
         if self.epoch == self.start_epoch:
             mine = mine[self.skip * self.batch_size:]
         return iter(mine)
@@ -83,7 +97,7 @@ class ResumableLoader(DataLoader):
     def state_dict(self) -> dict:
         s = self.sampler
         return {"order": "epoch_permutation", "seed": s.seed, "examples": len(s.dataset),
-                "batch_size": s.batch_size, "num_replicas": s.num_replicas}
+                "batch_size": s.batch_size, "num_replicas": s.num_replicas, "accumulate": s.accumulate}
 
     def load_state_dict(self, state: dict) -> None:
         """Nothing to restore: the sampler already starts at the restored global step."""
@@ -107,9 +121,10 @@ class CorpusDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         t = self.trainer
         # Lightning restores global_step from a checkpoint before it asks for the loaders.
-        start = t.global_step * t.accumulate_grad_batches if t is not None else 0
+        accumulate = t.accumulate_grad_batches if t is not None else 1
+        start = t.global_step * accumulate if t is not None else 0
         replicas, rank = (t.world_size, t.global_rank) if t is not None else (1, 0)
-        sampler = StepSampler(self.train_set, self.batch_size, self.seed, replicas, rank, start)
+        sampler = StepSampler(self.train_set, self.batch_size, self.seed, replicas, rank, start, accumulate)
         return ResumableLoader(self.train_set, batch_size=self.batch_size, sampler=sampler,
                                generator=torch.Generator().manual_seed(self.seed))
 

@@ -24,10 +24,12 @@ def teacher_outputs(teacher, batch):
 
 
 def distillation_terms(student, t, batch, layer_map: list[int], w: LossWeights,
-                       projection=None) -> dict[str, torch.Tensor]:
+                       projection=None, held_out: bool = False) -> dict[str, torch.Tensor]:
     """The three loss terms and their weighted sum for one student, given the teacher's
     outputs `t` on the same batch (computed once, however many students share them). A batch
-    with "labels" is a masked-LM batch: KL and CE at the masked positions."""
+    with "labels" is a masked-LM batch: KL and CE at the masked positions. `held_out` adds
+    the convergence metrics of validation: kl_t1, KL(teacher ‖ student) at temperature 1, and
+    top1_agreement, the share of those positions where the student's argmax is the teacher's."""
     ids, attn = batch["input_ids"], batch["attention_mask"]
     mask = attn.bool()
     s = student(input_ids=ids, attention_mask=attn, output_hidden_states=True)
@@ -45,7 +47,19 @@ def distillation_terms(student, t, batch, layer_map: list[int], w: LossWeights,
                              [t.hidden_states[j + 1] for j in layer_map], mask, projection),
     }
     out["loss"] = w.alpha_kl * out["kl"] + w.alpha_ce * out["ce"] + w.alpha_cos * out["cos"]
+    if held_out:
+        s_logits, t_logits = s.logits[kl_at].float(), t.logits[kl_at].float()
+        out["kl_t1"] = kd_kl(s_logits, t_logits, torch.ones(len(s_logits), dtype=torch.bool,
+                                                            device=s_logits.device), 1.0)
+        out["top1_agreement"] = (s_logits.argmax(-1) == t_logits.argmax(-1)).float().mean()
     return out
+
+
+def teacher_ce(t, batch) -> torch.Tensor:
+    """The teacher's own CE on a batch (next token, or at the masked positions)."""
+    if "labels" in batch:
+        return masked_lm_ce(t.logits, batch["labels"])
+    return causal_lm_ce(t.logits, batch["input_ids"], batch["attention_mask"].bool())
 
 
 def module_keys(names) -> dict[str, str]:
@@ -71,13 +85,17 @@ class DistillationModule(L.LightningModule):
     drawn from (seed, step) (`kdmech.distill.seeding`), so resuming at any checkpoint is exact.
 
     Logged keys: train/kl, train/ce, train/cos, train/loss for one student; with several,
-    train/<name>/<term> per student and train/loss for the sum (val/ likewise)."""
+    train/<name>/<term> per student and train/loss for the sum (val/ likewise). Validation
+    also logs, on the held-out split, val/teacher_ce and val/teacher_ppl, and per student
+    val/[<name>/]ppl (exp of its CE), kl_t1 (KL(teacher ‖ student) at temperature 1) and
+    top1_agreement. `val_every`: validate only at global steps that are multiples of it (the
+    trainer's validation loop may run more often, e.g. at checkpoints; those runs log nothing)."""
 
     strict_loading = False  # checkpoints hold no teacher weights
 
     def __init__(self, teacher, students: dict, layer_maps: dict[str, list[int]],
                  weights: LossWeights = LossWeights(), lr: float = 1e-3, warmup_steps: int = 50,
-                 masker: BertMasker | None = None, seed: int = 0):
+                 masker: BertMasker | None = None, seed: int = 0, val_every: int | None = None):
         super().__init__()
         if not students or set(students) != set(layer_maps):
             raise KdmechError(f"one layer map per student: students {list(students)}, "
@@ -92,6 +110,7 @@ class DistillationModule(L.LightningModule):
             for n, s in students.items() if s.config.hidden_size != d_t})
         self.layer_maps = {n: [int(j) for j in m] for n, m in layer_maps.items()}
         self.weights, self.lr, self.warmup_steps, self.seed = weights, lr, warmup_steps, seed
+        self.val_every = val_every
 
     # --- the students ------------------------------------------------------------------------
     def student_named(self, name: str):
@@ -121,21 +140,26 @@ class DistillationModule(L.LightningModule):
         return self
 
     # --- training ----------------------------------------------------------------------------
-    def losses(self, batch, key: tuple[int, ...] | None = None) -> dict[str, torch.Tensor]:
+    def losses(self, batch, key: tuple[int, ...] | None = None, held_out: bool = False) -> dict[str, torch.Tensor]:
         """One student: its terms (kl, ce, cos, loss). Several: <name>/<term> for each and
         loss, the sum of their losses. `key` picks the masker's random stream (BERT; None: the
-        masker's own generator)."""
+        masker's own generator). `held_out`: also the validation metrics (teacher_ce; per
+        student kl_t1 and top1_agreement)."""
         if self.masker is not None:  # one corruption for the teacher and every student
             batch = self.masker(batch, key)
         with torch.no_grad():
             t = teacher_outputs(self.teacher, batch)
         per_student = {name: distillation_terms(self.student_named(name), t, batch, self.layer_maps[name],
-                                                self.weights, self.projection_named(name))
+                                                self.weights, self.projection_named(name), held_out)
                        for name in self.keys}
         if len(per_student) == 1:
-            return next(iter(per_student.values()))
-        out = {f"{name}/{k}": v for name, terms in per_student.items() for k, v in terms.items()}
-        out["loss"] = sum(terms["loss"] for terms in per_student.values())
+            out = dict(next(iter(per_student.values())))
+        else:
+            out = {f"{name}/{k}": v for name, terms in per_student.items() for k, v in terms.items()}
+            out["loss"] = sum(terms["loss"] for terms in per_student.values())
+        if held_out:
+            with torch.no_grad():
+                out["teacher_ce"] = teacher_ce(t, batch)
         return out
 
     def _log_terms(self, stage: str, terms: dict, **kw) -> None:
@@ -144,14 +168,31 @@ class DistillationModule(L.LightningModule):
         if not one:
             self.log(f"{stage}/loss", terms["loss"], prog_bar=True, **kw)
 
+    def _validating_now(self) -> bool:
+        return not self.val_every or self.global_step % self.val_every == 0
+
     def training_step(self, batch, batch_idx):
         terms = self.losses(batch, seeding.step_key(self, seeding.TRAIN, self.global_step))
         self._log_terms("train", terms)
         return terms["loss"]
 
+    def on_validation_epoch_start(self) -> None:
+        self._ce_sums: dict[str, list] = {}
+
     def validation_step(self, batch, batch_idx):
-        terms = self.losses(batch, seeding.step_key(self, seeding.VALIDATION, batch_idx))
+        if not self._validating_now():
+            return
+        terms = self.losses(batch, seeding.step_key(self, seeding.VALIDATION, batch_idx), held_out=True)
+        for key in [k for k in terms if k == "ce" or k.endswith("/ce") or k == "teacher_ce"]:
+            self._ce_sums.setdefault(key, []).append(terms[key].detach().float())
         self._log_terms("val", terms, sync_dist=True)
+
+    def on_validation_epoch_end(self) -> None:
+        """Perplexities: exp of the mean held-out CE (teacher's and each student's)."""
+        if not self._validating_now() or not getattr(self, "_ce_sums", None):
+            return
+        ppl = {f"val/{k[:-2]}ppl": torch.stack(v).mean().exp() for k, v in self._ce_sums.items()}
+        self.log_dict(ppl, sync_dist=True)
 
     def configure_optimizers(self):
         # students' parameters, then the projections (the order of older checkpoints)
