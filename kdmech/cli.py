@@ -113,7 +113,7 @@ def _main(argv: list[str] | None, interrupts: _Interrupts) -> int:
     except KeyboardInterrupt:
         print(INTERRUPTED, file=sys.stderr)
         return 130
-    except SystemExit as e:
+    except SystemExit:
         if not interrupts.seen:  # jsonargparse's --help and the like
             raise
         print(INTERRUPTED, file=sys.stderr)
