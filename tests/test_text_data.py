@@ -184,18 +184,23 @@ def test_gpt2_bpe_teacher_distils_on_text_files(tmp_path, monkeypatch):
     assert len(seen) == 2 and all(row in blocks for batch in seen for row in batch.tolist())
 
 
-def test_packed_blocks_with_accumulation_resume_exactly(teacher, tok, tmp_path):
-    """Map-style blocks through StepSampler, 2 batches per optimizer step, 21 training blocks
-    (5¼ batches of 4: the epoch is padded to 3 whole steps): a run stopped at step 4 and
-    resumed to 7 ends with the weights of a run straight to 7 (across an epoch boundary)."""
+@pytest.mark.parametrize("streaming", [False, True])
+def test_packed_blocks_with_accumulation_resume_exactly(teacher, tok, tmp_path, streaming):
+    """2 batches per optimizer step; map-style: 21 training blocks (5¼ batches of 4: the epoch
+    is padded to 3 whole steps); streaming: task rows mixed in, the stream read again past its
+    end. A run stopped at step 4 and resumed to 7 ends with the weights of a run straight to 7."""
     from safetensors.torch import load_file
 
     from kdmech.commands.common import TrainerOptions
     from kdmech.commands.distil import AnalysisSchedule, DistillTraining, distill
     from kdmech.models import CapacitySpec
 
-    corpus = write(tmp_path, documents(tok, 40), "txt")
-    data = DataOptions(files=[str(corpus)], block_size=16, val_fraction=0.1)
+    if streaming:
+        corpus = write(tmp_path, documents(tok, 60), "txt")
+        data = DataOptions(files=[str(corpus)], block_size=32, streaming=True, val_blocks=3, shuffle_buffer=5,
+                           task_fraction=0.2)
+    else:
+        data = DataOptions(files=[str(write(tmp_path, documents(tok, 40), "txt"))], block_size=16, val_fraction=0.1)
 
     def run(out, steps, resume=False):
         distill(str(teacher), out, CapacitySpec(depth=0.5), data=data, resume=resume, wandb="disabled",

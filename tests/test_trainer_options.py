@@ -38,6 +38,10 @@ def test_cli_parses_trainer_options_and_devices(command):
                                      "--trainer.gradient_clip_val", "0.5", "--trainer.val_check_interval", "25",
                                      "--trainer.checkpoint_every_n_steps", "50"])
     assert parser.instantiate_classes(args).trainer == TrainerOptions("bf16-mixed", 4, 0.5, 25, 50)
+    data = parser.instantiate_classes(parser.parse_args(base + ["--data.files", "[a.txt, b.txt]", "--data.block_size",
+                                                                "64", "--data.task_fraction", "0.1"])).data
+    assert (data.files, data.block_size, data.task_fraction, data.enabled) == (["a.txt", "b.txt"], 64, 0.1, True)
+    assert not parser.instantiate_classes(parser.parse_args(base)).data.enabled  # default: the task corpus
     assert parser.parse_args(base + ["--devices", "auto"]).devices == "auto"
     assert parser.parse_args(base + ["--devices", "3"]).devices == 3
     assert parser.parse_args(base + ["--devices", "[0, 2]"]).devices == [0, 2]
