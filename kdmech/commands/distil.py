@@ -208,7 +208,7 @@ def distill_students(teacher: str, out: Path, capacities: list[CapacitySpec],
                 ckpt_dir.mkdir(parents=True, exist_ok=True)
                 run_id_file.write_text(logger.experiment.id)
                 start_logging(logger, point.step if point else 0)  # resumed offline: replays the history
-        fit.fit(module, datamodule, ckpt_path=ckpt_path)
+        fit.fit(module, datamodule, ckpt_path=ckpt_path, weights_only=True)  # no pickle
         # Resumed at its last step, Lightning skips training and its hooks: finish the analyses.
         for callback in analyses if fit.is_global_zero else []:
             if not callback.ended:

@@ -138,7 +138,7 @@ def train_teacher(out: Path, model: TinySpec = TinySpec(),
             ckpt_dir.mkdir(parents=True, exist_ok=True)
             run_id_file.write_text(logger.experiment.id)
             start_logging(logger, point.step if point else 0)
-        fit.fit(module, data, ckpt_path=str(point.path) if point else None)
+        fit.fit(module, data, ckpt_path=str(point.path) if point else None, weights_only=True)
         scores = accuracy_and_ld(net, held_out)
         scores["steps"] = fit.global_step
         if logger is not None:
