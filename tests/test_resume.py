@@ -371,3 +371,22 @@ def test_resume_before_any_checkpoint_keeps_one_wandb_run(teachers, tmp_path):
     assert len(list((out / "wandb" / "superseded").glob(f"offline-run-*-{run_id}"))) == 1
     steps = sorted(row[STEP_KEY] for row in offline_history(folder) if "analysis/A" in row)
     assert steps == [0, 3]
+
+
+def test_killed_after_the_last_checkpoint_finishes_the_analyses(uninterrupted, teachers, tmp_path):
+    """Killed after its last checkpoint (during the final circuits, the timeline or the saving
+    of the student), the run resumes at its last step: Lightning trains nothing, and the run
+    still finishes the analyses, the timeline and the student as an uninterrupted one does."""
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(uninterrupted("gpt2"), out)
+    # what a kill during the last step's end-of-training work leaves behind
+    shutil.rmtree(out / "students")
+    shutil.rmtree(out / "timeline")
+    (out / "analysis" / NAME / f"circuit_step_{STEPS}.json").unlink()
+    assert _distill(teachers["gpt2"], out, resume=True).steps == [STEPS]
+    _assert_same_weights(_weights(uninterrupted("gpt2")), _weights(out))
+    assert _analysis_files(uninterrupted("gpt2")) == _analysis_files(out)
+    assert (out / "timeline" / NAME / "events.json").exists()
+    assert _wandb_rows(out) == _wandb_rows(uninterrupted("gpt2"))
