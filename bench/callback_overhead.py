@@ -46,6 +46,7 @@ def main():
     ap.add_argument("--teacher", default=None)
     ap.add_argument("--wandb", default="offline")
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--sides", default="on,off", help="on,off (default) or one of them")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="kdmech-overhead-"))
     teacher = teacher_folder(args.teacher, work)
@@ -53,11 +54,15 @@ def main():
     times = {"on": [], "off": []}
     for rep in range(args.reps):
         for side, schedule in (("on", ON), ("off", OFF)):
+            if side not in args.sides.split(","):
+                continue
             start = time.perf_counter()
             distill(teacher, work / f"{side}-{rep}", CapacitySpec(depth=0.5), training=training,
                     analysis=schedule, wandb=args.wandb, progress=False)
             times[side].append(time.perf_counter() - start)
             print(f"rep {rep} analyses {side}: {times[side][-1]:.1f} s", flush=True)
+    if not (times["on"] and times["off"]):
+        return
     on, off = statistics.median(times["on"]), statistics.median(times["off"])
     overhead = 100 * (on - off) / off
     print("\n| callback_overhead | seconds (median of %d) |" % args.reps)

