@@ -30,10 +30,12 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from kdmech.errors import KdmechError
-from kdmech.wandb_offline import offline_folders, offline_history, wandb_records  # noqa: F401 (re-exported)
+from kdmech.wandb_offline import (offline_folders, offline_history, wait_for_offline_run,  # noqa: F401 (re-exported)
+                                  wandb_records)
 
 __all__ = ["STEP_KEY", "WandbMode", "WandbSink", "finish", "make_logger", "offline_folders",
-           "offline_history", "read_journal", "resolve_mode", "start_logging", "wandb_records"]
+           "offline_history", "read_journal", "resolve_mode", "start_logging", "wait_for_offline_run",
+           "wandb_records"]
 
 WandbMode = Literal["auto", "online", "offline", "disabled"]
 STEP_KEY = "trainer/global_step"
@@ -160,7 +162,14 @@ def finish(logger=None) -> None:
 
     if wandb.run is not None:
         wandb.finish()
-    for folder in getattr(logger, "superseded", []):
+    superseded = getattr(logger, "superseded", [])
+    # wandb.finish() can return before wandb-core has written the run's log to disk: move the
+    # earlier folders only once the new one is complete (else they stay; a resume replaces them)
+    if superseded and not wait_for_offline_run(logger.run_folder):
+        print(f"[wandb] {logger.run_folder.name} was not complete on disk in time; the earlier offline "
+              f"folders of its run stay beside it")
+        superseded = []
+    for folder in superseded:
         if folder.exists():
             aside = folder.parent / SUPERSEDED / folder.name
             aside.parent.mkdir(exist_ok=True)
@@ -208,6 +217,7 @@ def start_logging(logger, step: int = 0) -> int:
     for s, row in kept:
         _replay(logger, s, row)
     logger.superseded = [f for f in offline_folders(logger.save_dir, run.id) if f.resolve() != new]
+    logger.run_folder = new
     return len(kept)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import struct
+import time
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -72,6 +73,19 @@ def _history_row(record) -> dict:
             at = at.setdefault(part, {})
         at[path[-1]] = json.loads(item.value_json)
     return row
+
+
+def wait_for_offline_run(folder: str | Path, timeout: float = 60.0) -> bool:
+    """Wait until a finished offline run's log holds its exit record: wandb.finish() can return
+    before wandb-core has written the log to disk. False if it does not within `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        logs = list(Path(folder).glob("run-*.wandb"))
+        if logs and any(r.WhichOneof("record_type") == "exit" for r in wandb_records(logs[0])):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
 
 
 def offline_history(folder: str | Path) -> list[dict]:

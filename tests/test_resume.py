@@ -22,7 +22,8 @@ from safetensors.torch import load_file
 from kdmech.commands.distil import AnalysisSchedule, DistillTraining, distill
 from kdmech.models import CapacitySpec, TinyGPT2Spec, build_word_tokenizer
 from kdmech.models.tiny import TinyBertSpec
-from kdmech.tracking import STEP_KEY, offline_folders, offline_history
+from kdmech.tracking import STEP_KEY, offline_folders, wait_for_offline_run
+from kdmech.tracking import offline_history as _offline_history
 
 NAME = "d0.5-w1-h1"
 STEPS, EVERY = 16, 4
@@ -93,6 +94,12 @@ def _kill_after_second_checkpoint(teacher, out) -> None:
     done = subprocess.run(_cli(teacher, out, "--resume"), env=env, cwd=ROOT, capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+def offline_history(folder) -> list[dict]:
+    """The rows of a finished offline run (wandb.finish() may return before they are on disk)."""
+    assert wait_for_offline_run(folder), f"{folder} has no exit record"
+    return _offline_history(folder)
 
 
 def _weights(out) -> dict:
