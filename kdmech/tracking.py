@@ -160,8 +160,13 @@ def finish(logger=None) -> None:
     earlier offline folders a resumed `logger` replaced out of the way."""
     import wandb
 
+    offline_folder = None
     if wandb.run is not None:
+        if getattr(wandb.run, "offline", False):
+            offline_folder = Path(wandb.run.dir).parent
         wandb.finish()
+    if offline_folder is not None:  # readers (wandb sync, tests) see the whole run once we return
+        wait_for_offline_run(offline_folder, timeout=30)
     superseded = getattr(logger, "superseded", [])
     # wandb.finish() can return before wandb-core has written the run's log to disk: move the
     # earlier folders only once the new one is complete (else they stay; a resume replaces them)
