@@ -33,7 +33,7 @@ from kdmech.errors import KdmechError
 from kdmech.wandb_offline import (offline_folders, offline_history, wait_for_offline_run,  # noqa: F401 (re-exported)
                                   wandb_records)
 
-__all__ = ["STEP_KEY", "WandbMode", "WandbSink", "finish", "make_logger", "offline_folders",
+__all__ = ["STEP_KEY", "WandbMode", "WandbSink", "begin_run", "finish", "make_logger", "offline_folders",
            "offline_history", "read_journal", "resolve_mode", "start_logging", "wait_for_offline_run",
            "wandb_records"]
 
@@ -196,6 +196,13 @@ def read_journal(path: Path) -> list[tuple[int | None, dict]]:
             continue
         out.append((entry["step"], entry["row"]))
     return out
+
+
+def begin_run(logger, run_id_file: Path, step: int = 0) -> int:
+    """Store the W&B run id where --resume finds it, then `start_logging` from `step`."""
+    run_id_file.parent.mkdir(parents=True, exist_ok=True)
+    run_id_file.write_text(logger.experiment.id)
+    return start_logging(logger, step)
 
 
 def start_logging(logger, step: int = 0) -> int:

@@ -41,7 +41,7 @@ from kdmech.models.capacity import InitStrategy
 from kdmech.run_layout import RunLayout
 from kdmech.tasks import check_same_tokenization, get_task
 from kdmech.tasks.filtering import accuracy_and_ld, competent_prompts
-from kdmech.tracking import WandbMode, finish, make_logger, start_logging
+from kdmech.tracking import WandbMode, finish, make_logger, begin_run
 from kdmech.validation import check_distill
 
 
@@ -187,10 +187,7 @@ def distill_students(teacher: str, out: Path, capacities: list[CapacitySpec],
     val_every, ckpt_every, tick = trainer.cadences(max(1, analysis.every_n_steps or 100))
     module.val_every = val_every
     checkpoint = ResumableCheckpoint(ckpt_dir, ckpt_every)
-    if data.enabled:  # packed blocks of real text (kdmech.distill.text)
-        datamodule = TextDataModule(tokenizer, data, training.batch_size, training.seed, kind)
-    else:
-        datamodule = CorpusDataModule(tokenizer, training.n_train, 500, training.batch_size, training.seed, kind)
+    datamodule = _data_module(tokenizer, data, training, kind)
     fit = make_trainer(training.steps, logger, [*analyses, checkpoint], strategy, devices,
                        default_root_dir=layout.root, progress=progress, val_every=tick,
                        accelerator=accelerator, num_nodes=num_nodes, precision=trainer.precision,
@@ -200,14 +197,7 @@ def distill_students(teacher: str, out: Path, capacities: list[CapacitySpec],
         if fit.is_global_zero:
             if fit.world_size > 1:
                 print(f"distributed: {fit.world_size} processes, strategy {strategy}")
-            if prompts is not None:
-                for n in names:
-                    layout.analysis(n).mkdir(parents=True, exist_ok=True)
-                    prompts.save(layout.prompts_json(n))
-            if logger is not None:
-                ckpt_dir.mkdir(parents=True, exist_ok=True)
-                run_id_file.write_text(logger.experiment.id)
-                start_logging(logger, point.step if point else 0)  # resumed offline: replays the history
+            _start_run(layout, names, prompts, logger, run, point)
         fit.fit(module, datamodule, ckpt_path=ckpt_path, weights_only=True)  # no pickle
         # Resumed at its last step, Lightning skips training and its hooks: finish the analyses.
         for callback in analyses if fit.is_global_zero else []:
@@ -221,6 +211,24 @@ def distill_students(teacher: str, out: Path, capacities: list[CapacitySpec],
     return [save_student(n, student, prov, tokenizer, teacher_model, prompts,
                          analyses[i].results if analyses else [], layout.student(n), start)
             for i, (n, (student, prov)) in enumerate(built.items())]
+
+
+def _data_module(tokenizer, data: DataOptions, training: DistillTraining, kind: str):
+    """Packed blocks of real text (`--data`, kdmech.distill.text), else the synthetic corpus."""
+    if data.enabled:
+        return TextDataModule(tokenizer, data, training.batch_size, training.seed, kind)
+    return CorpusDataModule(tokenizer, training.n_train, 500, training.batch_size, training.seed, kind)
+
+
+def _start_run(layout: RunLayout, names: list[str], prompts, logger, run: str, point) -> None:
+    """On rank 0, before training: each student's analysis prompts, the W&B run id (for
+    --resume) and, for a resumed offline run, the replayed history."""
+    if prompts is not None:
+        for n in names:
+            layout.analysis(n).mkdir(parents=True, exist_ok=True)
+            prompts.save(layout.prompts_json(n))
+    if logger is not None:
+        begin_run(logger, layout.wandb_run_id(run), point.step if point else 0)
 
 
 def _names(capacities: list[CapacitySpec], names: list[str] | None, run: str | None):

@@ -22,7 +22,7 @@ from kdmech.models.family import get_family
 from kdmech.tasks import NumeralTask, tokenize_prompts
 from kdmech.tasks.filtering import accuracy_and_ld
 from kdmech.run_layout import RunLayout
-from kdmech.tracking import WandbMode, finish, make_logger, start_logging
+from kdmech.tracking import WandbMode, finish, make_logger, begin_run
 from kdmech.validation import check_out_dir
 
 HELD_OUT_SEED = 1234  # numeral prompts never drawn for training or analysis
@@ -83,6 +83,14 @@ class StopAtTarget(EarlyStopping):
         self.reached = state_dict.get("reached", False)
 
 
+def _lm_module(fam, net, tokenizer, lr: float, training: TeacherTraining, held_out):
+    """The family's LM module: masked (with its masker) or causal."""
+    masker = fam.make_masker(tokenizer, net.config.vocab_size, training.seed)
+    if masker is not None:
+        return MaskedLMModule(net, masker, lr, training.warmup_steps, held_out, training.seed)
+    return CausalLMModule(net, lr, training.warmup_steps, held_out, training.seed)
+
+
 def train_teacher(out: Path, model: TinySpec = TinySpec(),
                   training: TeacherTraining = TeacherTraining(), wandb: WandbMode = "auto",
                   wandb_dir: Path | None = None, progress: bool = True,
@@ -118,11 +126,7 @@ def train_teacher(out: Path, model: TinySpec = TinySpec(),
     task = NumeralTask(seed=HELD_OUT_SEED, cloze=fam.cloze, renumber=False)
     held_out = tokenize_prompts(task.prompts(), tokenizer, fam.kind)
     data = CorpusDataModule(tokenizer, training.n_train, 500, training.batch_size, training.seed, fam.kind)
-    masker = fam.make_masker(tokenizer, net.config.vocab_size, training.seed)
-    if masker is not None:
-        module = MaskedLMModule(net, masker, lr, training.warmup_steps, held_out, training.seed)
-    else:
-        module = CausalLMModule(net, lr, training.warmup_steps, held_out, training.seed)
+    module = _lm_module(fam, net, tokenizer, lr, training, held_out)
     logger = make_logger(wandb_dir or out.parent, name="teacher", group="teacher", mode=wandb,
                          config={"family": family, "model": asdict(model), "training": asdict(training)},
                          run_id=run_id_file.read_text().strip() if resume and run_id_file.exists() else None,
@@ -135,9 +139,7 @@ def train_teacher(out: Path, model: TinySpec = TinySpec(),
                       default_root_dir=out.parent, val_every=training.val_every,
                       gradient_clip_val=training.gradient_clip or None)
         if logger is not None:
-            ckpt_dir.mkdir(parents=True, exist_ok=True)
-            run_id_file.write_text(logger.experiment.id)
-            start_logging(logger, point.step if point else 0)
+            begin_run(logger, run_id_file, point.step if point else 0)
         fit.fit(module, data, ckpt_path=str(point.path) if point else None, weights_only=True)
         scores = accuracy_and_ld(net, held_out)
         scores["steps"] = fit.global_step

@@ -69,10 +69,7 @@ def versus_ratio(records: list[StudentRecord], path) -> None:
                              fontsize=7, color="tab:red")
     if not np.all(np.isnan(edges)):  # post-LN (BERT) circuits have no pruned edges
         axes[3].plot(x, edges, "s-", label="edges")
-    t = next((r.circuit["teacher"] for r in records if r.circuit and "teacher" in r.circuit), None)
-    if t:
-        axes[3].axhline(len(t["nodes"]), color="grey", ls="--",
-                        label="teacher nodes" if t["nodes"] else "teacher: no circuit")
+    _teacher_nodes_line(axes[3], records)
     axes[3].set_title("circuit size (T = 0.20)")
     axes[3].legend(fontsize=7)
     for ax in axes:
@@ -112,10 +109,7 @@ def _versus_ratio_replicates(groups: list[CapacityGroup], records: list[StudentR
     axes[2].set_title("logit difference")
     axes[2].legend(fontsize=7)
     _seed_bars(axes[3], groups, "circuit_nodes", label="student nodes")
-    t = next((r.circuit["teacher"] for r in records if r.circuit and "teacher" in r.circuit), None)
-    if t:
-        axes[3].axhline(len(t["nodes"]), color="grey", ls="--",
-                        label="teacher nodes" if t["nodes"] else "teacher: no circuit")
+    _teacher_nodes_line(axes[3], records)
     axes[3].set_title("circuit size (nodes, T = 0.20)")
     axes[3].legend(fontsize=7)
     seeds = sorted({g.n for g in groups})
@@ -144,3 +138,11 @@ def noise_curves(records: list[StudentRecord], path) -> bool:
     ax.legend(fontsize=8)
     _save(fig, path)
     return True
+
+
+def _teacher_nodes_line(ax, records) -> None:
+    """The teacher's circuit size as a dashed line (its last circuit found in any record)."""
+    t = next((r.circuit["teacher"] for r in records if r.circuit and "teacher" in r.circuit), None)
+    if t:
+        ax.axhline(len(t["nodes"]), color="grey", ls="--",
+                   label="teacher nodes" if t["nodes"] else "teacher: no circuit")
