@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from kdmech.analysis.options import AnalysisSchedule
-from kdmech.commands.distil import DistillTraining, distill
+from kdmech.commands.distill import DistillTraining, distill
 from kdmech.models import CapacitySpec
 
 ON = AnalysisSchedule(every_n_steps=100, circuit_every_n_steps=200)
@@ -81,7 +81,7 @@ def profile_one(teacher: str):
     import pstats
 
     from kdmech.analysis.checkpoint import TeacherSide, analyze_checkpoint
-    from kdmech.commands.distil import analysis_prompts
+    from kdmech.commands.distill import analysis_prompts
     from kdmech.models import build_student, load_lm
     model, tok, _ = load_lm(teacher)
     prompts, competence = analysis_prompts(model, tok, ON)

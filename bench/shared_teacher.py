@@ -16,8 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from kdmech.commands.distil import AnalysisSchedule, DistillTraining, distill
-from kdmech.commands.distil_shared import distill_shared
+from kdmech.commands.distill import AnalysisSchedule, DistillTraining, distill
+from kdmech.commands.distill_shared import distill_shared
 from kdmech.models import CapacitySpec, TinyGPT2Spec, build_word_tokenizer
 
 OFF = AnalysisSchedule(enabled=False, filter_prompts=False)

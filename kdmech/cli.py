@@ -12,8 +12,8 @@ from kdmech.errors import KdmechError
 
 def _commands() -> dict:
     from kdmech.commands.analyze import analyze
-    from kdmech.commands.distil import distill
-    from kdmech.commands.distil_shared import distill_shared
+    from kdmech.commands.distill import distill
+    from kdmech.commands.distill_shared import distill_shared
     from kdmech.commands.quickstart import quickstart
     from kdmech.commands.report import report
     from kdmech.commands.sweep import sweep

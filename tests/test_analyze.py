@@ -43,7 +43,7 @@ def test_analysis_json_has_every_section_with_its_options(analysed):
                 "noise", "shift", "probes"):
         assert key in r, key
     assert r["influence"]["ablation"] == "mean"
-    assert r["alignment"]["normalisation"] == "sum"
+    assert r["alignment"]["normalization"] == "sum"
     assert r["matching"]["options"]["matching_direction"] == "student_to_teacher"
     lo, hi = r["alignment"]["ci95"]["A"]
     assert lo <= r["alignment"]["A"] <= hi

@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import BertForMaskedLM
 
-from kdmech.commands.distil import AnalysisSchedule, DistillTraining
+from kdmech.commands.distill import AnalysisSchedule, DistillTraining
 from kdmech.commands.quickstart import quickstart
 from kdmech.commands.train_teacher import TeacherTraining
 from kdmech.errors import KdmechError

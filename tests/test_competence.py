@@ -7,7 +7,7 @@ import json
 import pytest
 
 from kdmech.cli import main
-from kdmech.commands.distil import AnalysisSchedule, DistillTraining, distill
+from kdmech.commands.distill import AnalysisSchedule, DistillTraining, distill
 from kdmech.commands.train_teacher import TeacherTraining, train_teacher
 from kdmech.errors import KdmechError
 from kdmech.tasks import NumeralTask, tokenize_prompts

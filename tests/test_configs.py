@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from jsonargparse import ArgumentParser
 
-from kdmech.commands.distil import distill
+from kdmech.commands.distill import distill
 from kdmech.commands.quickstart import quickstart
 from kdmech.commands.train_teacher import train_teacher
 

@@ -11,7 +11,7 @@ import torch
 
 from kdmech.analysis.options import AnalysisSchedule
 from kdmech.callbacks import CircuitAnalysisCallback
-from kdmech.commands.distil import analysis_prompts
+from kdmech.commands.distill import analysis_prompts
 from kdmech.models import CapacitySpec, build_student, load_lm
 from kdmech.run_layout import RunLayout
 

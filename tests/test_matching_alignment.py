@@ -62,7 +62,7 @@ def test_alignment_formula_by_hand():
     # Î_S = (0.75, 0.25), Î_T = (0.5, 0.5)
     expected = (0.5 * (1 - 0.25) + 1.0 * (1 - 0.25)) / 2
     assert alignment_score(matches, s_inf, t_inf, "sum") == pytest.approx(expected)
-    # max normalisation: Î_S = (1, 0), Î_T = (0, 0)
+    # max normalization: Î_S = (1, 0), Î_T = (0, 0)
     assert alignment_score(matches, s_inf, t_inf, "max") == pytest.approx((0.5 * 0 + 1.0 * 1) / 2)
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from kdmech.commands.distil import AnalysisSchedule, DistillTraining, distill
+from kdmech.commands.distill import AnalysisSchedule, DistillTraining, distill
 from kdmech.models import CapacitySpec, load_causal_lm
 from kdmech.tasks import NumeralTask, PromptSet, tokenize_prompts
 from kdmech.tasks.filtering import model_logits
@@ -132,7 +132,7 @@ def test_ddp_on_two_cpu_processes(trained_teacher, tmp_path):
 
 
 def test_distill_shared_writes_the_contract_for_every_student(trained_teacher, tmp_path):
-    from kdmech.commands.distil_shared import distill_shared
+    from kdmech.commands.distill_shared import distill_shared
 
     teacher, _ = trained_teacher
     results = distill_shared(str(teacher), tmp_path, [CapacitySpec(depth=0.25), CapacitySpec(depth=0.5)],
@@ -152,7 +152,7 @@ def test_distill_shared_with_one_capacity_is_distill(trained_teacher, tmp_path):
     """One core: distill-shared with one capacity trains bit-identical weights to distill (same
     seed and steps), keeps its checkpoint under checkpoints/shared and resumes from it, W&B run
     included."""
-    from kdmech.commands.distil_shared import distill_shared
+    from kdmech.commands.distill_shared import distill_shared
 
     teacher, _ = trained_teacher
     off = AnalysisSchedule(enabled=False, filter_prompts=False, every_n_steps=4)  # checkpoints every 4

@@ -14,7 +14,7 @@ from kdmech.analysis.presets import PRESETS, get_preset
 from kdmech.analysis.sensitivity import pooled_sensitivity
 from kdmech.cli import main
 from kdmech.commands.analyze import AnalyzeOptions, analyze
-from kdmech.commands.distil import AnalysisSchedule
+from kdmech.commands.distill import AnalysisSchedule
 from kdmech.errors import KdmechError
 from kdmech.models import CapacitySpec, build_gpt2_student
 from kdmech.tasks import IOITask, get_task, tokenize_prompts
@@ -237,7 +237,7 @@ def test_authors_preset_feeds_A_with_zero_ablation_influence(tiny_pair, tmp_path
     infl = {who: {n: abs(100 * (1 - v / d["full"])) for n, v in d.items() if n != "full"}
             for who, d in lds.items()}
 
-    def A(pairs):  # docs/method.md §8 with sum normalisation over the matched pairs, counted once each
+    def A(pairs):  # docs/method.md §8 with sum normalization over the matched pairs, counted once each
         sim = np.array([p["similarity"] for p in pairs])
         i_s = np.array([infl["student"][p["student"]] for p in pairs])
         i_t = np.array([infl["teacher"][p["teacher"]] for p in pairs])
@@ -273,7 +273,7 @@ def test_authors_preset_on_ioi_and_sensitivity(tiny_pair, tmp_path):
 
 
 def test_checkpoint_analyses_record_the_preset(tiny_pair, tmp_path):
-    from kdmech.commands.distil import DistillTraining, distill
+    from kdmech.commands.distill import DistillTraining, distill
 
     run = tmp_path / "run"
     distill(str(tiny_pair / "teacher"), run, CapacitySpec(depth=0.5), name="s",

@@ -106,7 +106,7 @@ def test_seed_from_provenance_or_from_a_sweep_point_name():
 @pytest.fixture(scope="module")
 def sweep_folder(trained_teacher, tmp_path_factory):
     """Two capacities × two seeds, distilled for real and named as a sweep names its points."""
-    from kdmech.commands.distil import AnalysisSchedule, DistillTraining, distill
+    from kdmech.commands.distill import AnalysisSchedule, DistillTraining, distill
     from kdmech.models import CapacitySpec
     from kdmech.sweep import point_name
 

@@ -18,7 +18,7 @@ SECTIONS = ["Summary", "Alignment over training", "Capacity ratio", "Influence: 
 
 @pytest.fixture(scope="module")
 def report(trained_teacher, tmp_path_factory):
-    from kdmech.commands.distil import AnalysisSchedule, DistillTraining, distill
+    from kdmech.commands.distill import AnalysisSchedule, DistillTraining, distill
     from kdmech.models import CapacitySpec
 
     teacher, _ = trained_teacher

@@ -19,7 +19,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from kdmech.commands.distil import AnalysisSchedule, DistillTraining, distill
+from kdmech.commands.distill import AnalysisSchedule, DistillTraining, distill
 from kdmech.models import CapacitySpec, TinyGPT2Spec, build_word_tokenizer
 from kdmech.models.tiny import TinyBertSpec
 from kdmech.tracking import STEP_KEY, offline_folders, wait_for_offline_run
@@ -208,7 +208,7 @@ def test_same_command_twice_gives_the_same_bits(teachers, uninterrupted, tmp_pat
 def test_distill_shared_resumes_exactly(teachers, tmp_path):
     from dataclasses import replace
 
-    from kdmech.commands.distil_shared import distill_shared
+    from kdmech.commands.distill_shared import distill_shared
 
     capacities = [CapacitySpec(depth=0.5), CapacitySpec(depth=0.5, width=0.5, heads=0.5)]
     off = AnalysisSchedule(enabled=False, filter_prompts=False, every_n_steps=EVERY)

@@ -172,8 +172,8 @@ def test_a_sweep_resolves_one_method_from_its_widths():
 
 
 def test_distill_shared_matches_every_width_with_one_method(trained_teacher, tmp_path):
-    from kdmech.commands.distil import AnalysisSchedule, DistillTraining
-    from kdmech.commands.distil_shared import distill_shared
+    from kdmech.commands.distill import AnalysisSchedule, DistillTraining
+    from kdmech.commands.distill_shared import distill_shared
 
     teacher, _ = trained_teacher
     capacities = [CapacitySpec(depth=0.5, width=1.0), CapacitySpec(depth=0.5, width=0.5)]

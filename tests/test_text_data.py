@@ -192,7 +192,7 @@ def test_packed_blocks_with_accumulation_resume_exactly(teacher, tok, tmp_path, 
     from safetensors.torch import load_file
 
     from kdmech.commands.common import TrainerOptions
-    from kdmech.commands.distil import AnalysisSchedule, DistillTraining, distill
+    from kdmech.commands.distill import AnalysisSchedule, DistillTraining, distill
     from kdmech.models import CapacitySpec
 
     if streaming:

@@ -8,10 +8,10 @@ import pytest
 from jsonargparse import ArgumentParser
 
 import kdmech.callbacks
-import kdmech.commands.distil as distil_module
+import kdmech.commands.distill as distil_module
 from kdmech.commands.common import TrainerOptions, _checkpoint_step
-from kdmech.commands.distil import AnalysisSchedule, DistillTraining, distill
-from kdmech.commands.distil_shared import distill_shared
+from kdmech.commands.distill import AnalysisSchedule, DistillTraining, distill
+from kdmech.commands.distill_shared import distill_shared
 from kdmech.errors import KdmechError
 from kdmech.models import CapacitySpec, TinyGPT2Spec, build_word_tokenizer
 from kdmech.tracking import STEP_KEY, offline_folders, offline_history

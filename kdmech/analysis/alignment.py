@@ -2,7 +2,7 @@
 
 A = (1/|M|)·Σ_{i∈M} S_i·(1 − |Î^S_i − Î^T_i|) over matched pairs M, with S_i the pair's
 similarity and Î the normalised influence of each side. Each pair counts once. With "sum"
-normalisation (the authors' choice, the default) Î = I / Σ_{pairs} I on each side; with "max"
+normalization (the authors' choice, the default) Î = I / Σ_{pairs} I on each side; with "max"
 it is min–max scaled to [0, 1]. Pooled A covers heads and MLPs; heads-only and MLP-only
 renormalise within their own pairs.
 """
@@ -17,7 +17,7 @@ import numpy as np
 from kdmech.analysis.matching import Match
 from kdmech.errors import KdmechError
 
-Normalisation = Literal["sum", "max"]
+Normalization = Literal["sum", "max"]
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,7 @@ class Alignment:
     """Pooled over head and MLP pairs."""
     A_heads: float
     A_mlp: float
-    normalisation: str
+    normalization: str
     n_pairs: int
     mean_similarity: float
 
@@ -34,18 +34,18 @@ class Alignment:
         return asdict(self)
 
 
-def normalise(values: np.ndarray, how: Normalisation) -> np.ndarray:
+def normalise(values: np.ndarray, how: Normalization) -> np.ndarray:
     if how == "sum":
         total = values.sum()
         return values / total if total > 0 else np.zeros_like(values)
     if how == "max":
         span = values.max() - values.min()
         return (values - values.min()) / span if span > 0 else np.zeros_like(values)
-    raise KdmechError(f"normalisation {how!r} is unknown; accepted: sum, max")
+    raise KdmechError(f"normalization {how!r} is unknown; accepted: sum, max")
 
 
 def alignment_score(matches: list[Match], student_influence: dict[str, float],
-                    teacher_influence: dict[str, float], how: Normalisation = "sum") -> float:
+                    teacher_influence: dict[str, float], how: Normalization = "sum") -> float:
     if not matches:
         return float("nan")
     sim = np.array([m.similarity for m in matches])
@@ -55,20 +55,20 @@ def alignment_score(matches: list[Match], student_influence: dict[str, float],
 
 
 def alignment(matches: list[Match], student_influence: dict[str, float],
-              teacher_influence: dict[str, float], how: Normalisation = "sum") -> Alignment:
+              teacher_influence: dict[str, float], how: Normalization = "sum") -> Alignment:
     heads = [m for m in matches if ".H" in m.student]
     mlps = [m for m in matches if m.student.endswith(".MLP")]
     return Alignment(
         A=alignment_score(matches, student_influence, teacher_influence, how),
         A_heads=alignment_score(heads, student_influence, teacher_influence, how),
         A_mlp=alignment_score(mlps, student_influence, teacher_influence, how),
-        normalisation=how, n_pairs=len(matches),
+        normalization=how, n_pairs=len(matches),
         mean_similarity=float(np.mean([m.similarity for m in matches])) if matches else float("nan"),
     )
 
 
 def alignment_ci(matches: list[Match], student_lds: tuple, teacher_lds: tuple,
-                 how: Normalisation = "sum", n_boot: int = 1000, seed: int = 0) -> dict:
+                 how: Normalization = "sum", n_boot: int = 1000, seed: int = 0) -> dict:
     """95% bootstrap CI of A (pooled, heads, MLPs) over prompts: the prompts are resampled and
     both models' influences recomputed from their per-prompt LDs; the matching (which depends
     on whole-batch patterns and activation covariances) is held fixed."""

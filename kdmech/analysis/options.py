@@ -15,7 +15,7 @@ from kdmech.errors import KdmechError
 
 DIRECTIONS = ("student_to_teacher", "teacher_to_student", "hungarian")
 MLP_METHODS = ("auto", "svd3", "cka", "authors")
-NORMALISATIONS = ("sum", "max")
+NORMALIZATIONS = ("sum", "max")
 
 
 def _one_of(name: str, value, accepted) -> None:
@@ -44,8 +44,8 @@ class AnalysisOptions:
     mlp_similarity: str = "auto"
     """auto (svd3 at equal width, else cka; one method for every student of a run), svd3, cka
     or authors."""
-    normalisation: str = "sum"
-    """Influence normalisation inside A: sum (the authors') or max (min-max)."""
+    normalization: str = "sum"
+    """Influence normalization inside A: sum (the authors') or max (min-max)."""
     preset: str = "kdmech"
     """kdmech, or authors: the paper authors' conventions where they differ (A from
     zero-ablation influence, their MLP similarity, pooled clamped sensitivity with their
@@ -58,7 +58,7 @@ class AnalysisOptions:
         _one_of("ablation", self.ablation, [k.value for k in AblationKind])
         _one_of("matching direction", self.matching_direction, DIRECTIONS)
         _one_of("MLP similarity", self.mlp_similarity, MLP_METHODS)
-        _one_of("normalisation", self.normalisation, NORMALISATIONS)
+        _one_of("normalization", self.normalization, NORMALIZATIONS)
         if self.per_type < 1 or self.min_prompts < 0:
             raise KdmechError(f"per_type must be ≥ 1 and min_prompts ≥ 0, got {self.per_type}, "
                               f"{self.min_prompts}")
@@ -68,7 +68,7 @@ class AnalysisOptions:
     def compare_options(self) -> dict:
         """The keyword arguments of `kdmech.analysis.compare`."""
         return {"direction": self.matching_direction, "mlp_method": self.mlp_similarity,
-                "normalisation": self.normalisation}
+                "normalization": self.normalization}
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
-from kdmech.analysis.alignment import Alignment, Normalisation, alignment
+from kdmech.analysis.alignment import Alignment, Normalization, alignment
 from kdmech.analysis.influence import Influence
 from kdmech.analysis.matching import (Direction, Match, MlpSimilarity, assign, head_similarity,
                                       merges, mlp_similarity)
@@ -50,8 +50,11 @@ class PairAnalysis:
 
     @classmethod
     def from_json(cls, d: dict) -> "PairAnalysis":
+        alignment = dict(d["alignment"])
+        if "normalisation" in alignment:  # records written before the option's US spelling
+            alignment["normalization"] = alignment.pop("normalisation")
         return cls(d["step"], d["task"], d["ablation"], d["logit_diff"], d["influence"],
-                   [Match(**m) for m in d["matching"]], Alignment(**d["alignment"]),
+                   [Match(**m) for m in d["matching"]], Alignment(**alignment),
                    d["worst_drop"], d.get("options", {}), d.get("merges", {}), d.get("similarity", {}),
                    d.get("teacher_competence", {}))
 
@@ -69,7 +72,7 @@ def _worst(infl: Influence) -> dict:
 
 def compare(teacher: ModelProfile, student: ModelProfile, step: int, task: str,
             direction: Direction = "student_to_teacher", mlp_method: MlpSimilarity = "auto",
-            normalisation: Normalisation = "sum") -> PairAnalysis:
+            normalization: Normalization = "sum") -> PairAnalysis:
     """Match the student's nodes to the teacher's and score the alignment.
 
     `mlp_method`: auto, svd3, cka or authors (matching.mlp_similarity; authors also reads the
@@ -91,11 +94,11 @@ def compare(teacher: ModelProfile, student: ModelProfile, step: int, task: str,
         step=step, task=task, ablation=student.influence.ablation,
         logit_diff={"teacher": teacher.metric, "student": student.metric},
         influence={"teacher": t_inf, "student": s_inf},
-        matching=matches, alignment=alignment(matches, s_inf, t_inf, normalisation),
+        matching=matches, alignment=alignment(matches, s_inf, t_inf, normalization),
         worst_drop={"teacher": worst_t, "student": worst_s, "ratio": ratio,
                     "flag_2x": bool(ratio > 2.0)},
         options={"matching_direction": direction, "mlp_similarity": mlp_used,
-                 "head_similarity": "pattern_row_cosine", "normalisation": normalisation},
+                 "head_similarity": "pattern_row_cosine", "normalization": normalization},
         merges=merges(matches),
         similarity={
             "heads": {"student": [n.name for n in s_heads], "teacher": [n.name for n in t_heads],

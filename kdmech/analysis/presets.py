@@ -1,7 +1,7 @@
 """Analysis presets: kdmech's conventions (default) or the paper authors' (docs/method.md §12).
 
 A preset changes only where the authors' code differs from kdmech's default; everything else
-(the analyses' own ablation kind, normalisation, matching direction, circuits) stays as set.
+(the analyses' own ablation kind, normalization, matching direction, circuits) stays as set.
 
 ``kdmech``: every number as docs/method.md defines it.
 
@@ -119,6 +119,6 @@ def realign(pair: PairAnalysis, preset: Preset, teacher_lds: tuple | None = None
             raise ValueError("teacher and student alignment LDs use different ablations")
         align = alignment(pair.matching, influence_from_lds(*student_lds).influence,
                           influence_from_lds(*teacher_lds).influence,
-                          pair.options.get("normalisation", "sum"))
+                          pair.options.get("normalization", pair.options.get("normalisation", "sum")))  # older runs: British spelling
     options = {**pair.options, **preset.to_json(pair.ablation), "alignment_ablation": kind}
     return replace(pair, alignment=align, options=options)

@@ -149,7 +149,7 @@ def _pair_results(pair, tp, sp, a_lds, options: AnalyzeOptions) -> dict:
                      "options": pair.options},
         "alignment": {**pair.alignment.to_json(), "ablation": pair.options["alignment_ablation"],
                       "ci95": alignment_ci(pair.matching, a_lds[1] or sp.lds, a_lds[0] or tp.lds,
-                                           options.normalisation, options.n_boot, options.seed)},
+                                           options.normalization, options.n_boot, options.seed)},
         "worst_drop": pair.worst_drop}
 
 
@@ -178,7 +178,7 @@ def _optional_analyses(wanted: set, p: _Pair, tp, sp, pair, a_lds, options: Anal
                             pair.options["alignment_ablation"], bar.update,
                             direction=options.matching_direction,
                             mlp_method=preset.mlp_method(options.mlp_similarity),
-                            normalisation=options.normalisation)
+                            normalization=options.normalization)
         result["noise"] = curve.to_json()
     if "shift" in wanted:
         bar.set_postfix_str("distribution shift")

@@ -19,7 +19,7 @@ from kdmech.analysis.matching import resolve_mlp_method
 from kdmech.analysis.options import LIGHT_PAIR_OPTIONS, AnalysisSchedule
 from kdmech.analysis.record import CheckpointRecord, last_circuits
 from kdmech.commands.analyze import analyze
-from kdmech.commands.distil import DistillTraining, distill
+from kdmech.commands.distill import DistillTraining, distill
 from kdmech.commands.timeline import timeline
 from kdmech.commands.train_teacher import TeacherTraining, train_teacher
 from kdmech.errors import KdmechError

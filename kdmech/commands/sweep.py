@@ -11,7 +11,7 @@ from jsonargparse import ArgumentError, ArgumentParser
 from kdmech.analysis.matching import resolve_mlp_method
 from kdmech.analysis.options import LIGHT_PAIR_OPTIONS, AnalysisSchedule
 from kdmech.commands.analyze import analyze
-from kdmech.commands.distil import distill
+from kdmech.commands.distill import distill
 from kdmech.commands.timeline import timeline
 from kdmech.commands.train_teacher import train_teacher
 from kdmech.errors import KdmechError

@@ -1,6 +1,6 @@
 """Distil one student: the same code as `kdmech distill` (options and --config alike).
 
-    python train/distil.py --config configs/distill/default.yaml \
+    python train/distill.py --config configs/distill/default.yaml \
         --config configs/students/depth-0.5.yaml --teacher runs/teacher --out runs/mine
 """
 

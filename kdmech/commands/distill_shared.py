@@ -12,7 +12,7 @@ from pathlib import Path
 
 from kdmech.analysis.options import AnalysisSchedule
 from kdmech.commands.common import Devices, TrainerOptions
-from kdmech.commands.distil import DistillTraining, StudentResult, distill_students
+from kdmech.commands.distill import DistillTraining, StudentResult, distill_students
 from kdmech.distill.text import DataOptions
 from kdmech.distill import LossWeights
 from kdmech.models import CapacitySpec
