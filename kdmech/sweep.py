@@ -61,7 +61,8 @@ def _sample(spec: dict, rng: random.Random):
 
 
 def expand(config: dict, count: int | None = None, seed: int = 0) -> list[dict]:
-    """The points of a sweep, in order: a grid's cartesian product, or `count` random draws."""
+    """The points of a sweep, in order: a grid's cartesian product (its first `count` points
+    when `count` is given), or `count` random draws."""
     params = config["parameters"]
     method = config["method"]
     if method == "bayes":
@@ -78,7 +79,8 @@ def expand(config: dict, count: int | None = None, seed: int = 0) -> list[dict]:
                 choices.append(list(spec["values"]))
             else:
                 raise KdmechError(f"grid parameter {k!r} needs value or values, got {spec}")
-        return [dict(zip(keys, combo)) for combo in itertools.product(*choices)]
+        combos = itertools.islice(itertools.product(*choices), count or None)  # None: all of them
+        return [dict(zip(keys, combo)) for combo in combos]
     n = count or config.get("run_cap")
     if not n:
         raise KdmechError("a random sweep needs a count (--count N or run_cap in the YAML)")
