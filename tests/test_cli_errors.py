@@ -15,13 +15,13 @@ from kdmech.cli import main
     (["quickstart", "--out", "{out}", "--depths", "[0.5, 0]"], "depth ratio 0.0 is outside (0, 1]"),
     (["train-teacher", "--config", "{bad_yaml}", "--out", "{out}"], "Problems parsing config"),
     (["train-teacher", "--config", "{missing}", "--out", "{out}"], "does not exist"),
-    (["train-teacher", "--out", "{out}", "--model.n_embd", "30"], "n_embd 30 is not divisible by n_head 4"),
+    (["train-teacher", "--out", "{out}", "--tiny.n_embd", "30"], "n_embd 30 is not divisible by n_head 4"),
     (["nonsense"], "invalid choice: 'nonsense'"),
     (["quickstart", "--out", "{out}", "--family", "gpt3"], "Expected a typing.Literal['gpt2', 'bert']. Got value: gpt3"),
 ])
 def test_bad_input_is_one_line(tmp_path, capsys, args, needle):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("model: {n_layer: 4\n  oops")
+    bad.write_text("tiny: {n_layer: 4\n  oops")
     fill = {"out": str(tmp_path / "out"), "bad_yaml": str(bad), "missing": str(tmp_path / "none.yaml")}
     code = main([a.format(**fill) for a in args])
     err = capsys.readouterr().err.strip()

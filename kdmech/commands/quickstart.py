@@ -1,9 +1,10 @@
 """`kdmech quickstart`: tiny teacher → students at three depths → analysis → summary.
 
 Everything runs offline in a few minutes on two CPU cores, for a GPT-2 (`--family gpt2`,
-into runs/quickstart) or a BERT (`--family bert`, into runs/quickstart-bert) teacher. A
-teacher of the same family already in `out/teacher` is reused unless `fresh` is set; students
-are always trained anew.
+into runs/quickstart) or a BERT (`--family bert`, into runs/quickstart-bert) teacher of the
+sizes `--tiny.*`. A teacher of the same family already in `out/teacher` is reused unless
+`fresh` is set; `--teacher` (a folder or hub name, as in `distill`) uses that model instead
+and trains none. Students are always trained anew.
 """
 
 from __future__ import annotations
@@ -21,14 +22,16 @@ from kdmech.analysis.record import CheckpointRecord, last_circuits
 from kdmech.commands.analyze import analyze
 from kdmech.commands.distill import DistillTraining, distill
 from kdmech.commands.timeline import timeline
-from kdmech.commands.train_teacher import TeacherTraining, train_teacher
+from kdmech.commands.train_teacher import HELD_OUT_SEED, TeacherTraining, train_teacher
 from kdmech.errors import KdmechError
-from kdmech.models import CapacitySpec, TinySpec
+from kdmech.models import CapacitySpec, TinySpec, load_lm
 from kdmech.models.family import get_family
 from kdmech.report.html import write_report
 from kdmech.run_layout import RunLayout
+from kdmech.tasks import NumeralTask, tokenize_prompts
+from kdmech.tasks.filtering import accuracy_and_ld
 from kdmech.tracking import WandbMode, resolve_mode
-from kdmech.validation import check_out_dir, check_task, check_training
+from kdmech.validation import check_model, check_out_dir, check_task, check_training
 
 
 def _table(rows: list[list[str]]) -> str:
@@ -66,6 +69,28 @@ def _teacher(layout: RunLayout, family: str, sizes: TinySpec, training: TeacherT
     return train_teacher(layout.teacher, sizes, training, wandb, layout.root, progress, family)
 
 
+def _check_given_teacher(teacher: str, family: str, kind: str | None) -> None:
+    """A `--teacher` of the other family than `--family` is refused (the family sets the
+    distillation loss and the task's form)."""
+    wanted = get_family(family).kind
+    if kind is not None and kind != wanted:
+        other = "bert" if kind == "masked" else "gpt2"
+        raise KdmechError(f"--teacher {teacher!r} is a {kind} LM, not a {wanted} one as --family "
+                          f"{family} needs; pass --family {other}")
+
+
+def _given_teacher(teacher: str, family: str) -> dict:
+    """`--teacher`: an existing model instead of the tiny one, checked as `distill` checks it,
+    with the held-out top-1 and LD that train-teacher reports, on the same prompts."""
+    fam = get_family(family)
+    net, tokenizer, kind = load_lm(teacher)
+    _check_given_teacher(teacher, family, kind)
+    task = NumeralTask(seed=HELD_OUT_SEED, cloze=fam.cloze, renumber=False)
+    scores = accuracy_and_ld(net, tokenize_prompts(task.prompts(), tokenizer, fam.kind))
+    print(f"== using the teacher {teacher} (held-out top-1 {scores['top1']:.3f}); no tiny teacher trained")
+    return {**scores, "family": family, "given": True}
+
+
 def _print_summary(layout: RunLayout, results: list, teacher_eval: dict, summary: dict,
                    report_path: Path) -> None:
     """The final table and where everything went."""
@@ -99,7 +124,8 @@ def _print_summary(layout: RunLayout, results: list, teacher_eval: dict, summary
 
 def quickstart(out: Path | None = None, family: Literal["gpt2", "bert"] = "gpt2",
                depths: list[float] = [0.25, 0.5, 0.75],  # noqa: B006 - jsonargparse needs a literal
-               teacher: TinySpec = TinySpec(),
+               teacher: str | None = None,
+               tiny: TinySpec = TinySpec(),
                teacher_training: TeacherTraining = TeacherTraining(),
                student_training: DistillTraining = DistillTraining(steps=400),
                analysis: AnalysisSchedule = AnalysisSchedule(every_n_steps=100, circuit_every_n_steps=200),
@@ -113,11 +139,14 @@ def quickstart(out: Path | None = None, family: Literal["gpt2", "bert"] = "gpt2"
             cloze prompts read at [MASK]; the task numerals becomes the family's tiny_task,
             numerals-any-start).
         depths: Student depth ratios, each in (0, 1].
-        teacher: Tiny teacher sizes (for either family).
-        teacher_training: Teacher optimisation.
+        teacher: An existing teacher to use instead of training the tiny one: a hub name or a
+            save_pretrained folder, as in `distill` (of the family `family` names); default:
+            train the tiny teacher into out/teacher.
+        tiny: Tiny teacher sizes (for either family; unused with `teacher`).
+        teacher_training: Tiny teacher optimisation (unused with `teacher`).
         student_training: Student optimisation.
         analysis: Checkpoint analysis settings.
-        fresh: Retrain the teacher even if out/teacher exists.
+        fresh: Retrain the tiny teacher even if out/teacher exists.
         wandb: W&B mode: auto (offline unless a key is configured), online, offline, disabled.
         progress: Show progress bars.
     """
@@ -133,23 +162,30 @@ def quickstart(out: Path | None = None, family: Literal["gpt2", "bert"] = "gpt2"
     check_out_dir(out)
     check_training(student_training)
     check_task(analysis.task, fam.kind)
+    if teacher is not None:
+        _check_given_teacher(teacher, family, check_model(teacher, "teacher"))
     if analysis.task == "numerals" and fam.tiny_task != "numerals":
         analysis = replace(analysis, task=fam.tiny_task)
         print(f"== {family}: analysing the task {fam.tiny_task} ({fam.tiny_task_note})")
     start = time.perf_counter()
     layout = RunLayout(out)
-    teacher_eval = _teacher(layout, family, teacher, teacher_training, fresh, wandb, progress)
+    if teacher is None:
+        teacher_path = str(layout.teacher)
+        teacher_eval = _teacher(layout, family, tiny, teacher_training, fresh, wandb, progress)
+    else:
+        teacher_path = teacher
+        teacher_eval = _given_teacher(teacher, family)
     results = []
     for i, capacity in enumerate(capacities, 1):
         print(f"== student {i}/{len(capacities)}: depth ratio {capacity.depth:g} "
               f"({student_training.steps} steps, analysis every {analysis.every_n_steps})")
-        results.append(distill(str(layout.teacher), out, capacity, training=student_training,
+        results.append(distill(teacher_path, out, capacity, training=student_training,
                                analysis=analysis, wandb=wandb, progress=progress))
     print("== pair analyses (sensitivity, noise validation, distribution shift) and the report")
     for r in results:
-        analyze(str(layout.teacher), str(layout.student(r.name)), layout.pair_analysis(r.name),
+        analyze(teacher_path, str(layout.student(r.name)), layout.pair_analysis(r.name),
                 analysis.task, ["sensitivity", "noise", "shift"], pair_options, progress)
-    summary = {"teacher": {"path": str(layout.teacher), **teacher_eval},
+    summary = {"teacher": {"path": teacher_path, **teacher_eval},
                "students": [asdict(r) for r in results], "mlp_similarity": analysis.mlp_similarity,
                "wall_seconds": time.perf_counter() - start, "wandb_mode": resolve_mode(wandb)}
     layout.summary.write_text(json.dumps(summary, indent=1))

@@ -91,7 +91,7 @@ def _lm_module(fam, net, tokenizer, lr: float, training: TeacherTraining, held_o
     return CausalLMModule(net, lr, training.warmup_steps, held_out, training.seed)
 
 
-def train_teacher(out: Path, model: TinySpec = TinySpec(),
+def train_teacher(out: Path, tiny: TinySpec = TinySpec(),
                   training: TeacherTraining = TeacherTraining(), wandb: WandbMode = "auto",
                   wandb_dir: Path | None = None, progress: bool = True,
                   family: Literal["gpt2", "bert"] = "gpt2", resume: bool = False) -> dict:
@@ -99,7 +99,7 @@ def train_teacher(out: Path, model: TinySpec = TinySpec(),
 
     Args:
         out: Folder to write (save_pretrained: safetensors, config, tokenizer, eval.json).
-        model: Sizes of the teacher (either family).
+        tiny: Sizes of the tiny teacher (either family; `--tiny.*`, as in `quickstart`).
         training: Optimisation settings.
         wandb: W&B mode: auto (offline unless a key is configured), online, offline, disabled.
         wandb_dir: Where W&B run folders go (default: the parent of `out`).
@@ -121,14 +121,14 @@ def train_teacher(out: Path, model: TinySpec = TinySpec(),
     tokenizer = build_word_tokenizer()
     fam = get_family(family)
     lr = training.lr if training.lr is not None else fam.tiny_teacher_lr
-    net = tiny_spec(family, model).build(tokenizer, seed=training.seed)
+    net = tiny_spec(family, tiny).build(tokenizer, seed=training.seed)
     # Cloze form with starts 1..8 kept (renumbered, the answer would always be 5)
     task = NumeralTask(seed=HELD_OUT_SEED, cloze=fam.cloze, renumber=False)
     held_out = tokenize_prompts(task.prompts(), tokenizer, fam.kind)
     data = CorpusDataModule(tokenizer, training.n_train, 500, training.batch_size, training.seed, fam.kind)
     module = _lm_module(fam, net, tokenizer, lr, training, held_out)
     logger = make_logger(wandb_dir or out.parent, name="teacher", group="teacher", mode=wandb,
-                         config={"family": family, "model": asdict(model), "training": asdict(training)},
+                         config={"family": family, "tiny": asdict(tiny), "training": asdict(training)},
                          run_id=run_id_file.read_text().strip() if resume and run_id_file.exists() else None,
                          journal=layout.wandb_journal(out.name))
     # Lightning stops on a strict ">", so the threshold sits just below the target.
