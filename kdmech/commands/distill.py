@@ -49,7 +49,8 @@ from kdmech.validation import check_distill
 class DistillTraining:
     """Optimisation of a student."""
 
-    steps: int = 600
+    steps: int = 400
+    """Optimizer steps (configs/distill/default.yaml and the quickstart's students use 400)."""
     batch_size: int = 64
     lr: float = 2e-3
     warmup_steps: int = 50
