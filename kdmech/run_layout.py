@@ -48,6 +48,10 @@ class RunLayout:
     def checkpoints(self, name: str) -> Path:
         return self.root / "checkpoints" / name
 
+    def run_config(self, name: str) -> Path:
+        """The run's resolved options (`--config` repeats the run; kdmech.run_config)."""
+        return self.checkpoints(name) / "config.yaml"
+
     def wandb_run_id(self, name: str) -> Path:
         return self.checkpoints(name) / "wandb_run_id"
 

@@ -35,7 +35,7 @@ from kdmech.wandb_offline import (offline_folders, offline_history, wait_for_off
 
 __all__ = ["STEP_KEY", "WandbMode", "WandbSink", "begin_run", "finish", "make_logger", "offline_folders",
            "offline_history", "read_journal", "resolve_mode", "start_logging", "wait_for_offline_run",
-           "wandb_records"]
+           "wandb_records", "where"]
 
 WandbMode = Literal["auto", "online", "offline", "disabled"]
 STEP_KEY = "trainer/global_step"
@@ -141,7 +141,8 @@ def _journal_value(v):
 
 def make_logger(save_dir: str | Path, name: str, group: str, mode: WandbMode = "auto",
                 project: str = "kdmech", run_id: str | None = None, config: dict | None = None,
-                job_type: str | None = None, journal: Path | None = None):
+                job_type: str | None = None, journal: Path | None = None, entity: str | None = None,
+                tags: list[str] | None = None):
     """A Lightning WandbLogger (journaling every row to `journal`), or None when W&B is
     disabled. With `run_id` the run is resumed: online by W&B, offline by `start_logging` (call
     it, for every run, once the step it starts at is known)."""
@@ -151,8 +152,16 @@ def make_logger(save_dir: str | Path, name: str, group: str, mode: WandbMode = "
     Path(save_dir).mkdir(parents=True, exist_ok=True)
     return JournaledWandbLogger(project=project, name=name, group=group, save_dir=str(save_dir),
                                 offline=resolved == "offline", id=run_id, resume="allow" if run_id else None,
-                                config=config, job_type=job_type, journal=journal,
-                                settings={"quiet": True, "console": "off"})
+                                config=config, job_type=job_type, journal=journal, entity=entity,
+                                tags=list(tags) if tags else None, settings={"quiet": True, "console": "off"})
+
+
+def where(run) -> str:
+    """The line that tells a user where a W&B run is: its URL online, the `wandb sync` command
+    that uploads it offline."""
+    if getattr(run, "offline", False):
+        return f"W&B run {run.name} saved offline; upload it with: wandb sync {Path(run.dir).parent}"
+    return f"W&B run {run.name}: {run.url}"
 
 
 def finish(logger=None) -> None:
@@ -160,13 +169,16 @@ def finish(logger=None) -> None:
     earlier offline folders a resumed `logger` replaced out of the way."""
     import wandb
 
-    offline_folder = None
+    offline_folder, line = None, None
     if wandb.run is not None:
         if getattr(wandb.run, "offline", False):
             offline_folder = Path(wandb.run.dir).parent
+        line = where(wandb.run)
         wandb.finish()
     if offline_folder is not None:  # readers (wandb sync, tests) see the whole run once we return
         wait_for_offline_run(offline_folder, timeout=30)
+    if line:
+        print(line)
     superseded = getattr(logger, "superseded", [])
     # wandb.finish() can return before wandb-core has written the run's log to disk: move the
     # earlier folders only once the new one is complete (else they stay; a resume replaces them)
@@ -253,6 +265,59 @@ def _replay(logger: JournaledWandbLogger, step: int, row: dict) -> None:
             logger.experiment.log({**plain, STEP_KEY: step})
     finally:
         logger._quiet = quiet
+
+
+FINAL_KEYS = ("A", "A_heads", "A_mlp", "worst_drop", "worst_node", "worst_drop_teacher", "worst_drop_ratio",
+              "logit_diff", "teacher_logit_diff", "top1", "parameters", "teacher_parameters",
+              "parameter_ratio", "circuit_nodes", "circuit_edges", "circuit_completeness", "teacher_circuit_nodes")
+"""The keys of `final_summary` (under `final/`, or `final/<student>/` when a run trains several)."""
+
+
+def final_summary(result, layout, name: str) -> dict:
+    """A student's final numbers, for W&B's run.summary: A and its parts, the worst single-node
+    drop (student, teacher, ratio), LD and top-1, parameters and their ratio to the teacher's,
+    and the last circuit's size (edges when they were pruned; absent before any circuit)."""
+    from kdmech.analysis.record import CheckpointRecord, last_circuits
+
+    records = CheckpointRecord.load_all(layout, name)
+    out = {"logit_diff": result.logit_diff, "teacher_logit_diff": result.teacher_logit_diff,
+           "top1": result.top1, "parameters": result.parameters,
+           "teacher_parameters": result.teacher_parameters,
+           "parameter_ratio": result.parameters / result.teacher_parameters}
+    if records:
+        p = records[-1].pair
+        out |= {"A": p.alignment.A, "A_heads": p.alignment.A_heads, "A_mlp": p.alignment.A_mlp,
+                "worst_drop": p.worst_drop["student"]["value"], "worst_node": p.worst_drop["student"]["node"],
+                "worst_drop_teacher": p.worst_drop["teacher"]["value"], "worst_drop_ratio": p.worst_drop["ratio"]}
+    circuits = last_circuits(records)
+    if circuits is not None and not circuits.error:
+        out |= {"circuit_nodes": len(circuits.student.nodes), "circuit_completeness": circuits.student.completeness,
+                "teacher_circuit_nodes": len(circuits.teacher.nodes)}
+        if circuits.student.edges_pruned:
+            out["circuit_edges"] = len(circuits.student.edges)
+    return out
+
+
+def log_finals(logger, results: list, layout, prefixed: bool, step: int) -> None:
+    """Each student's `final_summary` into the run's summary, and its analysis records (step and
+    circuit JSONs, prompts, provenance, config.yaml) as an `analysis` artifact — what `kdmech
+    report --sweep` downloads to build the capacity report from W&B."""
+    if not isinstance(logger, JournaledWandbLogger):
+        return
+    for r in results:
+        prefix = f"final/{r.name}/" if prefixed else "final/"
+        logger.experiment.summary.update({prefix + k: v for k, v in final_summary(r, layout, r.name).items()})
+        files = sorted(layout.analysis(r.name).glob("*.json")) + [
+            f for f in (layout.student(r.name) / "provenance.json", layout.student(r.name) / "config.yaml")
+            if f.exists()]
+        logger.log_files_artifact(f"analysis-{r.name}", "analysis", files, step,
+                                  {"student": r.name, "result": _plain(r)})
+
+
+def _plain(result) -> dict:
+    from dataclasses import asdict
+
+    return json.loads(json.dumps(asdict(result), default=str))
 
 
 class WandbSink:

@@ -93,3 +93,36 @@ def offline_history(folder: str | Path) -> list[dict]:
     .wandb file: what `wandb sync` uploads)."""
     (log,) = Path(folder).glob("run-*.wandb")
     return [_history_row(r) for r in wandb_records(log) if r.WhichOneof("record_type") == "history"]
+
+
+def _merge_items(items, into: dict) -> dict:
+    for item in items:
+        path = list(item.nested_key) or [item.key]
+        at = into
+        for part in path[:-1]:
+            at = at.setdefault(part, {})
+        at[path[-1]] = json.loads(item.value_json)
+    return into
+
+
+def offline_config(folder: str | Path) -> dict:
+    """The W&B config an offline run holds (every config record merged, as the server would)."""
+    (log,) = Path(folder).glob("run-*.wandb")
+    config: dict = {}
+    for r in wandb_records(log):
+        if r.WhichOneof("record_type") == "config":
+            _merge_items(r.config.update, config)
+        elif r.WhichOneof("record_type") == "run":
+            _merge_items(r.run.config.update, config)
+    return {k: (v.get("value", v) if isinstance(v, dict) and set(v) <= {"value", "desc"} else v)
+            for k, v in config.items() if k != "_wandb"}
+
+
+def offline_summary(folder: str | Path) -> dict:
+    """The run.summary an offline run holds (its summary records merged in order)."""
+    (log,) = Path(folder).glob("run-*.wandb")
+    summary: dict = {}
+    for r in wandb_records(log):
+        if r.WhichOneof("record_type") == "summary":
+            _merge_items(r.summary.update, summary)
+    return summary

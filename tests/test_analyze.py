@@ -140,3 +140,25 @@ def test_paper_replication_without_hub_weights_fails_cleanly(tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "replicate_paper: error: model 'gpt2'" in proc.stderr
     assert not (tmp_path / "rep").exists()
+
+
+def test_analyze_logs_an_offline_wandb_run_of_its_own(analysed):
+    """`kdmech analyze` writes its own W&B run (offline by default here): the full options and
+    provenance in its config, the headline numbers of analysis.json in its summary, the
+    matching as a table and every PNG."""
+    from kdmech.wandb_offline import offline_config, offline_history, offline_summary
+
+    r = json.loads((analysed / "analysis.json").read_text())
+    (folder,) = (analysed / "wandb").glob("offline-run-*")
+    config = offline_config(folder)
+    assert config["kdmech"]["command"] == "analyze" and config["analysis"]["n_boot"] == QUICK.n_boot
+    assert config["student"] == r["student"] and config["task"] == "numerals"
+    summary = offline_summary(folder)
+    assert summary["A"] == pytest.approx(r["alignment"]["A"])
+    assert [summary["A_ci95_low"], summary["A_ci95_high"]] == pytest.approx(r["alignment"]["ci95"]["A"])
+    assert summary["worst_drop_ratio"] == pytest.approx(r["worst_drop"]["ratio"])
+    ref = next(c for c in r["circuit"]["student"]["circuits"] if abs(c["threshold"] - 0.2) < 1e-9)
+    assert summary["circuit_nodes_student"] == len(ref["nodes"])
+    logged = {k for row in offline_history(folder) for k in row}
+    assert "matching" in logged
+    assert {f"plots/{p.stem}" for p in analysed.glob("*.png")} <= logged and len(list(analysed.glob("*.png"))) >= 4

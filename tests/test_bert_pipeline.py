@@ -93,11 +93,15 @@ def test_bert_logged_numbers_recompute_from_prompts_json(bert_run):
 
 def test_bert_wandb_run_holds_the_same_keys(bert_run):
     out, _ = bert_run
+    from kdmech.wandb_offline import offline_config
+
     runs = sorted((out / "wandb").glob("offline-run-*"))
-    assert len(runs) == 2  # teacher and student
+    kinds = sorted(offline_config(r)["kdmech"]["command"] for r in runs)
+    assert kinds == ["distill", "report", "train-teacher"]  # teacher, student, the capacity report
     data = b"".join(next(r.glob("run-*.wandb")).read_bytes() for r in runs)
     for key in (b"teacher/top1_held_out", b"analysis/A", b"analysis/ld_student", b"analysis/worst_drop_student",
-                b"train/kl", b"train/ce", b"train/cos", b"analysis/nodes", b"circuit/student_nodes"):
+                b"train/kl", b"train/ce", b"train/cos", b"analysis/nodes", b"circuit/student_nodes",
+                b"final/A", b"final/parameter_ratio", b"capacity"):
         assert key in data, key
 
 

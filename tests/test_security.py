@@ -41,7 +41,7 @@ def test_no_api_key_or_token_in_any_file_a_run_writes(trained_teacher, tmp_path,
                  "--training.warmup_steps", "1", "--analysis.every_n_steps", "4",
                  "--analysis.per_type", "32", "--analysis.min_prompts", "8",
                  "--wandb", "offline", "--progress", "false"]) == 0
-    assert main(["report", str(run)]) == 0
+    assert main(["report", str(run), "--wandb", "offline"]) == 0
     files = [p for p in run.rglob("*") if p.is_file()]
     assert any(p.suffix == ".wandb" for p in files) and any(p.name == "report.html" for p in files)
     for path in files:

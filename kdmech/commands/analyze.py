@@ -27,10 +27,12 @@ from kdmech.errors import KdmechError
 from kdmech.models import load_lm
 from kdmech.report import plots
 from kdmech.report.heatmap import save_influence_png
+from kdmech.report.wandb_report import log_analysis
 from kdmech.tasks import check_same_tokenization, get_task
 from kdmech.tasks.filtering import competent_prompts
 from kdmech.tasks.forms import prompt_form
 from kdmech.tasks.prompt_set import resolve_device
+from kdmech.tracking import WandbMode, resolve_mode
 from kdmech.validation import check_model, check_out_dir, check_task
 
 ANALYSES = ("influence", "sensitivity", "circuit", "matching", "noise", "shift", "probes")
@@ -55,7 +57,8 @@ class _Pair:
 def analyze(teacher: str, student: str, out: Path, task: str = "numerals",
             analyses: list[str] = list(ANALYSES),  # noqa: B006 - jsonargparse needs a literal
             analysis: AnalyzeOptions = AnalyzeOptions(), progress: bool = True,
-            device: str = "auto") -> dict:
+            device: str = "auto", wandb: WandbMode = "auto", project: str = "kdmech",
+            entity: str | None = None, tags: list[str] | None = None) -> dict:
     """Analyse a teacher–student pair: influence, sensitivity, circuits, matching, alignment,
     noise validation, distribution shift and mechanism probes.
 
@@ -72,7 +75,15 @@ def analyze(teacher: str, student: str, out: Path, task: str = "numerals",
         progress: Show a progress bar.
         device: Where both models run: auto (the first GPU when there is one), cpu, cuda,
             cuda:N, mps.
+        wandb: W&B mode of the analysis' own run (job type analyze, files in DIR/wandb): auto
+            (offline unless a key is configured), online, offline, disabled.
+        project: W&B project.
+        entity: W&B entity (user or team; default: the account's default entity).
+        tags: W&B tags of the run.
     """
+    options = {"teacher": teacher, "student": student, "out": out, "task": task, "analyses": analyses,
+               "analysis": analysis, "progress": progress, "device": device, "wandb": wandb,
+               "project": project, "entity": entity, "tags": tags}
     bad = [a for a in analyses if a not in ANALYSES]
     if bad:
         raise KdmechError(f"analysis {bad[0]!r} is unknown; accepted: {list(ANALYSES)}")
@@ -83,6 +94,7 @@ def analyze(teacher: str, student: str, out: Path, task: str = "numerals",
     check_model(student, "student")
     check_task(task, kind)
     check_out_dir(out, replaced=True)
+    resolve_mode(wandb)  # an unknown mode: refused before any work
     wanted = set(analyses) | {"influence", "matching"}
     start, out = time.perf_counter(), Path(out)
     pair = _load_pair(teacher, student, task, analysis, preset, where)
@@ -117,6 +129,7 @@ def analyze(teacher: str, student: str, out: Path, task: str = "numerals",
           f"{record.pair.alignment.A:.3f} [{result['alignment']['ci95']['A'][0]:.3f}, "
           f"{result['alignment']['ci95']['A'][1]:.3f}], worst drop student/teacher "
           f"{record.pair.worst_drop['ratio']:.2f}")
+    log_analysis(out, result, options, wandb, project, entity, tags)
     return result
 
 

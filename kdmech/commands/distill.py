@@ -20,8 +20,9 @@ kdmech.tracking.start_logging).
 from __future__ import annotations
 
 import json
+import shutil
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import lightning as L
@@ -31,7 +32,7 @@ from kdmech.analysis.options import AnalysisSchedule
 from kdmech.analysis.presets import get_preset
 from kdmech.callbacks import CircuitAnalysisCallback
 from kdmech.commands.common import (Devices, ResumableCheckpoint, TrainerOptions, atomic_dir, quiet_lightning,
-                                    resume_point)
+                                    resolve_teacher, resume_point)
 from kdmech.commands.common import trainer as make_trainer
 from kdmech.distill.text import DataOptions, TextDataModule, data_files
 from kdmech.distill import CorpusDataModule, DistillationModule, LossWeights
@@ -41,7 +42,9 @@ from kdmech.models.capacity import InitStrategy
 from kdmech.run_layout import RunLayout
 from kdmech.tasks import check_same_tokenization, get_task
 from kdmech.tasks.filtering import accuracy_and_ld, competent_prompts
-from kdmech.tracking import WandbMode, finish, make_logger, begin_run
+from kdmech.run_config import resolved, write_config_yaml
+from kdmech.sweep import agent_point_name
+from kdmech.tracking import WandbMode, begin_run, finish, log_finals, make_logger
 from kdmech.validation import check_distill
 
 
@@ -95,16 +98,20 @@ def distill(teacher: str, out: Path, capacity: CapacitySpec = CapacitySpec(),
             trainer: TrainerOptions = TrainerOptions(), strategy: str = "auto",
             devices: Devices = 1, resume: bool = False, wandb: WandbMode = "auto",
             progress: bool = True, group: str | None = None, accelerator: str = "auto",
-            num_nodes: int = 1) -> StudentResult:
+            num_nodes: int = 1, project: str = "kdmech", entity: str | None = None,
+            tags: list[str] | None = None) -> StudentResult:
     """Distil one student from `teacher` and analyse it at checkpoints.
 
     Args:
-        teacher: Hub name (gpt2, bert-base-uncased, distilbert-base-uncased, ...) or a
-            save_pretrained folder; BERT teachers get BERT students, masked-LM distillation
-            and the cloze form of the task.
+        teacher: Hub name (gpt2, bert-base-uncased, distilbert-base-uncased, ...), a
+            save_pretrained folder, a W&B artifact (wandb-artifact://entity/project/name:version,
+            downloaded once into out/teachers/), or `tiny` (the embedded tiny teacher, trained
+            once into out/teacher); BERT teachers get BERT students, masked-LM distillation and
+            the cloze form of the task.
         out: Run folder; the student goes to out/students/<name>.
         capacity: Student size relative to the teacher (ratios in (0, 1]).
-        name: Student name (default: the capacity's name, e.g. d0.5-w1-h1).
+        name: Student name (default: the capacity's name, e.g. d0.5-w1-h1; in a run a W&B
+            sweep agent started, the sweep point's name: every swept value, see kdmech.sweep).
         init: Initialisation from the teacher: every_k, first_k or random.
         loss: Distillation loss weights and temperature.
         training: Optimisation settings.
@@ -122,12 +129,17 @@ def distill(teacher: str, out: Path, capacity: CapacitySpec = CapacitySpec(),
         group: W&B group (default: the capacity's name; sweeps group by sweep, then capacity).
         accelerator: Lightning accelerator: auto (GPUs when present), cpu, gpu.
         num_nodes: Machines taking part (multi-node DDP/FSDP; launch one process per node).
+        project: W&B project.
+        entity: W&B entity (user or team; default: the account's default entity).
+        tags: W&B tags of the run.
     """
-    results = distill_students(teacher, out, [capacity], [name or capacity.name], init=init, loss=loss,
+    name = name or agent_point_name() or capacity.name
+    teacher = resolve_teacher(teacher, out, wandb, progress)
+    results = distill_students(teacher, out, [capacity], [name], init=init, loss=loss,
                                training=training, analysis=analysis, data=data, trainer=trainer, strategy=strategy,
-                               devices=devices,
-                               resume=resume, wandb=wandb, progress=progress, group=group,
-                               accelerator=accelerator, num_nodes=num_nodes)
+                               devices=devices, resume=resume, wandb=wandb, progress=progress, group=group,
+                               accelerator=accelerator, num_nodes=num_nodes, project=project, entity=entity,
+                               tags=tags, command="distill")
     return results[0] if results else None  # None on the other ranks of a distributed run
 
 
@@ -139,7 +151,8 @@ def distill_students(teacher: str, out: Path, capacities: list[CapacitySpec],
                      trainer: TrainerOptions = TrainerOptions(), strategy: str = "auto",
                      devices: Devices = 1, resume: bool = False, wandb: WandbMode = "auto",
                      progress: bool = True, group: str | None = None, accelerator: str = "auto",
-                     num_nodes: int = 1) -> list[StudentResult]:
+                     num_nodes: int = 1, project: str = "kdmech", entity: str | None = None,
+                     tags: list[str] | None = None, command: str = "distill-shared") -> list[StudentResult]:
     """Distil one student per capacity against one teacher forward pass per batch, analyse
     each at checkpoints; the results in the order of `capacities` ([] on ranks other than 0).
 
@@ -147,7 +160,10 @@ def distill_students(teacher: str, out: Path, capacities: list[CapacitySpec],
     name with one student, else "shared") names checkpoints/<run>/ and the W&B run. An `auto`
     MLP similarity is resolved once for all students (cka if any width ratio is below 1). The
     W&B group defaults to the capacity's name with one student, else to `run`; with several
-    students every logged key carries the student's name. Other arguments: as in `distill`.
+    students every logged key carries the student's name. The run's resolved options go to the
+    W&B config and checkpoints/<run>/config.yaml (`kdmech <command> --config` repeats the run);
+    each student's final numbers to `run.summary` (`final/...`, kdmech.tracking.final_summary).
+    Other arguments: as in `distill`.
     """
     quiet_lightning()
     check_distill(teacher, out, training, analysis)
@@ -161,6 +177,12 @@ def distill_students(teacher: str, out: Path, capacities: list[CapacitySpec],
     # one MLP method for every student (docs/method.md §7.2)
     analysis = replace(analysis, mlp_similarity=resolve_mlp_method(
         analysis.mlp_similarity, [c.width for c in capacities]))
+    config = resolved(command, {
+        "teacher": teacher, "out": out, **_students_options(capacities, names, command), "init": init,
+        "loss": loss, "training": training, "analysis": analysis, "data": data, "trainer": trainer,
+        "strategy": strategy, "devices": devices, "accelerator": accelerator, "num_nodes": num_nodes,
+        "resume": resume, "wandb": wandb, "progress": progress, "group": group, "project": project,
+        "entity": entity, "tags": tags})
     teacher_model, tokenizer, kind = load_lm(teacher)
     L.seed_everything(training.seed, verbose=False)
     built = {n: build_student(teacher_model, c, init, seed=training.seed) for n, c in zip(names, capacities)}
@@ -179,9 +201,7 @@ def distill_students(teacher: str, out: Path, capacities: list[CapacitySpec],
         job_type=capacities[0].name if len(names) == 1 else None, mode=wandb, journal=layout.wandb_journal(run),
         # --resume continues the stored W&B run (from step 0 when killed before a checkpoint)
         run_id=run_id_file.read_text().strip() if resume and run_id_file.exists() else None,
-        config={"teacher": teacher, **_capacity_config(capacities, names), "init": init,
-                "loss": asdict(loss), "training": asdict(training), "analysis": asdict(analysis),
-                "data": asdict(data), "trainer": asdict(trainer)})
+        config=config, project=project, entity=entity, tags=tags)
     # Checkpoints are written at the end of a validation (by default at every analysis step),
     # once the step has logged everything: a resumed run logs nothing twice. The trainer's
     # validation loop runs at the gcd of the two cadences; each does its work at its own.
@@ -198,20 +218,23 @@ def distill_students(teacher: str, out: Path, capacities: list[CapacitySpec],
         if fit.is_global_zero:
             if fit.world_size > 1:
                 print(f"distributed: {fit.world_size} processes, strategy {strategy}")
-            _start_run(layout, names, prompts, logger, run, point)
+            _start_run(layout, names, prompts, logger, run, point, config)
         fit.fit(module, datamodule, ckpt_path=ckpt_path, weights_only=True)  # no pickle
         # Resumed at its last step, Lightning skips training and its hooks: finish the analyses.
         for callback in analyses if fit.is_global_zero else []:
             if not callback.ended:
                 callback.on_train_start(fit, module)
                 callback.on_train_end(fit, module)
+        if not fit.is_global_zero:
+            return []
+        results = [save_student(n, student, prov, tokenizer, teacher_model, prompts,
+                                analyses[i].results if analyses else [], layout.student(n), start,
+                                layout.run_config(run))
+                   for i, (n, (student, prov)) in enumerate(built.items())]
+        log_finals(logger, results, layout, prefixed=len(names) > 1, step=training.steps)
+        return results
     finally:
         finish(logger)
-    if not fit.is_global_zero:
-        return []
-    return [save_student(n, student, prov, tokenizer, teacher_model, prompts,
-                         analyses[i].results if analyses else [], layout.student(n), start)
-            for i, (n, (student, prov)) in enumerate(built.items())]
 
 
 def _data_module(tokenizer, data: DataOptions, training: DistillTraining, kind: str):
@@ -221,9 +244,10 @@ def _data_module(tokenizer, data: DataOptions, training: DistillTraining, kind: 
     return CorpusDataModule(tokenizer, training.n_train, 500, training.batch_size, training.seed, kind)
 
 
-def _start_run(layout: RunLayout, names: list[str], prompts, logger, run: str, point) -> None:
-    """On rank 0, before training: each student's analysis prompts, the W&B run id (for
-    --resume) and, for a resumed offline run, the replayed history."""
+def _start_run(layout: RunLayout, names: list[str], prompts, logger, run: str, point, config: dict) -> None:
+    """On rank 0, before training: the run's config.yaml, each student's analysis prompts, the
+    W&B run id (for --resume) and, for a resumed offline run, the replayed history."""
+    write_config_yaml(layout.run_config(run), config)
     if prompts is not None:
         for n in names:
             layout.analysis(n).mkdir(parents=True, exist_ok=True)
@@ -256,27 +280,32 @@ def analysis_callbacks(teacher_model, tokenizer, prompts, competence, analysis: 
         prefix=f"{n}/" if len(names) > 1 else "") for n in names]
 
 
-def _capacity_config(capacities: list[CapacitySpec], names: list[str]) -> dict:
-    """The W&B config's record of the students (capacity.* for one, as sweeps read it)."""
-    if len(capacities) == 1:
-        return {"capacity": asdict(capacities[0])}
-    return {"capacities": [asdict(c) for c in capacities], "names": names}
+def _students_options(capacities: list[CapacitySpec], names: list[str], command: str) -> dict:
+    """The students as the command's options name them: capacity and name (distill), or
+    capacities and names (distill-shared)."""
+    if command == "distill":
+        return {"capacity": capacities[0], "name": names[0]}
+    return {"capacities": list(capacities), "names": names}
 
 
 def save_student(name, student, provenance, tokenizer, teacher_model, prompts, results,
-                 folder: Path, start: float) -> StudentResult:
-    """Write students/<name> (model, tokenizer, provenance) and summarise the student."""
+                 folder: Path, start: float, config_yaml: Path | None = None) -> StudentResult:
+    """Write students/<name> (model, tokenizer, provenance, the run's config.yaml) and
+    summarise the student."""
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    provenance = {**provenance, "parameters": count(student), "teacher_parameters": count(teacher_model)}
     with atomic_dir(folder) as tmp:
         student.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / "provenance.json").write_text(json.dumps(provenance, indent=1))
+        if config_yaml is not None and config_yaml.exists():
+            shutil.copyfile(config_yaml, tmp / "config.yaml")
     scores = (accuracy_and_ld(student, prompts) if prompts is not None
               else {"logit_diff": float("nan"), "top1": float("nan")})
     final = results[-1] if results else None
     nan = float("nan")
-    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     return StudentResult(
-        name=name, parameters=count(student), teacher_parameters=count(teacher_model),
+        name=name, parameters=provenance["parameters"], teacher_parameters=provenance["teacher_parameters"],
         logit_diff=scores["logit_diff"], top1=scores["top1"],
         teacher_logit_diff=final.logit_diff["teacher"] if final else nan,
         A=final.alignment.A if final else nan,

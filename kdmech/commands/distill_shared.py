@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from kdmech.analysis.options import AnalysisSchedule
-from kdmech.commands.common import Devices, TrainerOptions
+from kdmech.commands.common import Devices, TrainerOptions, resolve_teacher
 from kdmech.commands.distill import DistillTraining, StudentResult, distill_students
 from kdmech.distill.text import DataOptions
 from kdmech.distill import LossWeights
@@ -27,11 +27,15 @@ def distill_shared(teacher: str, out: Path, capacities: list[CapacitySpec],
                    trainer: TrainerOptions = TrainerOptions(), strategy: str = "auto",
                    devices: Devices = 1, resume: bool = False, wandb: WandbMode = "auto",
                    progress: bool = True, group: str | None = None, accelerator: str = "auto",
-                   num_nodes: int = 1) -> list[StudentResult]:
+                   num_nodes: int = 1, project: str = "kdmech", entity: str | None = None,
+                   tags: list[str] | None = None) -> list[StudentResult]:
     """Distil one student per capacity against a single teacher pass per batch.
 
     Args:
-        teacher: Hub name (e.g. gpt2, bert-base-uncased) or a save_pretrained folder.
+        teacher: Hub name (gpt2, bert-base-uncased, distilbert-base-uncased, ...), a
+            save_pretrained folder, a W&B artifact (wandb-artifact://entity/project/name:version,
+            downloaded once into out/teachers/), or `tiny` (the embedded tiny teacher, trained
+            once into out/teacher), as in `distill`.
         out: Run folder (students/<name>, analysis/<name>, checkpoints/shared, wandb/).
         capacities: One student per capacity.
         names: Student names, one per capacity (default: the capacities' names; must differ).
@@ -52,9 +56,13 @@ def distill_shared(teacher: str, out: Path, capacities: list[CapacitySpec],
         group: W&B group (default: shared; the capacity's name when there is one).
         accelerator: Lightning accelerator: auto (GPUs when present), cpu, gpu.
         num_nodes: Machines taking part (multi-node DDP/FSDP; launch one process per node).
+        project: W&B project.
+        entity: W&B entity (user or team; default: the account's default entity).
+        tags: W&B tags of the run.
     """
+    teacher = resolve_teacher(teacher, out, wandb, progress)
     return distill_students(teacher, out, capacities, names, run="shared", init=init, loss=loss,
                             training=training, analysis=analysis, data=data, trainer=trainer, strategy=strategy,
-                            devices=devices,
-                            resume=resume, wandb=wandb, progress=progress, group=group,
-                            accelerator=accelerator, num_nodes=num_nodes)
+                            devices=devices, resume=resume, wandb=wandb, progress=progress, group=group,
+                            accelerator=accelerator, num_nodes=num_nodes, project=project, entity=entity,
+                            tags=tags, command="distill-shared")

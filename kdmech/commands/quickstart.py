@@ -20,6 +20,7 @@ from kdmech.analysis.matching import resolve_mlp_method
 from kdmech.analysis.options import LIGHT_PAIR_OPTIONS, AnalysisSchedule
 from kdmech.analysis.record import CheckpointRecord, last_circuits
 from kdmech.commands.analyze import analyze
+from kdmech.commands.common import TINY, resolve_teacher
 from kdmech.commands.distill import DistillTraining, distill
 from kdmech.commands.timeline import timeline
 from kdmech.commands.train_teacher import HELD_OUT_SEED, TeacherTraining, train_teacher
@@ -27,6 +28,7 @@ from kdmech.errors import KdmechError
 from kdmech.models import CapacitySpec, TinySpec, load_lm
 from kdmech.models.family import get_family
 from kdmech.report.html import write_report
+from kdmech.report.wandb_report import log_report
 from kdmech.run_layout import RunLayout
 from kdmech.tasks import NumeralTask, tokenize_prompts
 from kdmech.tasks.filtering import accuracy_and_ld
@@ -51,7 +53,7 @@ def _circuit_text(c: Circuit | None) -> str:
 
 
 def _teacher(layout: RunLayout, family: str, sizes: TinySpec, training: TeacherTraining,
-             fresh: bool, wandb: WandbMode, progress: bool) -> dict:
+             fresh: bool, wandb: WandbMode, progress: bool, where: dict) -> dict:
     """The tiny teacher's eval.json: trained into layout.teacher, or reused from there."""
     saved_eval = layout.teacher / "eval.json"
     if not fresh and saved_eval.exists():
@@ -66,7 +68,7 @@ def _teacher(layout: RunLayout, family: str, sizes: TinySpec, training: TeacherT
     print(f"== training the tiny {family} teacher ({sizes.n_layer} layers, {sizes.n_head} heads, "
           f"d_model {sizes.n_embd}) until held-out top-1 ≥ {training.target_top1:g} "
           f"(at most {training.steps} steps)")
-    return train_teacher(layout.teacher, sizes, training, wandb, layout.root, progress, family)
+    return train_teacher(layout.teacher, sizes, training, wandb, layout.root, progress, family, **where)
 
 
 def _check_given_teacher(teacher: str, family: str, kind: str | None) -> None:
@@ -129,7 +131,8 @@ def quickstart(out: Path | None = None, family: Literal["gpt2", "bert"] = "gpt2"
                teacher_training: TeacherTraining = TeacherTraining(),
                student_training: DistillTraining = DistillTraining(steps=400),
                analysis: AnalysisSchedule = AnalysisSchedule(every_n_steps=100, circuit_every_n_steps=200),
-               fresh: bool = False, wandb: WandbMode = "auto", progress: bool = True) -> dict:
+               fresh: bool = False, wandb: WandbMode = "auto", progress: bool = True,
+               project: str = "kdmech", entity: str | None = None, tags: list[str] | None = None) -> dict:
     """Train a tiny teacher, distil students at several depth ratios, analyse them.
 
     Args:
@@ -149,6 +152,9 @@ def quickstart(out: Path | None = None, family: Literal["gpt2", "bert"] = "gpt2"
         fresh: Retrain the tiny teacher even if out/teacher exists.
         wandb: W&B mode: auto (offline unless a key is configured), online, offline, disabled.
         progress: Show progress bars.
+        project: W&B project.
+        entity: W&B entity (user or team; default: the account's default entity).
+        tags: W&B tags of every run.
     """
     fam = get_family(family)
     capacities = [CapacitySpec(depth=d) for d in depths]  # validates every ratio up front
@@ -162,7 +168,10 @@ def quickstart(out: Path | None = None, family: Literal["gpt2", "bert"] = "gpt2"
     check_out_dir(out)
     check_training(student_training)
     check_task(analysis.task, fam.kind)
+    if teacher == TINY:  # the default: the tiny teacher of --family
+        teacher = None
     if teacher is not None:
+        teacher = resolve_teacher(teacher, out, wandb, progress)  # a W&B artifact: downloaded
         _check_given_teacher(teacher, family, check_model(teacher, "teacher"))
     if analysis.task == "numerals" and fam.tiny_task != "numerals":
         analysis = replace(analysis, task=fam.tiny_task)
@@ -171,7 +180,8 @@ def quickstart(out: Path | None = None, family: Literal["gpt2", "bert"] = "gpt2"
     layout = RunLayout(out)
     if teacher is None:
         teacher_path = str(layout.teacher)
-        teacher_eval = _teacher(layout, family, tiny, teacher_training, fresh, wandb, progress)
+        teacher_eval = _teacher(layout, family, tiny, teacher_training, fresh, wandb, progress,
+                                dict(project=project, entity=entity, tags=tags))
     else:
         teacher_path = teacher
         teacher_eval = _given_teacher(teacher, family)
@@ -180,16 +190,19 @@ def quickstart(out: Path | None = None, family: Literal["gpt2", "bert"] = "gpt2"
         print(f"== student {i}/{len(capacities)}: depth ratio {capacity.depth:g} "
               f"({student_training.steps} steps, analysis every {analysis.every_n_steps})")
         results.append(distill(teacher_path, out, capacity, training=student_training,
-                               analysis=analysis, wandb=wandb, progress=progress))
+                               analysis=analysis, wandb=wandb, progress=progress, project=project,
+                               entity=entity, tags=tags))
     print("== pair analyses (sensitivity, noise validation, distribution shift) and the report")
     for r in results:
         analyze(teacher_path, str(layout.student(r.name)), layout.pair_analysis(r.name),
-                analysis.task, ["sensitivity", "noise", "shift"], pair_options, progress)
+                analysis.task, ["sensitivity", "noise", "shift"], pair_options, progress,
+                wandb="disabled")  # its numbers reach W&B in the report run
     summary = {"teacher": {"path": teacher_path, **teacher_eval},
                "students": [asdict(r) for r in results], "mlp_similarity": analysis.mlp_similarity,
                "wall_seconds": time.perf_counter() - start, "wandb_mode": resolve_mode(wandb)}
     layout.summary.write_text(json.dumps(summary, indent=1))
     timeline(out)
     report_path = write_report(out)
+    log_report(out, out.name, wandb, project, entity, tags)
     _print_summary(layout, results, teacher_eval, summary, report_path)
     return summary

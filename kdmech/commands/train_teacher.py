@@ -6,8 +6,9 @@ step budget."""
 from __future__ import annotations
 
 import json
+import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -21,6 +22,7 @@ from kdmech.models import TinySpec, build_word_tokenizer, tiny_spec
 from kdmech.models.family import get_family
 from kdmech.tasks import NumeralTask, tokenize_prompts
 from kdmech.tasks.filtering import accuracy_and_ld
+from kdmech.run_config import resolved, write_config_yaml
 from kdmech.run_layout import RunLayout
 from kdmech.tracking import WandbMode, finish, make_logger, begin_run
 from kdmech.validation import check_out_dir
@@ -94,7 +96,8 @@ def _lm_module(fam, net, tokenizer, lr: float, training: TeacherTraining, held_o
 def train_teacher(out: Path, tiny: TinySpec = TinySpec(),
                   training: TeacherTraining = TeacherTraining(), wandb: WandbMode = "auto",
                   wandb_dir: Path | None = None, progress: bool = True,
-                  family: Literal["gpt2", "bert"] = "gpt2", resume: bool = False) -> dict:
+                  family: Literal["gpt2", "bert"] = "gpt2", resume: bool = False, project: str = "kdmech",
+                  entity: str | None = None, tags: list[str] | None = None) -> dict:
     """Train a tiny GPT-2 or BERT teacher and save it (model + tokenizer) to `out`.
 
     Args:
@@ -108,7 +111,13 @@ def train_teacher(out: Path, tiny: TinySpec = TinySpec(),
             on cloze numerals with starts 1..8, read at [MASK]).
         resume: Continue from the last checkpoint (checkpoints/<out's name>/last.ckpt beside
             `out`) and its W&B run, exactly: the teacher equals an uninterrupted run's.
+        project: W&B project.
+        entity: W&B entity (user or team; default: the account's default entity).
+        tags: W&B tags of the run.
     """
+    config = resolved("train-teacher", {"out": out, "tiny": tiny, "training": training, "wandb": wandb,
+                                        "wandb_dir": wandb_dir, "progress": progress, "family": family,
+                                        "resume": resume, "project": project, "entity": entity, "tags": tags})
     out = Path(out)
     check_out_dir(out, replaced=True)
     check_out_dir(wandb_dir or out.parent, "wandb_dir")
@@ -128,9 +137,10 @@ def train_teacher(out: Path, tiny: TinySpec = TinySpec(),
     data = CorpusDataModule(tokenizer, training.n_train, 500, training.batch_size, training.seed, fam.kind)
     module = _lm_module(fam, net, tokenizer, lr, training, held_out)
     logger = make_logger(wandb_dir or out.parent, name="teacher", group="teacher", mode=wandb,
-                         config={"family": family, "tiny": asdict(tiny), "training": asdict(training)},
+                         config=config, project=project, entity=entity, tags=tags,
                          run_id=run_id_file.read_text().strip() if resume and run_id_file.exists() else None,
                          journal=layout.wandb_journal(out.name))
+    write_config_yaml(layout.run_config(out.name), config)
     # Lightning stops on a strict ">", so the threshold sits just below the target.
     stop = StopAtTarget("val/top1", mode="max", stopping_threshold=training.target_top1 - 1e-9,
                         patience=training.steps, check_on_train_epoch_end=False)
@@ -144,9 +154,12 @@ def train_teacher(out: Path, tiny: TinySpec = TinySpec(),
         scores = accuracy_and_ld(net, held_out)
         scores["steps"] = fit.global_step
         if logger is not None:
-            logger.log_metrics({"teacher/top1_held_out": scores["top1"],
-                                "teacher/ld_held_out": scores["logit_diff"],
-                                "teacher/steps_to_target": fit.global_step}, step=fit.global_step)
+            finals = {"teacher/top1_held_out": scores["top1"], "teacher/ld_held_out": scores["logit_diff"],
+                      "teacher/steps_to_target": fit.global_step}
+            logger.log_metrics(finals, step=fit.global_step)
+            logger.experiment.summary.update({"final/top1": scores["top1"], "final/logit_diff": scores["logit_diff"],
+                                              "final/steps": fit.global_step,
+                                              "final/parameters": sum(p.numel() for p in net.parameters())})
     finally:
         finish(logger)
     scores["train_seconds"] = time.perf_counter() - start
@@ -161,6 +174,7 @@ def train_teacher(out: Path, tiny: TinySpec = TinySpec(),
         net.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / "eval.json").write_text(json.dumps(scores, indent=1))
+        shutil.copyfile(layout.run_config(out.name), tmp / "config.yaml")
     print(f"teacher saved to {out}: held-out top-1 {scores['top1']:.3f} after {scores['steps']} "
           f"steps, LD {scores['logit_diff']:.2f} ({scores['train_seconds']:.0f}s)")
     return scores

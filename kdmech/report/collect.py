@@ -81,7 +81,7 @@ def collect(root: str | Path) -> list[StudentRecord]:
         checkpoints = CheckpointRecord.load_all(layout, name)
         circuits = last_circuits(checkpoints)
         pair_file = layout.pair_analysis(name) / "analysis.json"
-        p, tp = params.get(name, (None, None))
+        p, tp = params.get(name, (prov.get("parameters"), prov.get("teacher_parameters")))
         records.append(StudentRecord(
             name=name, capacity=prov.get("capacity", {}), parameters=p, teacher_parameters=tp,
             steps=[c.pair for c in checkpoints],
