@@ -1,14 +1,18 @@
 """Capacity sweeps from W&B sweep YAML.
 
-Online, W&B is the engine: the sweep is created on the server and this process runs an agent;
-more agents on other machines join with `wandb agent ENTITY/PROJECT/SWEEP_ID`. Offline (the
+Online, W&B is the engine: the sweep is created on the server and this process runs `wandb
+agent`; more agents on other machines join with `wandb agent ENTITY/PROJECT/SWEEP_ID`. Each
+agent runs the sweep's `command` (`kdmech distill ${args}`) once per point, as its own process
+and W&B run; `kdmech distill` reads the point the agent wrote (WANDB_SWEEP_PARAM_PATH) to name
+its folder (`point_name`). Offline (the
 default without a W&B key) a local runner expands the same YAML — `grid` and `random`;
 `bayes` needs the server — and runs the points one after another with the same run semantics
 as `kdmech distill`, recording finished points in `sweep.json` so an interrupted sweep resumes
 where it stopped (an interrupted point continues from its last checkpoint).
 
-Parameters are `kdmech distill` options in dotted form (`capacity.depth`, `training.seed`, …).
-`teacher: {value: tiny}` trains (once) the tiny teacher into `<out>/teacher`.
+Parameters are `kdmech distill` options in dotted form (`capacity.depth`, `training.seed`, …),
+plus `teacher` and `out`. `teacher: {value: tiny}` trains (once) the tiny teacher into
+`<out>/teacher`; an online `kdmech sweep` shares it with every agent as a W&B artifact.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import hashlib
 import itertools
 import json
 import math
+import os
 import random
 from pathlib import Path
 
@@ -88,20 +93,39 @@ def expand(config: dict, count: int | None = None, seed: int = 0) -> list[dict]:
     return [{k: _sample(spec, rng) for k, spec in params.items()} for _ in range(n)]
 
 
-def point_name(point: dict, varying: list[str]) -> str:
-    """Readable and unique: the capacity, the seed, and a short hash of other swept values."""
+NOT_IN_NAME = ("teacher", "out", "name", "wandb", "progress", "resume", "group", "project", "entity", "tags")
+"""Options that say where and how a point runs, not what it is: left out of its name."""
+
+
+def point_name(point: dict) -> str:
+    """A sweep point's folder and run name, the same offline and under a W&B agent: the
+    capacity, the seed, and a short hash of every other value the point sets (swept or fixed),
+    e.g. `d0.5-w1-h0.5-s1-3fa9c2`. Points that differ in any value get different names; seeds
+    of one configuration share everything but their `-s<N>` (kdmech.report.replicates)."""
     depth, width = point.get("capacity.depth", 0.5), point.get("capacity.width", 1.0)
     heads = point.get("capacity.heads", 1.0)
     name = f"d{depth:g}-w{width:g}-h{heads:g}-s{point.get('training.seed', 0)}"
-    rest = {k: point[k] for k in varying
-            if k not in ("capacity.depth", "capacity.width", "capacity.heads", "training.seed")}
+    rest = {k: v for k, v in point.items() if k not in NOT_IN_NAME
+            and k not in ("capacity.depth", "capacity.width", "capacity.heads", "training.seed")}
     if rest:
         name += "-" + hashlib.sha1(json.dumps(rest, sort_keys=True).encode()).hexdigest()[:6]
     return name
 
 
-def varying_keys(config: dict) -> list[str]:
-    return [k for k, spec in config["parameters"].items() if "value" not in spec]
+def agent_point() -> dict | None:
+    """The point of this process when a W&B sweep agent started it: the agent writes the run's
+    parameters to the YAML file named by WANDB_SWEEP_PARAM_PATH ({key: {value: ...}}) before
+    it runs the sweep's `command`. None outside an agent."""
+    path = os.environ.get("WANDB_SWEEP_PARAM_PATH")
+    if not path or not Path(path).is_file():
+        return None
+    params = yaml.safe_load(Path(path).read_text()) or {}
+    return {k: v["value"] for k, v in params.items() if isinstance(v, dict) and "value" in v}
+
+
+def agent_point_name() -> str | None:
+    point = agent_point()
+    return point_name(point) if point else None
 
 
 def nested(point: dict) -> dict:

@@ -112,10 +112,9 @@ def sweep_folder(trained_teacher, tmp_path_factory):
 
     teacher, _ = trained_teacher
     out = tmp_path_factory.mktemp("replicates_sweep")
-    varying = ["capacity.depth", "training.seed"]
     for depth in (0.25, 0.5):
         for seed in (0, 1):
-            name = point_name({"capacity.depth": depth, "training.seed": seed}, varying)
+            name = point_name({"capacity.depth": depth, "training.seed": seed})
             distill(str(teacher), out, CapacitySpec(depth=depth), name=name,
                     training=DistillTraining(steps=8, n_train=128, batch_size=8, seed=seed),
                     analysis=AnalysisSchedule(every_n_steps=8, per_type=32, min_prompts=8, circuits=False),

@@ -41,10 +41,13 @@ def test_grid_random_and_bayes():
 
 
 def test_point_names_and_nesting():
-    varying = ["capacity.depth", "loss.temperature"]
-    a = point_name({"capacity.depth": 0.5, "loss.temperature": 2.0}, varying)
-    b = point_name({"capacity.depth": 0.5, "loss.temperature": 4.0}, varying)
+    a = point_name({"capacity.depth": 0.5, "loss.temperature": 2.0})
+    b = point_name({"capacity.depth": 0.5, "loss.temperature": 4.0})
     assert a.startswith("d0.5-w1-h1-s0-") and a != b
+    # every value but where the point runs is part of its identity; seeds differ only in -s<N>
+    seed1 = point_name({"capacity.depth": 0.5, "loss.temperature": 2.0, "training.seed": 1, "teacher": "x", "out": "o"})
+    assert seed1 == a.replace("-s0-", "-s1-")
+    assert point_name({"capacity.depth": 0.25, "capacity.width": 0.5, "training.seed": 2}) == "d0.25-w0.5-h1-s2"
     assert nested({"capacity.depth": 0.5, "training.seed": 1}) == {"capacity": {"depth": 0.5}, "training": {"seed": 1}}
 
 
@@ -97,5 +100,6 @@ def test_killed_sweep_resumes_only_missing_points(trained_teacher, tmp_path):
     for name in done_before:
         assert f"{name}: done already, skipped" in second.stdout
     done_after = json.loads(state.read_text())["done"]
-    assert set(done_after) == {"d0.25-w1-h1-s0", "d0.5-w1-h1-s0", "d0.75-w1-h1-s0"}
+    assert set(done_after) == {point_name(p) for p in expand(config)}
+    assert sorted(n[:n.index("-s0-")] for n in done_after) == ["d0.25-w1-h1", "d0.5-w1-h1", "d0.75-w1-h1"]
     assert (out / "report" / "report.html").exists()

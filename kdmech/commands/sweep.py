@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -11,17 +13,18 @@ from jsonargparse import ArgumentError, ArgumentParser
 from kdmech.analysis.matching import resolve_mlp_method
 from kdmech.analysis.options import LIGHT_PAIR_OPTIONS, AnalysisSchedule
 from kdmech.commands.analyze import analyze
+from kdmech.commands.common import ARTIFACT, TINY, resolve_teacher, resume_point
 from kdmech.commands.distill import distill
 from kdmech.commands.timeline import timeline
-from kdmech.commands.train_teacher import train_teacher
 from kdmech.errors import KdmechError
 from kdmech.report.html import write_report
-from kdmech.sweep import SweepState, expand, load_sweep, nested, point_name, varying_keys
+from kdmech.report.wandb_report import log_report
 from kdmech.run_layout import RunLayout
+from kdmech.sweep import SweepState, expand, load_sweep, nested, point_name
 from kdmech.tracking import WandbMode, finish, resolve_mode
 from kdmech.validation import check_model, check_out_dir, check_sweep_parameters, check_task, check_training
 
-FIXED = ("teacher", "out", "name", "resume", "wandb", "progress", "group")
+FIXED = ("teacher", "out", "name", "resume", "wandb", "progress", "group", "project", "entity", "tags")
 
 
 def _distill_kwargs(point: dict) -> dict:
@@ -61,121 +64,140 @@ def _point_kwargs(point: dict, mlp_method: str) -> dict:
     return kwargs
 
 
-def _teacher(value: str, out: Path, mode: str, progress: bool) -> str:
-    if value != "tiny":
-        return value
-    folder = out / "teacher"
-    if not (folder / "eval.json").exists():
-        print(f"== training the tiny teacher into {folder}")
-        train_teacher(folder, wandb=mode, wandb_dir=out, progress=progress)
-    return str(folder)
-
-
 def sweep(config_file: Path, out: Path | None = None, count: int | None = None,
           wandb: WandbMode = "auto", pair_analyses: bool = True, project: str = "kdmech",
-          progress: bool = True) -> dict:
-    """Run a W&B-format capacity sweep: online through a W&B agent, offline point by point.
+          entity: str | None = None, tags: list[str] | None = None, progress: bool = True) -> dict:
+    """Run a W&B-format capacity sweep: online, a W&B sweep and an agent (`wandb agent`, whose
+    runs are ordinary `kdmech distill` processes); offline, point by point in this process.
 
     Args:
-        config_file: Sweep YAML in W&B's format (method, parameters, ...).
-        out: Sweep folder (default runs/sweeps/<sweep name>).
+        config_file: Sweep YAML in W&B's format (method, parameters, command).
+        out: Sweep folder (default: the file's `out` value, else runs/sweeps/<sweep name>).
         count: Points to run (random sweeps; for grids, at most this many).
         wandb: W&B mode: auto (offline unless a key is configured), online, offline, disabled.
         pair_analyses: After the points, run sensitivity, noise and shift per student for the report.
         project: W&B project.
+        entity: W&B entity (user or team; default: the account's default entity).
+        tags: W&B tags of every run of the sweep.
         progress: Show progress bars.
     """
     config = load_sweep(config_file)
     check_sweep_parameters(config, f"sweep file {str(config_file)!r}")
     mode = resolve_mode(wandb)
-    out = Path(out or Path("runs/sweeps") / config["name"])
-    teacher_spec = config["parameters"].get("teacher", {}).get("value")
+    params = config["parameters"]
+    out = Path(out or params.get("out", {}).get("value") or Path("runs/sweeps") / config["name"])
+    teacher_spec = params.get("teacher", {}).get("value")
     if not teacher_spec:
-        raise KdmechError("a sweep needs `teacher: {value: ...}` (a model name, a folder, or tiny)")
-    kind = check_model(teacher_spec, "teacher") if teacher_spec != "tiny" else "causal"
+        raise KdmechError("a sweep needs `teacher: {value: ...}` (a model name, a folder, a W&B artifact, or tiny)")
+    kind = "causal" if teacher_spec == TINY or teacher_spec.startswith(ARTIFACT) else check_model(teacher_spec, "teacher")
     check_out_dir(out)
     points = None if mode == "online" else expand(config, count)
-    if points:
-        for p in points:  # validate every point before any work
-            kwargs = _distill_kwargs({k: v for k, v in p.items() if k != "teacher"})
-            if "training" in kwargs:
-                check_training(kwargs["training"])
-            if "analysis" in kwargs:
-                check_task(kwargs["analysis"].task, kind)
+    for p in points or []:  # validate every point before any work
+        kwargs = _distill_kwargs(_options(p))
+        if "training" in kwargs:
+            check_training(kwargs["training"])
+        if "analysis" in kwargs:
+            check_task(kwargs["analysis"].task, kind)
     mlp_method = _mlp_method(config, points)
     out.mkdir(parents=True, exist_ok=True)
-    teacher = _teacher(teacher_spec, out, mode, progress)
+    teacher = resolve_teacher(teacher_spec, out, mode, progress)
     if mode == "online":
-        _online(config, teacher, out, count, project, mlp_method)
+        _online(config, teacher_spec, teacher, out, count, project, entity, tags, mlp_method)
     else:
-        _local(config, points, teacher, out, mode, progress, mlp_method)
+        _local(config, points, teacher, out, mode, progress, mlp_method, project, entity, tags)
     state = SweepState(out, config["name"], points or [])
     layout = RunLayout(out)
+    finished = [n for n in layout.analysed_students() if layout.student(n).is_dir()]
     if pair_analyses:
-        for name, done in state.data["done"].items():
+        for name in finished:
             if not (layout.pair_analysis(name) / "analysis.json").exists():
                 print(f"== pair analysis of {name}")
+                done = state.data["done"].get(name, {})
                 options = replace(LIGHT_PAIR_OPTIONS, mlp_similarity=done.get("mlp_similarity", mlp_method))
                 analyze(teacher, str(layout.student(name)), layout.pair_analysis(name),
-                        analyses=["sensitivity", "noise", "shift"], analysis=options, progress=progress)
+                        analyses=["sensitivity", "noise", "shift"], analysis=options, progress=progress,
+                        wandb="disabled")
     timeline(out)
     path = write_report(out)
-    _upload_report(path, out, config["name"], mode, project)
-    print(f"sweep {config['name']}: {len(state.data['done'])} points done; report {path}")
+    log_report(out, config["name"], mode, project, entity, tags)
+    print(f"sweep {config['name']}: {len(finished)} students in {out}; report {path}")
     return state.data
 
 
-def _local(config, points, teacher, out, mode, progress, mlp_method) -> None:
+def _options(point: dict) -> dict:
+    """A point's `kdmech distill` options (teacher and out are the sweep's)."""
+    return {k: v for k, v in point.items() if k not in ("teacher", "out")}
+
+
+def _local(config, points, teacher, out, mode, progress, mlp_method, project, entity, tags) -> None:
     state = SweepState(out, config["name"], points)
-    varying = varying_keys(config)
     for i, point in enumerate(points, 1):
-        name = point_name(point, varying)
+        name = point_name(point)
         if state.done(name):
             print(f"== point {i}/{len(points)} {name}: done already, skipped")
             continue
-        resume = (RunLayout(out).checkpoints(name) / "last.ckpt").exists()
-        print(f"== point {i}/{len(points)} {name}" + (" (resuming from its checkpoint)" if resume else ""))
-        kwargs = _point_kwargs({k: v for k, v in point.items() if k != "teacher"}, mlp_method)
-        result = distill(teacher, out, name=name, resume=resume, wandb=mode, progress=progress,
-                         group=config["name"], **kwargs)
+        at = resume_point(RunLayout(out).checkpoints(name))
+        print(f"== point {i}/{len(points)} {name}" + (" (resuming from its checkpoint)" if at else ""))
+        kwargs = _point_kwargs(_options(point), mlp_method)
+        result = distill(teacher, out, name=name, resume=at is not None, wandb=mode, progress=progress,
+                         group=config["name"], project=project, entity=entity, tags=tags, **kwargs)
         state.finish(name, asdict(result) | {"point": point,
                                              "mlp_similarity": kwargs["analysis"].mlp_similarity})
 
 
-def _online(config, teacher, out, count, project, mlp_method) -> None:
+AGENT_COMMAND = ["${env}", "kdmech", "distill", "${args}"]
+"""What a W&B agent runs for each point when the sweep file names no `command`."""
+
+
+def online_config(config: dict, teacher: str, out: Path, mlp_method: str, tags: list[str] | None) -> dict:
+    """The sweep as W&B receives it: every agent, on any machine, runs `kdmech distill` with the
+    shared teacher (a hub name, a path every machine reaches, or a W&B artifact), the sweep's
+    folder (relative paths: below the agent's working folder), one MLP similarity for every
+    width, and the tags."""
+    cfg = json.loads(json.dumps(config))
+    cfg["parameters"]["teacher"] = {"value": teacher}
+    cfg["parameters"]["out"] = {"value": str(out)}
+    mlp = cfg["parameters"].setdefault("analysis.mlp_similarity", {"value": mlp_method})
+    if mlp.get("value") == "auto":
+        mlp["value"] = mlp_method
+    if tags:
+        cfg["parameters"]["tags"] = {"value": list(tags)}
+    cfg.setdefault("command", AGENT_COMMAND)
+    return cfg
+
+
+def _online(config, teacher_spec, teacher, out, count, project, entity, tags, mlp_method) -> None:
     import wandb
 
-    cfg = json.loads(json.dumps(config))
-    cfg["parameters"]["teacher"] = {"value": str(Path(teacher).resolve()) if Path(teacher).exists() else teacher}
-    cfg["parameters"]["out"] = {"value": str(out.resolve())}
-    cfg.setdefault("command", ["${env}", "kdmech", "distill", "${args}"])
+    shared = _shared_teacher(teacher_spec, teacher, config["name"], project, entity)
     try:
-        sweep_id = wandb.sweep(cfg, project=project)
+        sweep_id = wandb.sweep(online_config(config, shared, out, mlp_method, tags), project=project, entity=entity)
+        entity = entity or wandb.Api().default_entity
     except Exception as e:  # noqa: BLE001 - any W&B failure becomes one line
         raise KdmechError(f"could not create the W&B sweep: {str(e).strip().splitlines()[0]}") from None
-    print(f"W&B sweep {sweep_id} created; start more agents on other machines with\n"
-          f"    wandb agent <entity>/{project}/{sweep_id}")
-    state = SweepState(out, config["name"], [])
-    varying = varying_keys(config)
-
-    def run_point():
-        run = wandb.init()
-        point = {k: v for k, v in dict(run.config).items() if k not in ("teacher", "out")}
-        name = point_name(point, varying)
-        kwargs = _point_kwargs(point, mlp_method)
-        result = distill(teacher, out, name=name, wandb="online", group=config["name"], **kwargs)
-        state.finish(name, asdict(result) | {"point": point,
-                                             "mlp_similarity": kwargs["analysis"].mlp_similarity})
-
-    wandb.agent(sweep_id, function=run_point, count=count, project=project)
+    path = f"{entity}/{project}/{sweep_id}"
+    print(f"W&B sweep {path} created: https://wandb.ai/{entity}/{project}/sweeps/{sweep_id}\n"
+          f"start more agents on other machines (in a kdmech checkout, its venv active) with\n"
+          f"    wandb agent {path}\n"
+          f"and build the whole sweep's report with: kdmech report --sweep {path}")
+    agent = [sys.executable, "-m", "wandb", "agent", *(["--count", str(count)] if count else []), path]
+    if subprocess.run(agent).returncode != 0:
+        raise KdmechError(f"the W&B agent of sweep {path} failed (see its output above)")
 
 
-def _upload_report(path: Path, out: Path, name: str, mode: str, project: str) -> None:
-    if mode == "disabled":
-        return
+def _shared_teacher(spec: str, folder: str, name: str, project: str, entity: str | None) -> str:
+    """What every agent loads: a tiny teacher trained here is logged as a W&B model artifact
+    (agents elsewhere download it); other teachers are shared as given."""
+    if spec != TINY:
+        return spec
     import wandb
 
-    run = wandb.init(project=project, dir=str(out), mode=mode, group=name, job_type="report",
-                     name=f"{name}-report", settings=wandb.Settings(quiet=True, console="off"))
-    run.log({"report": wandb.Html(path.read_text())})
+    run = wandb.init(project=project, entity=entity, job_type="teacher", name=f"{name}-teacher",
+                     group=name, dir=str(Path(folder).parent), settings=wandb.Settings(quiet=True, console="off"))
+    artifact = run.log_artifact(str(folder), name=f"teacher-{name}", type="model")
+    artifact.wait()
+    ref = f"{ARTIFACT}{run.entity}/{run.project}/teacher-{name}:{artifact.version}"
     finish()
+    return ref
+
+

@@ -3,7 +3,7 @@ training seeds of each metric the report shows.
 
 Grouping. Students are replicates of one another when they share the capacity (depth, width,
 heads ratios), the initialisation, and every other swept value — for a sweep point named by
-`kdmech.sweep.point_name` (`d0.5-w1-h1-s1[-<hash of the other swept values>]`) that is the
+`kdmech.sweep.point_name` (`d0.5-w1-h1-s1[-<hash of the point's other values>]`) that is the
 name with its `-s<N>` seed token removed; a name that does not start with the capacity's own
 name (a hand-picked `--name`) is grouped by capacity and initialisation alone.
 
