@@ -2,12 +2,17 @@
 
 The quickstart shape: its tiny GPT-2 teacher (runs/quickstart/teacher when present, else one
 trained here into a temp folder with kdmech.commands.train_teacher), a depth-0.5 student, the
-quickstart's DistillTraining (400 steps, batch 64, lr 2e-3) and its AnalysisSchedule (every
-100 steps, circuits every 200), W&B offline as the quickstart runs it. Both sides are whole
-`distill` calls with the same seed, interleaved (on, off, on, off, ...) in this one process;
-the overhead is the ratio of the medians. Target: ≤ 10 %.
+quickstart's DistillTraining (400 steps, batch 64, lr 2e-3), W&B offline as the quickstart runs
+it. Sides, each one whole `distill` call with the same seed, run in turn in this one process,
+all validating and checkpointing every 100 steps (only the analyses differ):
+  default     kdmech distill's cadence: analyses at 0, 200, 400, circuits at the end
+  quickstart  the quickstart's: analyses every 100 steps, circuits every 200
+  background  the quickstart's, analysed on a copy of the student in a thread (--sides)
+  off         no analyses
+The overhead is each side's median over --reps against off's. Target: ≤ 10 %. The records of
+the steps the analysing sides share must be identical (printed).
 
-    python bench/callback_overhead.py [--reps 1] [--steps 400] [--teacher DIR] [--profile]
+    python bench/callback_overhead.py [--reps 1] [--steps 400] [--teacher DIR] [--sides ...] [--profile]
 
 --profile also runs one checkpoint analysis under cProfile and prints the top entries.
 """
@@ -16,14 +21,25 @@ import argparse
 import statistics
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from kdmech.analysis.options import AnalysisSchedule
+from kdmech.commands.common import TrainerOptions
 from kdmech.commands.distill import DistillTraining, distill
 from kdmech.models import CapacitySpec
 
-ON = AnalysisSchedule(every_n_steps=100, circuit_every_n_steps=200)
+QUICKSTART = AnalysisSchedule(every_n_steps=100, circuit_every_n_steps=200)
+"""The quickstart's cadence: analyses every 100 steps, circuits every 200."""
+DEFAULT = AnalysisSchedule()
+"""kdmech distill's default cadence: analyses every 200 steps, circuits at the end."""
 OFF = AnalysisSchedule(enabled=False)
+BACKGROUND = replace(QUICKSTART, background=True)
+"""The quickstart's cadence, each checkpoint analysed on a copy of the student in a background
+thread while training goes on."""
+TRAINER = TrainerOptions(val_check_interval=100, checkpoint_every_n_steps=100)
+"""Every side validates and checkpoints at the same steps: only the analyses differ."""
+SIDES = {"default": DEFAULT, "quickstart": QUICKSTART, "background": BACKGROUND, "off": OFF}
 
 
 def teacher_folder(given: str | None, work: Path) -> str:
@@ -46,33 +62,52 @@ def main():
     ap.add_argument("--teacher", default=None)
     ap.add_argument("--wandb", default="offline")
     ap.add_argument("--profile", action="store_true")
-    ap.add_argument("--sides", default="on,off", help="on,off (default) or one of them")
+    ap.add_argument("--sides", default="default,quickstart,off",
+                    help="which of default, quickstart, background, off to run")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="kdmech-overhead-"))
     teacher = teacher_folder(args.teacher, work)
     training = DistillTraining(steps=args.steps, batch_size=64, lr=2e-3)
-    times = {"on": [], "off": []}
+    times = {side: [] for side in SIDES}
     for rep in range(args.reps):
-        for side, schedule in (("on", ON), ("off", OFF)):
+        for side, schedule in SIDES.items():
             if side not in args.sides.split(","):
                 continue
             start = time.perf_counter()
             distill(teacher, work / f"{side}-{rep}", CapacitySpec(depth=0.5), training=training,
-                    analysis=schedule, wandb=args.wandb, progress=False)
+                    analysis=schedule, trainer=TRAINER, wandb=args.wandb, progress=False)
             times[side].append(time.perf_counter() - start)
             print(f"rep {rep} analyses {side}: {times[side][-1]:.1f} s", flush=True)
-    if not (times["on"] and times["off"]):
+    if not times["off"]:
         return
-    on, off = statistics.median(times["on"]), statistics.median(times["off"])
-    overhead = 100 * (on - off) / off
-    print("\n| callback_overhead | seconds (median of %d) |" % args.reps)
-    print("|---|---|")
-    print(f"| distill, analyses on  | {on:.1f} |")
-    print(f"| distill, analyses off | {off:.1f} |")
-    print(f"| overhead              | {overhead:.1f} % (target ≤ 10 %) |")
-    print(f"BENCH callback_overhead: overhead {overhead:.1f}% ({on:.1f} s vs {off:.1f} s)")
+    med = {side: statistics.median(t) for side, t in times.items() if t}
+    off = med["off"]
+    print("\n| callback_overhead | seconds (median of %d) | overhead vs off |" % args.reps)
+    print("|---|---|---|")
+    for side in med:
+        print(f"| distill, analyses {side} | {med[side]:.1f} | "
+              + ("–" if side == "off" else f"{100 * (med[side] - off) / off:.1f} % (target ≤ 10 %)") + " |")
+    print("BENCH callback_overhead: " + ", ".join(
+        f"{side} {100 * (med[side] - off) / off:+.1f}%" for side in med if side != "off")
+        + f" (off {off:.1f} s)")
+    same = _same_records(work, [f"{side}-0" for side in med if side != "off"])
+    if same is not None:
+        print(f"records of the steps {', '.join(s for s in med if s != 'off')} all analysed: "
+              + ("identical" if same else "DIFFERENT"))
     if args.profile:
         profile_one(teacher)
+
+
+def _same_records(work: Path, runs: list[str]):
+    """Whether the runs' records of the steps they all analysed are equal, byte for byte (None
+    when fewer than two runs share a step)."""
+    if len(runs) < 2:
+        return None
+    names = [{p.relative_to(work / r): p for p in (work / r / "analysis").rglob("*step_*.json")} for r in runs]
+    common = set.intersection(*(set(n) for n in names))
+    if not common:
+        return None
+    return all(len({n[c].read_text() for n in names}) == 1 for c in common)
 
 
 def profile_one(teacher: str):
@@ -84,9 +119,9 @@ def profile_one(teacher: str):
     from kdmech.commands.distill import analysis_prompts
     from kdmech.models import build_student, load_lm
     model, tok, _ = load_lm(teacher)
-    prompts, competence = analysis_prompts(model, tok, ON)
+    prompts, competence = analysis_prompts(model, tok, QUICKSTART)
     student, _ = build_student(model, CapacitySpec(depth=0.5), "every_k", seed=0)
-    side = TeacherSide.build(model, tok, prompts, ON, competence.to_json())
+    side = TeacherSide.build(model, tok, prompts, QUICKSTART, competence.to_json())
     for circuits in (False, True):
         pr = cProfile.Profile()
         start = time.perf_counter()

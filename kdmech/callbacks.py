@@ -4,7 +4,9 @@ where results go. What is computed lives in `kdmech.analysis.checkpoint`; where 
 
 from __future__ import annotations
 
+import copy
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import lightning as L
 
@@ -49,6 +51,8 @@ class CircuitAnalysisCallback(L.Callback):
         """on_train_end has run (Lightning skips the training hooks of a run resumed at its end)."""
         self.results = []
         """The PairAnalysis of every checkpoint, in order."""
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: Future | None = None
 
     def _teacher(self) -> TeacherSide:
         if "side" not in self.teacher_side:
@@ -71,11 +75,27 @@ class CircuitAnalysisCallback(L.Callback):
         self.done.add(step)
         if self.sink is None:
             self.sink = WandbSink(trainer.logger, self.prefix, self.prefix.rstrip("/") or None)
+        self.wait()  # one analysis at a time, in step order
+        student, circuits = self._student(pl_module), self._circuit_step(step, final)
+        if self.options.background and not final:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(1, thread_name_prefix="kdmech-analysis")
+            # the weights of this step, while training moves on
+            self._pending = self._pool.submit(self._analyse_model, copy.deepcopy(student), step, circuits)
+        else:
+            self._analyse_model(student, step, circuits)
+
+    def wait(self) -> None:
+        """Block until a background analysis has finished (its error is raised here)."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def _analyse_model(self, student, step: int, circuits: bool) -> None:
         start = time.perf_counter()
         teacher = self._teacher()
         record, self.last_student, _ = analyze_checkpoint(
-            teacher, self._student(pl_module), self.tokenizer, self.prompts, step,
-            circuits=self._circuit_step(step, final))
+            teacher, student, self.tokenizer, self.prompts, step, circuits=circuits)
         record.save(self.layout, self.name)
         r = record.pair
         png = self.layout.influence_png(self.name, step)
@@ -110,10 +130,16 @@ class CircuitAnalysisCallback(L.Callback):
         if every > 0 and trainer.global_step % every == 0:
             self._analyse(trainer, pl_module)
 
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
     def on_train_end(self, trainer, pl_module) -> None:
         self.ended = True
         if not trainer.is_global_zero:
             return
+        self.wait()
         step = trainer.global_step
         if step not in self.done:
             self._analyse(trainer, pl_module, final=True)

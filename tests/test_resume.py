@@ -397,3 +397,15 @@ def test_killed_after_the_last_checkpoint_finishes_the_analyses(uninterrupted, t
     assert _analysis_files(uninterrupted("gpt2")) == _analysis_files(out)
     assert (out / "timeline" / NAME / "events.json").exists()
     assert _wandb_rows(out) == _wandb_rows(uninterrupted("gpt2"))
+
+
+def test_background_analyses_equal_the_foreground_ones(teachers, uninterrupted, tmp_path):
+    """analysis.background: each checkpoint analysed on a copy of the student in a thread while
+    training goes on gives the same weights and the same records, byte for byte."""
+    from dataclasses import replace
+
+    out = tmp_path / "background"
+    result = _distill(teachers["gpt2"], out, wandb="disabled", analysis=replace(ANALYSIS, background=True))
+    assert result.steps == [0, 4, 8, 12, 16]
+    _assert_same_weights(_weights(uninterrupted("gpt2")), _weights(out))
+    assert _analysis_files(uninterrupted("gpt2")) == _analysis_files(out)

@@ -85,6 +85,10 @@ class AnalysisSchedule(AnalysisOptions):
     """Run checkpoint analyses at all (off: plain distillation, e.g. for timing)."""
     task: str = "numerals"
     """The task the circuits are read on (kdmech.tasks.TASKS)."""
+    background: bool = False
+    """Analyse a copy of the student in a background thread while training goes on (the final
+    analysis waits): the same numbers, less waiting where training leaves the device idle; the
+    W&B rows of a step then arrive a few training steps late (charts use trainer/global_step)."""
 
     def __post_init__(self):
         super().__post_init__()
