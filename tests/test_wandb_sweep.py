@@ -213,3 +213,21 @@ def test_a_teacher_is_shared_as_a_wandb_artifact(trained_teacher, tmp_path, monk
     err = capsys.readouterr().err.strip()
     assert err.startswith("kdmech: error: teacher artifact 'me/kdmech/nope:v1' could not be downloaded")
     assert "\n" not in err and not (tmp_path / "o2" / "teachers" / "me--kdmech--nope--v1").exists()
+
+
+def test_every_distill_option_reaches_distill_as_wandb_writes_it(capsys):
+    """W&B's agent writes each parameter as `--key=str(value)`: lists (corpus files, devices,
+    tags), the trainer controls and the text data options parse as `kdmech distill` options."""
+    from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
+
+    point = {"data.files": ["a.txt", "b.txt"], "data.block_size": 64, "data.task_fraction": 0.25,
+             "devices": [0, 1], "tags": ["capacity", "seed"], "trainer.precision": "bf16-mixed",
+             "trainer.accumulate_grad_batches": 2, "analysis.background": True}
+    args = create_sweep_command_args({"args": {k: {"value": v} for k, v in point.items()}})["args"]
+    with pytest.raises(SystemExit):
+        main(["distill", "--teacher", "t", "--out", "o", *args, "--print_config"])
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    assert cfg["data"]["files"] == ["a.txt", "b.txt"] and cfg["data"]["block_size"] == 64
+    assert cfg["data"]["task_fraction"] == 0.25 and cfg["devices"] == [0, 1]
+    assert cfg["tags"] == ["capacity", "seed"] and cfg["trainer"]["precision"] == "bf16-mixed"
+    assert cfg["trainer"]["accumulate_grad_batches"] == 2 and cfg["analysis"]["background"] is True
