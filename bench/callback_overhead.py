@@ -24,6 +24,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from kdmech.analysis.checkpoint import forget_shared_teacher_sides
 from kdmech.analysis.options import AnalysisSchedule
 from kdmech.commands.common import TrainerOptions
 from kdmech.commands.distill import DistillTraining, distill
@@ -73,6 +74,7 @@ def main():
         for side, schedule in SIDES.items():
             if side not in args.sides.split(","):
                 continue
+            forget_shared_teacher_sides()  # each run profiles the teacher itself, as a lone run does
             start = time.perf_counter()
             distill(teacher, work / f"{side}-{rep}", CapacitySpec(depth=0.5), training=training,
                     analysis=schedule, trainer=TRAINER, wandb=args.wandb, progress=False)

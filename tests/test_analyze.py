@@ -162,3 +162,10 @@ def test_analyze_logs_an_offline_wandb_run_of_its_own(analysed):
     logged = {k for row in offline_history(folder) for k in row}
     assert "matching" in logged
     assert {f"plots/{p.stem}" for p in analysed.glob("*.png")} <= logged and len(list(analysed.glob("*.png"))) >= 4
+
+
+def test_noise_at_sigma_zero_is_the_pair_itself(analysed):
+    """σ = 0 adds no noise: every seed's A there is the pair's own A (computed once per curve)."""
+    r = json.loads((analysed / "analysis.json").read_text())
+    assert r["noise"]["sigmas"][0] == 0.0
+    assert r["noise"]["A"][0] == [r["alignment"]["A"]] * QUICK.noise_seeds

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -187,8 +188,6 @@ def test_resumed_distill_equals_an_uninterrupted_one(teachers, uninterrupted, tm
     """Stopped at step 10 (mid-epoch: 8 batches an epoch) and resumed to the end: the weights
     and analyses of one run. For BERT the masking of every step is its own, drawn from (seed,
     step), so nothing depends on how many batches the masker saw before."""
-    from dataclasses import replace
-
     out = tmp_path / "two"
     _distill(teachers[family], out, training=replace(TRAINING, steps=10), wandb="disabled",
              analysis=replace(ANALYSIS, every_n_steps=5, circuits=False))
@@ -402,10 +401,29 @@ def test_killed_after_the_last_checkpoint_finishes_the_analyses(uninterrupted, t
 def test_background_analyses_equal_the_foreground_ones(teachers, uninterrupted, tmp_path):
     """analysis.background: each checkpoint analysed on a copy of the student in a thread while
     training goes on gives the same weights and the same records, byte for byte."""
-    from dataclasses import replace
-
     out = tmp_path / "background"
     result = _distill(teachers["gpt2"], out, wandb="disabled", analysis=replace(ANALYSIS, background=True))
     assert result.steps == [0, 4, 8, 12, 16]
     _assert_same_weights(_weights(uninterrupted("gpt2")), _weights(out))
     assert _analysis_files(uninterrupted("gpt2")) == _analysis_files(out)
+
+
+def test_a_frozen_teacher_is_profiled_once_per_process(teachers, uninterrupted, tmp_path, monkeypatch):
+    """Runs in one process on the same teacher weights, prompts and options (the quickstart's
+    students, a sweep's points) share the teacher's profile, circuit and probes: built once,
+    and the records equal those of a run that built its own."""
+    from kdmech.analysis import checkpoint
+
+    reference = _analysis_files(uninterrupted("gpt2"))
+    built = []
+    original = checkpoint.TeacherSide.build.__func__
+    monkeypatch.setattr(checkpoint.TeacherSide, "build",
+                        classmethod(lambda cls, *a, **k: built.append(1) or original(cls, *a, **k)))
+    checkpoint.forget_shared_teacher_sides()
+    for run in ("first", "second"):
+        _distill(teachers["gpt2"], tmp_path / run, wandb="disabled")
+        assert _analysis_files(tmp_path / run) == reference
+    assert built == [1]
+    _distill(teachers["gpt2"], tmp_path / "other-options", wandb="disabled",
+             analysis=replace(ANALYSIS, ablation="zero"))
+    assert built == [1, 1]  # other options: a teacher side of their own

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
+import torch
+
 from kdmech.analysis.circuit import discover
 from kdmech.analysis.circuit import REFERENCE_THRESHOLD
 from kdmech.analysis.options import AnalysisOptions
@@ -70,6 +72,37 @@ class TeacherSide:
     @property
     def weak(self) -> bool:
         return bool(self.competence.get("weak", False))
+
+
+_SHARED: dict = {}
+
+
+def shared_teacher_side(teacher, prompts: PromptSet, options: AnalysisOptions) -> dict:
+    """The `teacher_side` dict the callbacks of a run fill (kdmech.callbacks), shared with every
+    later run in this process that analyses the same teacher weights on the same prompts with
+    the same options — the quickstart's students, a sweep's points: a frozen teacher's profile,
+    circuit and probes are computed once, not once per run. Only the latest key is kept."""
+    key = (_fingerprint(teacher.parameters(), prompts), type(options).__name__, repr(options.compare_options()),
+           options.ablation, options.preset, getattr(options, "circuits", False), prompts.task)
+    if key not in _SHARED:
+        _SHARED.clear()
+        _SHARED[key] = {}
+    return _SHARED[key]
+
+
+def forget_shared_teacher_sides() -> None:
+    """Drop the shared teacher sides (benchmarks time each run on its own)."""
+    _SHARED.clear()
+
+
+def _fingerprint(parameters, prompts: PromptSet) -> str:
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=16)
+    for t in (*parameters, prompts.clean, prompts.corrupted, prompts.answers, prompts.wrong_answers,
+              prompts.positions):
+        h.update(t.detach().to("cpu", copy=True).contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 class CheckpointResult(NamedTuple):

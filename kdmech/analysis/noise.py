@@ -84,8 +84,11 @@ def noise_curve(teacher_profile: ModelProfile, student, tokenizer, prompts: Prom
     for sigma in sigmas:
         row = []
         for seed in seeds:
-            noisy = profile(add_weight_noise(student, sigma, seed), tokenizer, prompts, ablation)
-            row.append(compare(teacher_profile, noisy, 0, prompts.task, **compare_options).alignment.A)
+            if sigma == 0 and row:  # no noise: every seed's student is the student itself
+                row.append(row[0])
+            else:
+                noisy = profile(add_weight_noise(student, sigma, seed), tokenizer, prompts, ablation)
+                row.append(compare(teacher_profile, noisy, 0, prompts.task, **compare_options).alignment.A)
             if progress:
                 progress(1)
         A.append(row)

@@ -14,7 +14,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from kdmech.analysis.alignment import alignment_ci
-from kdmech.analysis.checkpoint import TeacherSide, analyze_checkpoint, run_probes
+from kdmech.analysis.checkpoint import TeacherSide, analyze_checkpoint, run_probes, shared_teacher_side
 from kdmech.analysis.circuit import REFERENCE_THRESHOLD, threshold_sweep
 from kdmech.analysis.noise import noise_curve
 from kdmech.analysis.options import AnalyzeOptions
@@ -108,7 +108,10 @@ def analyze(teacher: str, student: str, out: Path, task: str = "numerals",
                     "teacher_competence": pair.competence.to_json(), "n_prompts": len(pair.prompts),
                     "options": asdict(analysis), "analyses": sorted(wanted)}
     bar.set_postfix_str("teacher profile")
-    side = TeacherSide.build(pair.t_model, pair.t_tok, pair.prompts, analysis, pair.competence.to_json())
+    shared = shared_teacher_side(pair.t_model, pair.prompts, analysis)  # one profile per teacher and process
+    if "side" not in shared:
+        shared["side"] = TeacherSide.build(pair.t_model, pair.t_tok, pair.prompts, analysis, pair.competence.to_json())
+    side = shared["side"]
     tp = side.profile
     bar.update()
     bar.set_postfix_str("student profile")

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import lightning as L
 
+from kdmech.analysis.checkpoint import shared_teacher_side
 from kdmech.analysis.matching import resolve_mlp_method
 from kdmech.analysis.options import AnalysisSchedule
 from kdmech.analysis.presets import get_preset
@@ -273,7 +274,7 @@ def analysis_callbacks(teacher_model, tokenizer, prompts, competence, analysis: 
     several students each finds its own by name and prefixes its W&B keys with it."""
     if not analysis.enabled:
         return []
-    teacher_side = {}
+    teacher_side = shared_teacher_side(teacher_model, prompts, analysis)
     return [CircuitAnalysisCallback(
         teacher_model, tokenizer, prompts, layout, n, analysis, teacher_side=teacher_side,
         teacher_competence=competence.to_json() if competence else None,

@@ -89,8 +89,10 @@ def sweep(config_file: Path, out: Path | None = None, count: int | None = None,
     teacher_spec = params.get("teacher", {}).get("value")
     if not teacher_spec:
         raise KdmechError("a sweep needs `teacher: {value: ...}` (a model name, a folder, a W&B artifact, or tiny)")
-    kind = "causal" if teacher_spec == TINY or teacher_spec.startswith(ARTIFACT) else check_model(teacher_spec, "teacher")
     check_out_dir(out)
+    # a W&B artifact is downloaded (once) here to learn its family; agents get the reference
+    local = resolve_teacher(teacher_spec, out, mode, progress) if teacher_spec.startswith(ARTIFACT) else teacher_spec
+    kind = "causal" if local == TINY else check_model(local, "teacher")
     points = None if mode == "online" else expand(config, count)
     for p in points or []:  # validate every point before any work
         kwargs = _distill_kwargs(_options(p))
@@ -100,7 +102,7 @@ def sweep(config_file: Path, out: Path | None = None, count: int | None = None,
             check_task(kwargs["analysis"].task, kind)
     mlp_method = _mlp_method(config, points)
     out.mkdir(parents=True, exist_ok=True)
-    teacher = resolve_teacher(teacher_spec, out, mode, progress)
+    teacher = resolve_teacher(local, out, mode, progress)
     if mode == "online":
         _online(config, teacher_spec, teacher, out, count, project, entity, tags, mlp_method)
     else:
