@@ -45,7 +45,8 @@ from kdmech.tasks import check_same_tokenization, get_task
 from kdmech.tasks.filtering import accuracy_and_ld, competent_prompts
 from kdmech.run_config import resolved, write_config_yaml
 from kdmech.sweep import agent_point_name
-from kdmech.tracking import WandbMode, begin_run, finish, log_finals, make_logger
+from kdmech.run_summary import log_finals
+from kdmech.tracking import WandbMode, begin_run, finish, make_logger
 from kdmech.validation import check_distill
 
 
@@ -163,7 +164,7 @@ def distill_students(teacher: str, out: Path, capacities: list[CapacitySpec],
     W&B group defaults to the capacity's name with one student, else to `run`; with several
     students every logged key carries the student's name. The run's resolved options go to the
     W&B config and checkpoints/<run>/config.yaml (`kdmech <command> --config` repeats the run);
-    each student's final numbers to `run.summary` (`final/...`, kdmech.tracking.final_summary).
+    each student's final numbers to `run.summary` (`final/...`, kdmech.run_summary).
     Other arguments: as in `distill`.
     """
     quiet_lightning()

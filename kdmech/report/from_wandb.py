@@ -1,5 +1,5 @@
 """A sweep's capacity report from W&B: every finished run of the sweep, whichever machine's agent
-ran it, logged its students' analysis records as an `analysis` artifact (kdmech.tracking.
+ran it, logged its students' analysis records as an `analysis` artifact (kdmech.run_summary.
 log_finals). This downloads them through W&B's public API into a folder laid out like a local
 sweep's (students/<name>/provenance.json + config.yaml, analysis/<name>/*.json, sweep.json with
 each student's result), so the report is the same code as offline."""
