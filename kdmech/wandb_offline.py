@@ -105,24 +105,25 @@ def _merge_items(items, into: dict) -> dict:
     return into
 
 
-def offline_config(folder: str | Path) -> dict:
-    """The W&B config an offline run holds (every config record merged, as the server would)."""
+def _merged(folder: str | Path, updates) -> dict:
+    """Every update `updates(record)` yields (or None) of an offline run's log, merged in order."""
     (log,) = Path(folder).glob("run-*.wandb")
-    config: dict = {}
-    for r in wandb_records(log):
-        if r.WhichOneof("record_type") == "config":
-            _merge_items(r.config.update, config)
-        elif r.WhichOneof("record_type") == "run":
-            _merge_items(r.run.config.update, config)
+    merged: dict = {}
+    for record in wandb_records(log):
+        items = updates(record)
+        if items is not None:
+            _merge_items(items, merged)
+    return merged
+
+
+def offline_config(folder: str | Path) -> dict:
+    """The W&B config an offline run holds (its run and config records merged, as the server would)."""
+    kinds = {"config": lambda r: r.config.update, "run": lambda r: r.run.config.update}
+    config = _merged(folder, lambda r: kinds.get(r.WhichOneof("record_type"), lambda _: None)(r))
     return {k: (v.get("value", v) if isinstance(v, dict) and set(v) <= {"value", "desc"} else v)
             for k, v in config.items() if k != "_wandb"}
 
 
 def offline_summary(folder: str | Path) -> dict:
     """The run.summary an offline run holds (its summary records merged in order)."""
-    (log,) = Path(folder).glob("run-*.wandb")
-    summary: dict = {}
-    for r in wandb_records(log):
-        if r.WhichOneof("record_type") == "summary":
-            _merge_items(r.summary.update, summary)
-    return summary
+    return _merged(folder, lambda r: r.summary.update if r.WhichOneof("record_type") == "summary" else None)
