@@ -231,3 +231,22 @@ def test_every_distill_option_reaches_distill_as_wandb_writes_it(capsys):
     assert cfg["data"]["task_fraction"] == 0.25 and cfg["devices"] == [0, 1]
     assert cfg["tags"] == ["capacity", "seed"] and cfg["trainer"]["precision"] == "bf16-mixed"
     assert cfg["trainer"]["accumulate_grad_batches"] == 2 and cfg["analysis"]["background"] is True
+
+
+def test_online_sweep_config_runs_kdmech_distill_everywhere(tmp_path):
+    """What `kdmech sweep` hands W&B online: the shared teacher and the sweep's folder as values
+    every agent passes on, one MLP similarity for every width, the tags, and the file's command."""
+    from kdmech.commands.sweep import AGENT_COMMAND, online_config
+    from kdmech.sweep import load_sweep
+
+    root = Path(__file__).resolve().parents[1]
+    config = load_sweep(root / "sweeps" / "quick.yaml")
+    cfg = online_config(config, "wandb-artifact://me/kdmech/teacher-quick:v0", Path("runs/sweeps/quick"), "cka",
+                        ["study"])
+    params = cfg["parameters"]
+    assert params["teacher"] == {"value": "wandb-artifact://me/kdmech/teacher-quick:v0"}
+    assert params["out"] == {"value": "runs/sweeps/quick"} and params["tags"] == {"value": ["study"]}
+    assert params["analysis.mlp_similarity"] == {"value": "cka"} and cfg["command"] == AGENT_COMMAND
+    assert config["parameters"]["teacher"] == {"value": "tiny"}  # the file's own config is untouched
+    bare = {"name": "b", "method": "grid", "parameters": {"teacher": {"value": "gpt2"}, "capacity.width": {"values": [1.0]}}}
+    assert online_config(bare, "gpt2", Path("o"), "svd3", None)["parameters"]["analysis.mlp_similarity"] == {"value": "svd3"}
