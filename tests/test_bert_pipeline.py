@@ -111,6 +111,7 @@ def test_a_teacher_of_the_other_family_is_not_reused(bert_run):
         quickstart(out, family="gpt2", depths=[0.5], wandb="disabled", progress=False)
 
 
+@pytest.mark.slow  # 40 s; the script's path is the GPT-2 test's in test_analyze.py, the BERT pair analysis is tested above
 def test_paper_replication_script_takes_the_bert_pair(bert_run, tmp_path):
     import subprocess
     import sys

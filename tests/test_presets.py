@@ -197,7 +197,7 @@ def _analyse(pair, out, preset, task="numerals", analyses=("influence", "matchin
     analyze(str(pair / "teacher"), str(pair / "student"), out, task=task, analyses=list(analyses),
             analysis=AnalyzeOptions(per_type=6, filter_prompts=False, n_boot=20, preset=preset,
                                    allow_weak_teacher=True),  # a random tiny teacher
-            progress=False)
+            progress=False, wandb="disabled")
     return json.loads((out / "analysis.json").read_text())
 
 

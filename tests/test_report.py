@@ -29,7 +29,7 @@ def report(trained_teacher, tmp_path_factory):
         analyze(str(teacher), str(out / "students" / r.name), out / "pair-analysis" / r.name,
                 analyses=["noise", "shift", "sensitivity"],
                 analysis=AnalyzeOptions(per_type=16, min_prompts=16, noise_sigmas=(0.0, 1.0), noise_seeds=1, n_boot=50),
-                progress=False)
+                progress=False, wandb="disabled")
     return write_report(out)
 
 

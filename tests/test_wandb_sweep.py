@@ -250,3 +250,25 @@ def test_online_sweep_config_runs_kdmech_distill_everywhere(tmp_path):
     assert config["parameters"]["teacher"] == {"value": "tiny"}  # the file's own config is untouched
     bare = {"name": "b", "method": "grid", "parameters": {"teacher": {"value": "gpt2"}, "capacity.width": {"values": [1.0]}}}
     assert online_config(bare, "gpt2", Path("o"), "svd3", None)["parameters"]["analysis.mlp_similarity"] == {"value": "svd3"}
+
+
+def test_every_point_of_every_shipped_sweep_file_is_a_distill_command(capsys):
+    """For each file in sweeps/, the command W&B's agent builds for every point (the file's
+    `command:` with `${args}` expanded by W&B's own code) is `kdmech distill` with options it
+    accepts, the teacher and folder included (no `--teacher=tiny` refusal, no missing --out)."""
+    from wandb.sdk.launch.sweeps.utils import create_sweep_command, create_sweep_command_args
+
+    from kdmech.sweep import expand, load_sweep
+
+    root = Path(__file__).resolve().parents[1]
+    for path in sorted((root / "sweeps").glob("*.yaml")):
+        config = load_sweep(path)
+        command = create_sweep_command(list(config["command"]))
+        assert command == COMMAND, path
+        for point in expand(config):
+            args = create_sweep_command_args({"args": {k: {"value": v} for k, v in point.items()}})["args"]
+            with pytest.raises(SystemExit):
+                main(["distill", *args, "--print_config"])
+            cfg = yaml.safe_load(capsys.readouterr().out)
+            assert cfg["teacher"] == "tiny" and cfg["out"] == config["parameters"]["out"]["value"]
+            assert cfg["capacity"]["depth"] == point["capacity.depth"], path
