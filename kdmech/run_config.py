@@ -41,9 +41,13 @@ def provenance(command: str) -> dict:
 
 def plain(value):
     """Options as YAML/JSON-ready values: dataclasses to dicts, paths to strings, tuples to lists."""
+    return json.loads(json.dumps(value, default=_plain_default))
+
+
+def _plain_default(value):
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        value = dataclasses.asdict(value)
-    return json.loads(json.dumps(value, default=str))
+        return dataclasses.asdict(value)
+    return str(value)
 
 
 def resolved(command: str, options: dict) -> dict:

@@ -272,3 +272,14 @@ def test_every_point_of_every_shipped_sweep_file_is_a_distill_command(capsys):
             cfg = yaml.safe_load(capsys.readouterr().out)
             assert cfg["teacher"] == "tiny" and cfg["out"] == config["parameters"]["out"]["value"]
             assert cfg["capacity"]["depth"] == point["capacity.depth"], path
+
+
+def test_options_inside_lists_are_written_as_plain_values():
+    """distill-shared's `capacities` (a list of dataclasses) reach config.yaml and W&B as
+    mappings `--config` reads back, not as their Python repr."""
+    from kdmech.models import CapacitySpec
+    from kdmech.run_config import plain
+
+    assert plain({"capacities": [CapacitySpec(depth=0.5), CapacitySpec(depth=0.25, width=0.5)], "out": Path("o")}) == {
+        "capacities": [{"depth": 0.5, "width": 1.0, "heads": 1.0}, {"depth": 0.25, "width": 0.5, "heads": 1.0}],
+        "out": "o"}
