@@ -81,9 +81,7 @@ def analyze(teacher: str, student: str, out: Path, task: str = "numerals",
         entity: W&B entity (user or team; default: the account's default entity).
         tags: W&B tags of the run.
     """
-    options = {"teacher": teacher, "student": student, "out": out, "task": task, "analyses": analyses,
-               "analysis": analysis, "progress": progress, "device": device, "wandb": wandb,
-               "project": project, "entity": entity, "tags": tags}
+    options = dict(locals())  # this command's options, for its W&B run's config
     bad = [a for a in analyses if a not in ANALYSES]
     if bad:
         raise KdmechError(f"analysis {bad[0]!r} is unknown; accepted: {list(ANALYSES)}")

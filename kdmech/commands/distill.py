@@ -137,11 +137,12 @@ def distill(teacher: str, out: Path, capacity: CapacitySpec = CapacitySpec(),
     """
     name = name or agent_point_name() or capacity.name
     teacher = resolve_teacher(teacher, out, wandb, progress)
+    options = dict(locals())  # this command's options, as `kdmech distill --config` reads them
     results = distill_students(teacher, out, [capacity], [name], init=init, loss=loss,
                                training=training, analysis=analysis, data=data, trainer=trainer, strategy=strategy,
                                devices=devices, resume=resume, wandb=wandb, progress=progress, group=group,
                                accelerator=accelerator, num_nodes=num_nodes, project=project, entity=entity,
-                               tags=tags, command="distill")
+                               tags=tags, options=options, command="distill")
     return results[0] if results else None  # None on the other ranks of a distributed run
 
 
@@ -154,7 +155,8 @@ def distill_students(teacher: str, out: Path, capacities: list[CapacitySpec],
                      devices: Devices = 1, resume: bool = False, wandb: WandbMode = "auto",
                      progress: bool = True, group: str | None = None, accelerator: str = "auto",
                      num_nodes: int = 1, project: str = "kdmech", entity: str | None = None,
-                     tags: list[str] | None = None, command: str = "distill-shared") -> list[StudentResult]:
+                     tags: list[str] | None = None, options: dict | None = None,
+                     command: str = "distill-shared") -> list[StudentResult]:
     """Distil one student per capacity against one teacher forward pass per batch, analyse
     each at checkpoints; the results in the order of `capacities` ([] on ranks other than 0).
 
@@ -163,7 +165,9 @@ def distill_students(teacher: str, out: Path, capacities: list[CapacitySpec],
     MLP similarity is resolved once for all students (cka if any width ratio is below 1). The
     W&B group defaults to the capacity's name with one student, else to `run`; with several
     students every logged key carries the student's name. The run's resolved options go to the
-    W&B config and checkpoints/<run>/config.yaml (`kdmech <command> --config` repeats the run);
+    W&B config and checkpoints/<run>/config.yaml: `options`, the calling command's own
+    arguments, with the resolved MLP similarity and student names (`kdmech <command> --config`
+    repeats the run);
     each student's final numbers to `run.summary` (`final/...`, kdmech.run_summary).
     Other arguments: as in `distill`.
     """
@@ -179,12 +183,8 @@ def distill_students(teacher: str, out: Path, capacities: list[CapacitySpec],
     # one MLP method for every student (docs/method.md §7.2)
     analysis = replace(analysis, mlp_similarity=resolve_mlp_method(
         analysis.mlp_similarity, [c.width for c in capacities]))
-    config = resolved(command, {
-        "teacher": teacher, "out": out, **_students_options(capacities, names, command), "init": init,
-        "loss": loss, "training": training, "analysis": analysis, "data": data, "trainer": trainer,
-        "strategy": strategy, "devices": devices, "accelerator": accelerator, "num_nodes": num_nodes,
-        "resume": resume, "wandb": wandb, "progress": progress, "group": group, "project": project,
-        "entity": entity, "tags": tags})
+    options = {**(options or {}), "analysis": analysis}
+    config = resolved(command, options | ({"names": names} if "names" in options else {}))
     teacher_model, tokenizer, kind = load_lm(teacher)
     L.seed_everything(training.seed, verbose=False)
     built = {n: build_student(teacher_model, c, init, seed=training.seed) for n, c in zip(names, capacities)}
@@ -280,14 +280,6 @@ def analysis_callbacks(teacher_model, tokenizer, prompts, competence, analysis: 
         teacher_model, tokenizer, prompts, layout, n, analysis, teacher_side=teacher_side,
         teacher_competence=competence.to_json() if competence else None,
         prefix=f"{n}/" if len(names) > 1 else "") for n in names]
-
-
-def _students_options(capacities: list[CapacitySpec], names: list[str], command: str) -> dict:
-    """The students as the command's options name them: capacity and name (distill), or
-    capacities and names (distill-shared)."""
-    if command == "distill":
-        return {"capacity": capacities[0], "name": names[0]}
-    return {"capacities": list(capacities), "names": names}
 
 
 def save_student(name, student, provenance, tokenizer, teacher_model, prompts, results,

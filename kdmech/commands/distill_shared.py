@@ -61,8 +61,9 @@ def distill_shared(teacher: str, out: Path, capacities: list[CapacitySpec],
         tags: W&B tags of the run.
     """
     teacher = resolve_teacher(teacher, out, wandb, progress)
+    options = dict(locals())  # this command's options, as `kdmech distill-shared --config` reads them
     return distill_students(teacher, out, capacities, names, run="shared", init=init, loss=loss,
                             training=training, analysis=analysis, data=data, trainer=trainer, strategy=strategy,
                             devices=devices, resume=resume, wandb=wandb, progress=progress, group=group,
                             accelerator=accelerator, num_nodes=num_nodes, project=project, entity=entity,
-                            tags=tags, command="distill-shared")
+                            tags=tags, options=options, command="distill-shared")

@@ -115,9 +115,7 @@ def train_teacher(out: Path, tiny: TinySpec = TinySpec(),
         entity: W&B entity (user or team; default: the account's default entity).
         tags: W&B tags of the run.
     """
-    config = resolved("train-teacher", {"out": out, "tiny": tiny, "training": training, "wandb": wandb,
-                                        "wandb_dir": wandb_dir, "progress": progress, "family": family,
-                                        "resume": resume, "project": project, "entity": entity, "tags": tags})
+    config = resolved("train-teacher", locals())  # this command's options, as --config reads them
     out = Path(out)
     check_out_dir(out, replaced=True)
     check_out_dir(wandb_dir or out.parent, "wandb_dir")
