@@ -1,7 +1,9 @@
 """Nothing lost, nothing doubled (issue 12 items 1-3): a `kdmech distill` killed with SIGKILL and
 resumed ends with an uninterrupted run's weights, analyses and W&B history; the same command
 twice gives the same bits; distill-shared, train-teacher and the BERT masker resume exactly;
-a damaged checkpoint is detected.
+a damaged checkpoint is detected. Two other ways of running the same distillation must give the
+same bits too, so they are checked against the same uninterrupted reference here: analyses in a
+background thread, and a teacher profile shared with an earlier run in the process.
 
 Teachers here are tiny and untrained (the analyses run with the competence gate off): resuming
 is about bits, not skill."""

@@ -177,7 +177,7 @@ def distill_students(teacher: str, out: Path, capacities: list[CapacitySpec],
         data_files(data)
     start, layout = time.perf_counter(), RunLayout(out)
     names, run = _names(capacities, names, run)
-    ckpt_dir, run_id_file = layout.checkpoints(run), layout.wandb_run_id(run)
+    ckpt_dir = layout.checkpoints(run)
     point = resume_point(ckpt_dir) if resume else None  # a damaged checkpoint: refused before any load
     ckpt_path = str(point.path) if point else None
     # one MLP method for every student (docs/method.md §7.2)
@@ -197,13 +197,8 @@ def distill_students(teacher: str, out: Path, capacities: list[CapacitySpec],
                                 {n: list(p["layer_map"].values()) for n, (_, p) in built.items()},
                                 loss, training.lr, training.warmup_steps, masker, training.seed)
     analyses = analysis_callbacks(teacher_model, tokenizer, prompts, competence, analysis, layout, names)
-    logger = make_logger(
-        layout.wandb, name=run if names == [run] else f"{run}-" + "+".join(names),
-        group=group or (capacities[0].name if len(names) == 1 else run),
-        job_type=capacities[0].name if len(names) == 1 else None, mode=wandb, journal=layout.wandb_journal(run),
-        # --resume continues the stored W&B run (from step 0 when killed before a checkpoint)
-        run_id=run_id_file.read_text().strip() if resume and run_id_file.exists() else None,
-        config=config, project=project, entity=entity, tags=tags)
+    logger = _logger(layout, run, names, capacities, resume, config,
+                     dict(group=group, mode=wandb, project=project, entity=entity, tags=tags))
     # Checkpoints are written at the end of a validation (by default at every analysis step),
     # once the step has logged everything: a resumed run logs nothing twice. The trainer's
     # validation loop runs at the gcd of the two cadences; each does its work at its own.
@@ -256,6 +251,21 @@ def _start_run(layout: RunLayout, names: list[str], prompts, logger, run: str, p
             prompts.save(layout.prompts_json(n))
     if logger is not None:
         begin_run(logger, layout.wandb_run_id(run), point.step if point else 0)
+
+
+def _logger(layout: RunLayout, run: str, names: list[str], capacities: list[CapacitySpec], resume: bool,
+            config: dict, wandb: dict):
+    """The run's W&B logger: named after its student (or `run-` and every student's name),
+    grouped by capacity with one student (else by run); --resume continues the stored W&B run
+    (from step 0 when killed before a checkpoint). `wandb`: group, mode, project, entity, tags."""
+    one = len(names) == 1
+    run_id_file = layout.wandb_run_id(run)
+    return make_logger(
+        layout.wandb, name=run if names == [run] else f"{run}-" + "+".join(names),
+        group=wandb.pop("group") or (capacities[0].name if one else run),
+        job_type=capacities[0].name if one else None, journal=layout.wandb_journal(run),
+        run_id=run_id_file.read_text().strip() if resume and run_id_file.exists() else None,
+        config=config, **wandb)
 
 
 def _names(capacities: list[CapacitySpec], names: list[str] | None, run: str | None):
