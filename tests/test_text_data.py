@@ -4,10 +4,7 @@ with the task corpus on request, streamed on request; the training batches are t
 blocks; a hub corpus that cannot be reached is one line."""
 
 import json
-import os
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -109,17 +106,23 @@ def test_streaming_resumes_by_skipping_the_blocks_trained_on(tok, tmp_path):
     assert text and all(b in blocks[3:] for b in text) and len(text) < len(whole)  # task rows mixed in
 
 
-def test_distill_cli_trains_on_the_files(teacher, tok, tmp_path, monkeypatch):
-    docs = documents(tok, 80)
-    corpus = write(tmp_path, docs, "jsonl")
-    first = []
+def recorded_batches(monkeypatch) -> list:
+    """The input ids of every batch the distillation trains on, as the run goes."""
+    seen = []
     step = module_file.DistillationModule.training_step
 
     def record(self, batch, batch_idx):
-        first.append(batch["input_ids"].clone())
+        seen.append(batch["input_ids"].clone())
         return step(self, batch, batch_idx)
 
     monkeypatch.setattr(module_file.DistillationModule, "training_step", record)
+    return seen
+
+
+def test_distill_cli_trains_on_the_files(teacher, tok, tmp_path, monkeypatch):
+    docs = documents(tok, 80)
+    corpus = write(tmp_path, docs, "jsonl")
+    first = recorded_batches(monkeypatch)
     out = tmp_path / "run"
     assert main(["distill", "--teacher", str(teacher), "--out", str(out), "--capacity.depth", "0.5",
                  "--data.files", f"[{corpus}]", "--data.text_column", "body", "--data.block_size", "16",
@@ -166,14 +169,7 @@ def test_gpt2_bpe_teacher_distils_on_text_files(tmp_path, monkeypatch):
             "Ünïcödé and numbers 1234 survive byte-level BPE."] * 12
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(docs) + "\n")
-    seen = []
-    step = module_file.DistillationModule.training_step
-
-    def record(self, batch, batch_idx):
-        seen.append(batch["input_ids"].clone())
-        return step(self, batch, batch_idx)
-
-    monkeypatch.setattr(module_file.DistillationModule, "training_step", record)
+    seen = recorded_batches(monkeypatch)
     assert main(["distill", "--teacher", str(teacher), "--out", str(tmp_path / "run"), "--capacity.depth", "0.5",
                  "--data.files", f"[{corpus}]", "--data.block_size", "32", "--training.steps", "2",
                  "--training.batch_size", "2", "--training.warmup_steps", "1", "--analysis.enabled", "false",
