@@ -32,6 +32,11 @@ def _ablated_hook(name: str) -> bool:
     return name.endswith("attn.hook_z") or name.endswith("hook_mlp_out")
 
 
+def row_chunks(n: int, rows: int) -> list[slice]:
+    """Consecutive slices of at most `rows` of n prompt rows (one slice when rows ≥ n)."""
+    return [slice(i, min(i + rows, n)) for i in range(0, n, max(1, rows))]
+
+
 @dataclass
 class CorruptedActivations:
     """What ablations patch in, from one run over the corrupted prompts. `means[h]` has
@@ -91,11 +96,12 @@ def ablation_hooks(nodes: list[Node], kind: AblationKind, source: CorruptedActiv
 
 def ablated_metric(bridged: Bridged, prompts: PromptSet, nodes: list[Node],
                    kind: AblationKind = AblationKind.MEAN,
-                   source: CorruptedActivations | None = None) -> torch.Tensor:
+                   source: CorruptedActivations | None = None, batch_size: int = 64) -> torch.Tensor:
     """Per-prompt task metric (LD for most tasks) with every node in `nodes` ablated at once:
-    one plain full forward, the reference every faster path is tested against."""
+    one plain full forward (`batch_size` prompts at a time), the reference every faster path
+    is tested against."""
     hooks = ablation_hooks(nodes, kind, source) if nodes else []
-    return task_metric(logits_at(bridged, prompts.clean, prompts.positions, hooks), prompts)
+    return task_metric(logits_at(bridged, prompts.clean, prompts.positions, hooks, batch_size), prompts)
 
 
 def ablated_metric_mean(bridged: Bridged, prompts: PromptSet, nodes: list[Node],

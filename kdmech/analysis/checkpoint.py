@@ -59,7 +59,8 @@ class TeacherSide:
               competence: dict | None = None) -> "TeacherSide":
         # circuits (at a checkpoint or the end) path-patch on the teacher's engine: one corrupted run
         prof = profile(teacher, tokenizer, prompts, options.ablation,
-                       keep_corrupted=getattr(options, "circuits", False))
+                       keep_corrupted=getattr(options, "circuits", False),
+                       max_batch_tokens=options.max_batch_tokens)
         return cls(prof, tokenizer, options, competence or {},
                    alignment_lds(get_preset(options.preset), prof))
 
@@ -119,7 +120,8 @@ def analyze_checkpoint(teacher: TeacherSide, student, tokenizer, prompts: Prompt
     with `circuits`, both circuits at `threshold` and the probes."""
     options = teacher.options
     preset = get_preset(options.preset)
-    prof = profile(student, tokenizer, prompts, options.ablation, keep_corrupted=circuits)
+    prof = profile(student, tokenizer, prompts, options.ablation, keep_corrupted=circuits,
+                   max_batch_tokens=options.max_batch_tokens)
     pair = compare(teacher.profile, prof, step, prompts.task, **options.compare_options())
     student_lds = alignment_lds(preset, prof)
     pair = realign(pair, preset, teacher.alignment_lds, student_lds)

@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from kdmech.analysis.engine import AblationEngine
+from kdmech.analysis.engine import AblationEngine, final_metrics
 from kdmech.analysis.nodes import Node
 from kdmech.errors import KdmechError
 
@@ -181,18 +181,22 @@ def path_patching(engine: AblationEngine, circuit: set[Node], progress=None) -> 
     p = engine.prompts
     state = engine.ablated_state([n for n in engine.bridged.nodes if n not in circuit])
     paired = engine.paired_corrupted().full
-    z_corrupted = lambda layer: paired[Node(layer, 0).hook].flatten(2)  # noqa: E731
-    mlp_corrupted = lambda layer: paired[Node(layer).hook]  # noqa: E731
-    rows = torch.arange(len(p), device=p.device)
-    baseline = runner.metric_from_final(state.resid_final[rows, p.positions], p).mean().item()
+    baseline = final_metrics(runner, state.resid_final, p, engine.row_chunks).mean().item()
+    # each patched forward runs on one slice of prompt rows (the engine's memory budget; one
+    # slice without it); an edge's score is the mean over every prompt
+    slices = [(sl, state.rows(sl), lambda layer, sl=sl: paired[Node(layer, 0).hook][sl].flatten(2),
+               lambda layer, sl=sl: paired[Node(layer).hook][sl]) for sl in engine.row_chunks]
     scores = {}
     for sender in sorted(circuit):
-        delta = runner.sender_delta(sender, z_corrupted, mlp_corrupted, state)
+        deltas = [runner.sender_delta(sender, z_corrupted, mlp_corrupted, st)
+                  for _, st, z_corrupted, mlp_corrupted in slices]
         for receiver, layer in _receivers(circuit, engine.n_layers):
             if not _upstream(sender, receiver, layer):
                 continue
-            resid = runner.patched_path_resid(delta, receiver, p.positions, state)
-            scores[(sender.name, receiver)] = runner.metric_from_final(resid, p).mean().item()
+            lds = [runner.metric_from_final(runner.patched_path_resid(delta, receiver, p.positions[sl], st),
+                                            p, rows=sl)
+                   for (sl, st, _, _), delta in zip(slices, deltas)]
+            scores[(sender.name, receiver)] = torch.cat(lds).mean().item()
             if progress:
                 progress(1)
     return EdgeScores(baseline, scores)

@@ -21,6 +21,12 @@ Path patching and the residual probes read the fast path's cached forwards; they
 where the family declares an additive residual stream, and an engine built without its fast
 path builds the runner for them on demand (the same runner, so the same numbers).
 
+A memory budget (`max_batch_tokens`, `AnalysisOptions.max_batch_tokens`) splits the prompts
+into row slices of at most max(1, budget // seq_len) rows: cached forwards are computed a
+slice at a time, every ablated forward runs on one slice (stacked copies counted), and the
+per-prompt metrics are concatenated. Mean ablation keeps the means over every corrupted
+prompt, so the numbers are those of the unbudgeted engine up to float rounding.
+
 The engine runs where the model is: its prompts are moved to the model's device
 (`PromptSet.for_model`) and every tensor it makes takes its device from them or from the
 activations (tests/test_device.py).
@@ -34,12 +40,12 @@ from typing import TYPE_CHECKING
 import torch
 
 from kdmech.analysis.ablation import (AblationKind, CorruptedActivations, ablated_metric,
-                                     corrupted_activations)
+                                     corrupted_activations, row_chunks)
 from kdmech.analysis.bridge import Bridged
 from kdmech.analysis.nodes import Node
 from kdmech.errors import KdmechError
 from kdmech.tasks.metric import task_metric
-from kdmech.tasks.prompt_set import PromptSet
+from kdmech.tasks.prompt_set import PromptSet, batch_rows
 
 if TYPE_CHECKING:
     from kdmech.analysis.gpt2_runner import RunState
@@ -53,16 +59,25 @@ class AblationEngine:
     def __init__(self, bridged: Bridged, prompts: PromptSet,
                  kind: AblationKind = AblationKind.MEAN,
                  source: CorruptedActivations | None = None, max_rows: int | None = None,
-                 fast_path: bool = True):
+                 fast_path: bool = True, max_batch_tokens: int = 0):
         self.bridged, self.prompts = bridged, prompts.for_model(bridged.bridge)
         prompts = self.prompts
         self.kind, self.source = AblationKind(kind), source
         self._paired: CorruptedActivations | None = None
+        self.max_batch_tokens = max_batch_tokens
+        n, t = len(prompts), prompts.seq_len
+        self.chunk_rows = batch_rows(max_batch_tokens, t, n)
+        """Prompt rows of one slice (all of them without a budget)."""
+        self.row_chunks = row_chunks(n, self.chunk_rows)
+        self.batch_size = batch_rows(max_batch_tokens, t, 64)
+        """Prompt rows per forward of the reference path and the corrupted run."""
         on_gpu = prompts.clean.is_cuda
-        self.max_rows = max(max_rows or (4096 if on_gpu else 0), len(prompts))
+        # rows of one bridge forward of stacked copies: the budget counts every copy
+        self.max_rows = batch_rows(max_batch_tokens, t, max(max_rows or (4096 if on_gpu else 0),
+                                                            self.chunk_rows))
         self.n_layers = bridged.n_layers
         self.family = bridged.family
-        self.runner = self.family.fast_ablation(bridged.model, prompts.clean) if fast_path else None
+        self.runner = self._fast_runner() if fast_path else None
         self._residual_runner, self._residual_tried = self.runner, self.runner is not None
         # no start-at-layer shortcut (post-LayerNorm encoders' MLM head): every ablation set
         # is one plain forward, the reference path
@@ -73,21 +88,30 @@ class AblationEngine:
             return
         names = [f"blocks.{l}.hook_resid_pre" for l in range(self.n_layers)]
         names += [f"blocks.{self.n_layers - 1}.hook_resid_post"]
+        parts = []
         with torch.no_grad():
-            _, cache = bridged.bridge.run_with_cache(prompts.clean, names_filter=lambda n: n in names)
-        self.resid_pre = [cache[n] for n in names[:-1]]
-        self.resid_final = cache[names[-1]]
-        self.full_metric = self.metrics_from_resid(self.resid_final).mean().item()
+            for sl in self.row_chunks:
+                _, cache = bridged.bridge.run_with_cache(prompts.clean[sl], names_filter=lambda n: n in names)
+                parts.append([cache[n] for n in names])
+        cached = [p[0] if len(parts) == 1 else torch.cat(p) for p in zip(*parts)]
+        self.resid_pre = cached[:-1]
+        self.resid_final = cached[-1]
+        self.full_metric = self._intact().mean().item()
+
+    def _fast_runner(self):
+        """The family's fast runner over these prompts, its forwards within the budget."""
+        return self.family.fast_ablation(self.bridged.model, self.prompts.clean, self.chunk_rows)
 
     # --- reading the answer off a final residual stream -------------------------------
-    def metrics_from_resid(self, resid: torch.Tensor) -> torch.Tensor:
-        """Per-row LD from final residuals [k·N, T, d] (k stacked copies of the prompts)."""
-        n = len(self.prompts)
-        reps = resid.shape[0] // n
-        pos = self.prompts.positions.repeat(reps)
+    def metrics_from_resid(self, resid: torch.Tensor, rows: slice | None = None) -> torch.Tensor:
+        """Per-row LD from final residuals [k·N, T, d] (k stacked copies of the prompts, or
+        of the prompt rows `rows`)."""
+        positions = self.prompts.positions if rows is None else self.prompts.positions[rows]
+        reps = resid.shape[0] // positions.shape[0]
+        pos = positions.repeat(reps)
         at = resid[torch.arange(resid.shape[0], device=resid.device), pos]
         bridge = self.bridged.bridge
-        return task_metric(bridge.unembed(bridge.ln_final(at[:, None]))[:, 0], self.prompts)
+        return task_metric(bridge.unembed(bridge.ln_final(at[:, None]))[:, 0], self.prompts, rows)
 
     @torch.no_grad()
     def run_from(self, layer: int, resid: torch.Tensor, hooks: list) -> torch.Tensor:
@@ -122,9 +146,10 @@ class AblationEngine:
                      if hook_name.endswith("hook_z") else (t, self.bridged.d_model))
         return torch.zeros(n, *shape, device=self.prompts.device)
 
-    def _hooks(self, sets: list[list[Node]]) -> list:
-        """Hooks that ablate sets[j] in rows j·N … (j+1)·N of a stacked batch."""
-        n = len(self.prompts)
+    def _hooks(self, sets: list[list[Node]], rows: slice | None = None) -> list:
+        """Hooks that ablate sets[j] in rows j·N … (j+1)·N of a stacked batch (N: the prompts,
+        or the prompt rows `rows`)."""
+        n = len(self.prompts) if rows is None else rows.stop - rows.start
         edits: dict[str, list] = defaultdict(list)
         for j, nodes in enumerate(sets):
             by_hook: dict[str, list] = defaultdict(list)
@@ -137,11 +162,13 @@ class AblationEngine:
             def hook(act, hook):
                 act = act.clone()
                 new = self.replacement(name)
-                for rows, heads in todo:
+                if rows is not None:
+                    new = new[rows]
+                for stacked, heads in todo:
                     if heads:
-                        act[rows, :, heads] = new[:, :, heads]
+                        act[stacked, :, heads] = new[:, :, heads]
                     else:
-                        act[rows] = new
+                        act[stacked] = new
                 return act
             return hook
 
@@ -163,7 +190,8 @@ class AblationEngine:
         if src is not None and src.full and all(v.shape[0] == n for v in src.full.values()):
             return src
         if self._paired is None:
-            self._paired = corrupted_activations(self.bridged, self.prompts, keep_full=True)
+            self._paired = corrupted_activations(self.bridged, self.prompts, keep_full=True,
+                                                 batch_size=self.batch_size)
         return self._paired
 
     # --- analyses that read the residual stream as a sum (edges, DLA, OV probes) -------
@@ -174,7 +202,7 @@ class AblationEngine:
             return self.family.refusal(what)
         if not self._residual_tried:  # an engine built without its fast path builds it now
             self._residual_tried = True
-            self._residual_runner = self.family.fast_ablation(self.bridged.model, self.prompts.clean)
+            self._residual_runner = self._fast_runner()
         if self._residual_runner is None:
             return (f"{what} reads the {self.family.name} family's fast path, which does not "
                     f"cover this model's config")
@@ -196,17 +224,22 @@ class AblationEngine:
     def _intact(self) -> torch.Tensor:
         """Per-prompt metric of the intact model."""
         if self.reference_only:
-            return ablated_metric(self.bridged, self.prompts, [], self.kind, self.source)
+            return ablated_metric(self.bridged, self.prompts, [], self.kind, self.source, self.batch_size)
         if self.runner is not None:
             p = self.prompts
-            at = self.runner.resid_final[torch.arange(len(p), device=p.device), p.positions]
-            return self.runner.metric_from_final(at, p)
-        return self.metrics_from_resid(self.resid_final)
+            return final_metrics(self.runner, self.runner.resid_final, p, self.row_chunks)
+        if len(self.row_chunks) == 1:
+            return self.metrics_from_resid(self.resid_final)
+        return torch.cat([self.metrics_from_resid(self.resid_final[sl], sl) for sl in self.row_chunks])
 
     def _runner_metrics(self, nodes: list[Node]) -> torch.Tensor:
-        p = self.prompts
-        resid = self.runner.final_resid_at(nodes, p.positions, self._z_new, self._mlp_new)
-        return self.runner.metric_from_final(resid, p)
+        p, runner = self.prompts, self.runner
+        if len(self.row_chunks) == 1:
+            resid = runner.final_resid_at(nodes, p.positions, self._z_new, self._mlp_new)
+            return runner.metric_from_final(resid, p)
+        return torch.cat([runner.metric_from_final(
+            runner.final_resid_at(nodes, p.positions[sl], self._z_new, self._mlp_new, rows=sl), p, rows=sl)
+            for sl in self.row_chunks])
 
     @torch.no_grad()
     def metrics(self, sets: list[list[Node]], per_prompt: bool = False) -> list:
@@ -218,31 +251,51 @@ class AblationEngine:
                 if not nodes:
                     lds = self._intact()
                 elif self.reference_only:
-                    lds = ablated_metric(self.bridged, self.prompts, nodes, self.kind, self.source)
+                    lds = ablated_metric(self.bridged, self.prompts, nodes, self.kind, self.source,
+                                         self.batch_size)
                 else:
                     lds = self._runner_metrics(nodes)
                 out.append(lds if per_prompt else lds.mean().item())
             return out
-        n = len(self.prompts)
         out: list = [None] * len(sets)
         by_start: dict[int, list[int]] = defaultdict(list)
         for i, nodes in enumerate(sets):
             if not nodes:
-                lds = self.metrics_from_resid(self.resid_final)
+                lds = self._intact()
                 out[i] = lds if per_prompt else lds.mean().item()
             else:
                 by_start[min(node.layer for node in nodes)].append(i)
-        per_forward = max(1, self.max_rows // n)
-        for layer, idx in by_start.items():
-            for k in range(0, len(idx), per_forward):
-                chunk = idx[k:k + per_forward]
-                resid = self.resid_pre[layer].repeat(len(chunk), 1, 1)
-                final = self.run_from(layer, resid, self._hooks([sets[i] for i in chunk]))
-                lds = self.metrics_from_resid(final).view(len(chunk), n)
-                for j, i in enumerate(chunk):
-                    out[i] = lds[j] if per_prompt else lds[j].mean().item()
+        whole = len(self.row_chunks) == 1
+        parts: dict[int, list] = defaultdict(list)  # per set, its LDs slice by slice
+        for sl in self.row_chunks:
+            n = sl.stop - sl.start
+            rows = None if whole else sl
+            per_forward = max(1, self.max_rows // n)
+            for layer, idx in by_start.items():
+                for k in range(0, len(idx), per_forward):
+                    chunk = idx[k:k + per_forward]
+                    resid = self.resid_pre[layer][sl].repeat(len(chunk), 1, 1)
+                    final = self.run_from(layer, resid, self._hooks([sets[i] for i in chunk], rows))
+                    lds = self.metrics_from_resid(final, rows).view(len(chunk), n)
+                    for j, i in enumerate(chunk):
+                        parts[i].append(lds[j])
+        for i, lds in parts.items():
+            lds = lds[0] if whole else torch.cat(lds)
+            out[i] = lds if per_prompt else lds.mean().item()
         return out
 
     def metric(self, nodes: list[Node]) -> float:
         return self.metrics([nodes])[0]
 
+
+
+def final_metrics(runner, resid_final: torch.Tensor, prompts: PromptSet, chunks: list[slice]) -> torch.Tensor:
+    """Per-prompt metric of a fast-path runner's cached final residuals [N, T, d], read at the
+    prediction positions one slice of prompt rows at a time."""
+    def at(sl: slice) -> torch.Tensor:
+        rows = torch.arange(sl.stop - sl.start, device=resid_final.device)
+        return resid_final[sl][rows, prompts.positions[sl]]
+
+    if len(chunks) == 1:
+        return runner.metric_from_final(at(chunks[0]), prompts)
+    return torch.cat([runner.metric_from_final(at(sl), prompts, rows=sl) for sl in chunks])

@@ -14,6 +14,10 @@ full forward per ablation set:
 
 Path patching (edges) runs against a cached forward, a `RunState`: the clean run, or a run
 with the nodes outside a circuit ablated (`ablated_state`).
+
+With `batch_rows` (a memory budget, `AnalysisOptions.max_batch_tokens`) no forward takes more
+prompt rows than that: cached forwards are computed a slice of rows at a time into one state,
+and callers run the rest on row slices of it (`RunState.rows`).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing import Callable
 
 import torch
 
+from kdmech.analysis.ablation import row_chunks
 from kdmech.analysis.nodes import Node
 from kdmech.tasks.metric import task_metric
 
@@ -57,6 +62,30 @@ class RunState:
     mlp_new: Callable | None = None
     """layer → replacement MLP output [N, T, d]."""
 
+    def rows(self, sl: slice) -> "RunState":
+        """The same state for prompt rows `sl` only (views, replacements sliced alike)."""
+        return RunState([x[sl] for x in self.resid_pre], [x[sl] for x in self.resid_mid],
+                        [x[sl] for x in self.z], [x[sl] for x in self.mlp_out], self.resid_final[sl],
+                        self.heads_at, self.mlps, _rows_of(self.z_new, sl), _rows_of(self.mlp_new, sl))
+
+
+def _rows_of(fn: Callable | None, sl: slice | None) -> Callable | None:
+    """layer → fn(layer)[sl]: a replacement function restricted to prompt rows `sl`."""
+    if fn is None or sl is None:
+        return fn
+    return lambda layer: fn(layer)[sl]
+
+
+def _keep(cache: list, x: torch.Tensor, layer: int, sl: slice, n: int) -> None:
+    """Store `x` (rows `sl` of n) as `cache[layer]`: itself when it holds every row, else into
+    one [n, ...] tensor allocated at the first slice."""
+    if sl.start == 0 and sl.stop == n:
+        cache.append(x)
+        return
+    if sl.start == 0:
+        cache.append(x.new_empty((n, *x.shape[1:])))
+    cache[layer][sl] = x
+
 
 def _ablation_plan(nodes) -> tuple[dict[int, list[int]], set[int]]:
     heads_at: dict[int, list[int]] = {}
@@ -70,7 +99,7 @@ def _ablation_plan(nodes) -> tuple[dict[int, list[int]], set[int]]:
 
 
 class GPT2Runner:
-    def __init__(self, model, clean: torch.Tensor):
+    def __init__(self, model, clean: torch.Tensor, batch_rows: int | None = None):
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
         c = self.model.config
         self.n_layers, self.n_heads, self.d = c.n_layer, c.n_head, c.n_embd
@@ -78,6 +107,8 @@ class GPT2Runner:
         self.scale = 1 / math.sqrt(self.d_head) if c.scale_attn_weights else 1.0
         self.blocks = self.model.transformer.h
         self.clean_ids = clean
+        self.chunks = row_chunks(clean.shape[0], batch_rows or clean.shape[0])
+        """Prompt rows of each cached forward (one slice without a budget)."""
         self.clean = self.ablated_state([])
         # the clean run's caches, by their old names
         self.resid_pre, self.resid_mid, self.z = self.clean.resid_pre, self.clean.resid_mid, self.clean.z
@@ -86,24 +117,30 @@ class GPT2Runner:
     @torch.no_grad()
     def ablated_state(self, nodes: list[Node], z_new=None, mlp_new=None) -> RunState:
         """A full forward over the clean prompts with `nodes` ablated (replacements as in
-        `final_resid_at`), every activation path patching needs cached (see `RunState`)."""
+        `final_resid_at`), every activation path patching needs cached (see `RunState`);
+        computed `self.chunks` rows at a time."""
         heads_at, mlps = _ablation_plan(nodes)
         state = RunState([], [], [], [], None, heads_at, mlps, z_new, mlp_new)
-        ids = self.clean_ids
-        h = self.model.transformer.wte(ids) + self.model.transformer.wpe(
-            torch.arange(ids.shape[1], device=ids.device))[None]
-        for l, block in enumerate(self.blocks):
-            state.resid_pre.append(h)
-            z = self._z(block, h)
-            if l in heads_at:
-                z = self._patched_z(z, heads_at[l], z_new(l))
-            state.z.append(z)
-            mid = h + block.attn.c_proj(z)
-            state.resid_mid.append(mid)
-            out = mlp_new(l) if l in mlps else block.mlp(block.ln_2(mid))
-            state.mlp_out.append(out)
-            h = mid + out
-        state.resid_final = h
+        n = self.clean_ids.shape[0]
+        final = []
+        for sl in self.chunks:
+            ids = self.clean_ids[sl]
+            zs, ms = _rows_of(z_new, sl), _rows_of(mlp_new, sl)
+            h = self.model.transformer.wte(ids) + self.model.transformer.wpe(
+                torch.arange(ids.shape[1], device=ids.device))[None]
+            for l, block in enumerate(self.blocks):
+                _keep(state.resid_pre, h, l, sl, n)
+                z = self._z(block, h)
+                if l in heads_at:
+                    z = self._patched_z(z, heads_at[l], zs(l))
+                _keep(state.z, z, l, sl, n)
+                mid = h + block.attn.c_proj(z)
+                _keep(state.resid_mid, mid, l, sl, n)
+                out = ms(l) if l in mlps else block.mlp(block.ln_2(mid))
+                _keep(state.mlp_out, out, l, sl, n)
+                h = mid + out
+            _keep(final, h, 0, sl, n)
+        state.resid_final = final[0]
         return state
 
     def _z(self, block, h):
@@ -128,15 +165,19 @@ class GPT2Runner:
         return z
 
     @torch.no_grad()
-    def final_resid_at(self, nodes: list[Node], positions: torch.Tensor, z_new, mlp_new) -> torch.Tensor:
+    def final_resid_at(self, nodes: list[Node], positions: torch.Tensor, z_new, mlp_new,
+                       rows: slice | None = None) -> torch.Tensor:
         """Residual after the last block at each prompt's position, with `nodes` ablated.
-        `z_new(layer)` → replacement head outputs [N, T, d]; `mlp_new(layer)` → [N, T, d]."""
+        `z_new(layer)` → replacement head outputs [N, T, d]; `mlp_new(layer)` → [N, T, d].
+        With `rows`, for those prompt rows only (`positions` are theirs)."""
         heads_at, mlps = _ablation_plan(nodes)
         start = min(n.layer for n in nodes)
+        clean = self.clean if rows is None else self.clean.rows(rows)
+        z_new, mlp_new = _rows_of(z_new, rows), _rows_of(mlp_new, rows)
         # exact: the first ablated block's input is clean, so only its replaced heads change
-        mid = self.resid_mid[start]
+        mid = clean.resid_mid[start]
         if start in heads_at:
-            mid = mid + self._heads_delta(start, heads_at[start], z_new(start))
+            mid = mid + self._heads_delta(start, heads_at[start], z_new(start), clean)
         return self.continue_from_mid(start, mid, positions, heads_at, mlps, z_new, mlp_new)
 
     def continue_from_mid(self, layer: int, mid: torch.Tensor, positions: torch.Tensor,
@@ -258,14 +299,17 @@ class GPT2Runner:
             z = self._patched_z(z, heads, z_new(self.n_layers - 1)[rows, positions])
         return h[rows, positions] + block.attn.c_proj(z)
 
-    def metric_from_final(self, resid_at: torch.Tensor, prompts) -> torch.Tensor:
-        """The task metric per prompt from final residuals at the positions [N, d]: a logit
-        difference reads two columns of W_U; other metrics need the full logits."""
+    def metric_from_final(self, resid_at: torch.Tensor, prompts, rows: slice | None = None) -> torch.Tensor:
+        """The task metric per prompt from final residuals at the positions [N, d] (of the
+        prompt rows `rows` when given): a logit difference reads two columns of W_U; other
+        metrics need the full logits."""
         x = self.model.transformer.ln_f(resid_at)
         w = self.model.lm_head.weight  # [V, d]
         if prompts.metric == "logit_diff":
-            return (x * (w[prompts.answers] - w[prompts.wrong_answers])).sum(-1)
-        return task_metric(x @ w.T, prompts)
+            answers = prompts.answers if rows is None else prompts.answers[rows]
+            wrongs = prompts.wrong_answers if rows is None else prompts.wrong_answers[rows]
+            return (x * (w[answers] - w[wrongs])).sum(-1)
+        return task_metric(x @ w.T, prompts, rows=rows)
 
 
 def _gelu_new_(x: torch.Tensor) -> torch.Tensor:

@@ -79,7 +79,8 @@ def summarise(sigmas, seeds, A) -> NoiseCurve:
 
 def noise_curve(teacher_profile: ModelProfile, student, tokenizer, prompts: PromptSet,
                 sigmas=SIGMAS, seeds=(0, 1, 2), ablation="mean", progress=None,
-                **compare_options) -> NoiseCurve:
+                max_batch_tokens: int = 0, **compare_options) -> NoiseCurve:
+    """`max_batch_tokens`: the memory budget of each noisy student's profile (`profile`)."""
     A = []
     for sigma in sigmas:
         row = []
@@ -87,7 +88,8 @@ def noise_curve(teacher_profile: ModelProfile, student, tokenizer, prompts: Prom
             if sigma == 0 and row:  # no noise: every seed's student is the student itself
                 row.append(row[0])
             else:
-                noisy = profile(add_weight_noise(student, sigma, seed), tokenizer, prompts, ablation)
+                noisy = profile(add_weight_noise(student, sigma, seed), tokenizer, prompts, ablation,
+                                max_batch_tokens=max_batch_tokens)
                 row.append(compare(teacher_profile, noisy, 0, prompts.task, **compare_options).alignment.A)
             if progress:
                 progress(1)

@@ -51,6 +51,11 @@ class AnalysisOptions:
     zero-ablation influence, their MLP similarity, pooled clamped sensitivity with their
     bootstrap, IOI over Wang et al.'s 15 templates and mirrors with N = 100); see
     kdmech.analysis.presets."""
+    max_batch_tokens: int = 0
+    """Memory budget of the analysis forwards, in tokens: 0 = no budget (today's batching);
+    N > 0: no analysis forward (the competence gate, profiles, influence, circuits and edges,
+    noise validation) takes more than max(1, N // seq_len) prompt rows, stacked copies
+    counted. The same numbers, up to float rounding."""
 
     def __post_init__(self):
         # The preset's MLP similarity replaces "auto" (and is recorded); a clash is an error.
@@ -62,6 +67,10 @@ class AnalysisOptions:
         if self.per_type < 1 or self.min_prompts < 0:
             raise KdmechError(f"per_type must be ≥ 1 and min_prompts ≥ 0, got {self.per_type}, "
                               f"{self.min_prompts}")
+        if isinstance(self.max_batch_tokens, bool) or not isinstance(self.max_batch_tokens, int) \
+                or self.max_batch_tokens < 0:
+            raise KdmechError(f"max_batch_tokens must be an integer ≥ 0 (0 = no budget), got "
+                              f"{self.max_batch_tokens!r}")
         if not 0 <= self.min_teacher_top1 <= 1:
             raise KdmechError(f"min_teacher_top1 must be in [0, 1], got {self.min_teacher_top1}")
 

@@ -87,9 +87,11 @@ def ablation_lds(prof: ModelProfile, kind: str) -> tuple:
     if prof.engine is None:
         raise KdmechError("a profile without its ablation engine cannot be re-ablated")
     bridged, prompts = prof.engine.bridged, prof.engine.prompts
+    budget = prof.engine.max_batch_tokens  # the profile's memory budget holds here too
     source = (None if kind is AblationKind.ZERO else
-              corrupted_activations(bridged, prompts, keep_full=kind is AblationKind.RESAMPLE))
-    return per_prompt_lds(AblationEngine(bridged, prompts, kind, source))
+              corrupted_activations(bridged, prompts, keep_full=kind is AblationKind.RESAMPLE,
+                                    batch_size=prof.engine.batch_size))
+    return per_prompt_lds(AblationEngine(bridged, prompts, kind, source, max_batch_tokens=budget))
 
 
 def alignment_lds(preset: Preset, prof: ModelProfile) -> tuple | None:

@@ -17,7 +17,7 @@ from kdmech.analysis.engine import AblationEngine
 from kdmech.analysis.influence import Influence, influence_from_lds, per_prompt_lds
 from kdmech.analysis.nodes import Node
 from kdmech.tasks.metric import task_metric
-from kdmech.tasks.prompt_set import PromptSet
+from kdmech.tasks.prompt_set import PromptSet, batch_rows
 
 
 @dataclass
@@ -63,18 +63,23 @@ def clean_run(bridged: Bridged, prompts: PromptSet, batch_size: int = 64):
 
 
 def profile(model, tokenizer, prompts: PromptSet,
-            ablation: AblationKind = AblationKind.MEAN, keep_corrupted: bool = False) -> ModelProfile:
+            ablation: AblationKind = AblationKind.MEAN, keep_corrupted: bool = False,
+            max_batch_tokens: int = 0) -> ModelProfile:
     """`keep_corrupted`: keep the corrupted run's activations row by row (not only their
     means), for path patching on the same engine (circuits): the one corrupted run then
     serves both, where the engine would otherwise repeat it (the same function on the same
-    prompts, so the same numbers)."""
+    prompts, so the same numbers). `max_batch_tokens`: no forward of this profile, nor of
+    its engine later, takes more than max(1, max_batch_tokens // seq_len) prompt rows (0:
+    no budget; `AnalysisOptions.max_batch_tokens`)."""
     prompts = prompts.for_model(model)  # everything below runs on the model's device
     bridged = boot(model, tokenizer)
     ablation = AblationKind(ablation)
+    rows = batch_rows(max_batch_tokens, prompts.seq_len, 64)
     source = (None if ablation is AblationKind.ZERO else
               corrupted_activations(bridged, prompts,
-                                    keep_full=ablation is AblationKind.RESAMPLE or keep_corrupted))
-    _, patterns, mlp_out = clean_run(bridged, prompts)
-    engine = AblationEngine(bridged, prompts, ablation, source)
+                                    keep_full=ablation is AblationKind.RESAMPLE or keep_corrupted,
+                                    batch_size=rows))
+    _, patterns, mlp_out = clean_run(bridged, prompts, batch_size=rows)
+    engine = AblationEngine(bridged, prompts, ablation, source, max_batch_tokens=max_batch_tokens)
     lds = per_prompt_lds(engine)
     return ModelProfile(influence_from_lds(*lds), patterns, mlp_out, bridged.nodes, engine, lds)

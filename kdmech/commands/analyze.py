@@ -148,7 +148,8 @@ def _load_pair(teacher: str, student: str, task: str, options: AnalyzeOptions, p
     prompts = check_same_tokenization(t_tok, s_tok, texts, kind)
     prompts, competence = competent_prompts(t_model, prompts, options.min_teacher_top1,
                                             options.min_prompts, options.allow_weak_teacher,
-                                            options.filter_prompts)
+                                            options.filter_prompts,
+                                            max_batch_tokens=options.max_batch_tokens)
     return _Pair(t_model, t_tok, s_model, s_tok, kind, prompts, competence)
 
 
@@ -190,6 +191,7 @@ def _optional_analyses(wanted: set, p: _Pair, tp, sp, pair, a_lds, options: Anal
         curve = noise_curve(alignment_profile(tp, a_lds[0]), p.s_model, p.s_tok, p.prompts,
                             options.noise_sigmas, tuple(range(options.noise_seeds)),
                             pair.options["alignment_ablation"], bar.update,
+                            max_batch_tokens=options.max_batch_tokens,
                             direction=options.matching_direction,
                             mlp_method=preset.mlp_method(options.mlp_similarity),
                             normalization=options.normalization)

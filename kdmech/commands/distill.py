@@ -90,7 +90,8 @@ def analysis_prompts(teacher, tokenizer, schedule: AnalysisSchedule):
                      **get_preset(schedule.preset).task_options(schedule.task, schedule.per_type)).prompts()
     prompts = check_same_tokenization(tokenizer, tokenizer, texts, family.kind)
     return competent_prompts(teacher, prompts, schedule.min_teacher_top1, schedule.min_prompts,
-                             schedule.allow_weak_teacher, schedule.filter_prompts)
+                             schedule.allow_weak_teacher, schedule.filter_prompts,
+                             max_batch_tokens=schedule.max_batch_tokens)
 
 
 def distill(teacher: str, out: Path, capacity: CapacitySpec = CapacitySpec(),

@@ -74,8 +74,9 @@ class ModelFamily:
     masker: Callable | None = None
     """(tokenizer, vocab_size, seed) → a callable corrupting training batches (masked LMs)."""
     fast_path: Callable | None = None
-    """(model, clean ids) → a faster ablation runner, or None when the model's config is
-    outside it; the engine falls back to the bridge reference."""
+    """(model, clean ids, batch_rows) → a faster ablation runner (no forward over more than
+    batch_rows prompt rows; None: all at once), or None when the model's config is outside
+    it; the engine falls back to the bridge reference."""
     converts: dict[str, Callable] = field(default_factory=dict, compare=False, hash=False)
     """model_type → conversion into this family's own layout, applied on load."""
 
@@ -97,9 +98,10 @@ class ModelFamily:
         """The training-batch masker of a masked LM; None for a causal one."""
         return self.masker(tokenizer, vocab_size, seed) if self.masker else None
 
-    def fast_ablation(self, model, clean):
-        """This family's fast ablation runner over `model` and the clean ids, or None."""
-        return self.fast_path(model, clean) if self.fast_path else None
+    def fast_ablation(self, model, clean, batch_rows: int | None = None):
+        """This family's fast ablation runner over `model` and the clean ids (forwards of at
+        most `batch_rows` prompt rows), or None."""
+        return self.fast_path(model, clean, batch_rows) if self.fast_path else None
 
     def refusal(self, what: str) -> str:
         """Why `what`, which reads the residual stream as a sum of writes, is refused here."""
@@ -112,10 +114,10 @@ class ModelFamily:
             raise KdmechError(self.refusal(what))
 
 
-def _gpt2_fast_path(model, clean):
+def _gpt2_fast_path(model, clean, batch_rows=None):
     from kdmech.analysis import gpt2_runner  # analysis sits above models
 
-    return gpt2_runner.GPT2Runner(model, clean) if gpt2_runner.supported(model) else None
+    return gpt2_runner.GPT2Runner(model, clean, batch_rows) if gpt2_runner.supported(model) else None
 
 
 def _bert_masker(tokenizer, vocab_size: int, seed: int):

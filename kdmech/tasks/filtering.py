@@ -9,7 +9,7 @@ import torch
 
 from kdmech.errors import KdmechError
 from kdmech.tasks.metric import task_metric
-from kdmech.tasks.prompt_set import PromptSet
+from kdmech.tasks.prompt_set import PromptSet, batch_rows
 
 
 @torch.no_grad()
@@ -99,13 +99,14 @@ class TeacherCompetence:
 
 def competent_prompts(model, prompts: PromptSet, min_top1: float = 0.9, min_prompts: int = 64,
                       allow_weak: bool = False, filter_prompts: bool = True,
-                      who: str = "teacher") -> tuple[PromptSet, TeacherCompetence]:
+                      who: str = "teacher", max_batch_tokens: int = 0) -> tuple[PromptSet, TeacherCompetence]:
     """The competence gate before any analysis: the teacher's top-1 on the task and the prompts
     that survive its filter. A teacher below either bar is refused in one line (a KdmechError)
     unless `allow_weak`; then the caller marks its outputs `teacher_weak`. The prompts come
-    back on the device they came on."""
+    back on the device they came on. `max_batch_tokens`: the analyses' memory budget
+    (`AnalysisOptions.max_batch_tokens`) holds for the teacher's forwards here too."""
     on_model = prompts.for_model(model)
-    logits = model_logits(model, on_model)
+    logits = model_logits(model, on_model, batch_rows(max_batch_tokens, on_model.seq_len, 128))
     keep = kept_by_teacher(logits, on_model)
     n_kept = keep.numel() if filter_prompts else len(prompts)
     competence = TeacherCompetence(prompts.task, _correct(logits, on_model).float().mean().item(),

@@ -146,6 +146,14 @@ class PromptSet:
         return cls.from_json(json.loads(Path(path).read_text()))
 
 
+def batch_rows(max_batch_tokens: int, seq_len: int, default: int) -> int:
+    """Prompt rows one analysis forward takes: `default` without a budget (`max_batch_tokens`
+    0), else at most max(1, max_batch_tokens // seq_len) (`AnalysisOptions.max_batch_tokens`)."""
+    if not max_batch_tokens:
+        return default
+    return max(1, min(default, max_batch_tokens // seq_len))
+
+
 def device_of(model) -> torch.device:
     """Where a model (an `nn.Module`) keeps its parameters."""
     return next(model.parameters()).device
