@@ -23,12 +23,15 @@ from kdmech.analysis.checkpoint import TeacherSide, analyze_checkpoint
 from kdmech.analysis.circuit import path_patching, prune_edges, prune_nodes
 from kdmech.analysis.engine import AblationEngine
 from kdmech.analysis.influence import per_prompt_lds
+from kdmech.analysis.noise import noise_curve
 from kdmech.analysis.options import AnalysisOptions, AnalysisSchedule, AnalyzeOptions
+from kdmech.analysis.presets import ablation_lds
 from kdmech.analysis.profile import profile
 from kdmech.cli import main
 from kdmech.errors import KdmechError
 from kdmech.models import CapacitySpec, build_student
 from kdmech.tasks import NumeralTask, tokenize_prompts
+from kdmech.tasks.filtering import competent_prompts
 
 LD_ATOL = 1e-5
 
@@ -193,6 +196,34 @@ def test_gpt2_checkpoint_analysis_within_budget_same_numbers(gpt2_pair, tokenize
     assert [m.to_json() for m in result.record.pair.matching] == [m.to_json() for m in result0.record.pair.matching]
     assert nodes == nodes0 and 0 < len(nodes) < len(side.profile.nodes)
     assert_edges_equal(edges, edges0)
+
+
+def test_gate_preset_and_noise_within_budget_same_numbers(gpt2_pair, tokenizer):
+    """The competence gate, the authors preset's zero-ablation LDs and the noise curve's
+    profiles (noisy copies of the student keep its hooks) hold the budget too."""
+    teacher, student, prompts = gpt2_pair
+    budget = 2 * prompts.seq_len
+
+    def run(budget):
+        _, competence = competent_prompts(teacher, prompts, 0.0, 0, True, False, max_batch_tokens=budget)
+        prof = profile(teacher, tokenizer, prompts, "mean", max_batch_tokens=budget)
+        zero = ablation_lds(prof, "zero")
+        curve = noise_curve(prof, student, tokenizer, prompts, sigmas=(0.0, 0.5), seeds=(0,),
+                            max_batch_tokens=budget)
+        return competence, zero, curve
+
+    modules = [*watched(teacher, "teacher"), *watched(student, "student")]
+    with Forwards(modules) as free:
+        competence0, zero0, curve0 = run(0)
+    with Forwards(modules) as budgeted:
+        competence, zero, curve = run(budget)
+    assert free.max_rows == len(prompts)
+    assert budgeted.over(2, budget) == [] and budgeted.max_rows == 2
+    assert any(name.startswith("student") for name, _, _ in budgeted.seen)
+    assert competence == competence0
+    assert_lds_equal(zero, zero0)
+    assert zero[0] == "zero"
+    assert sum(curve.A, []) == pytest.approx(sum(curve0.A, []), abs=1e-6)
 
 
 # --- GPT-2 on the bridge: stacked copies count against the budget ------------------------
