@@ -26,6 +26,7 @@ from kdmech.analysis.influence import per_prompt_lds
 from kdmech.analysis.noise import noise_curve
 from kdmech.analysis.options import AnalysisOptions, AnalysisSchedule, AnalyzeOptions
 from kdmech.analysis.presets import ablation_lds
+from kdmech.analysis.shift import distribution_shift, rows_to_json
 from kdmech.analysis.profile import profile
 from kdmech.cli import main
 from kdmech.errors import KdmechError
@@ -199,8 +200,9 @@ def test_gpt2_checkpoint_analysis_within_budget_same_numbers(gpt2_pair, tokenize
 
 
 def test_gate_preset_and_noise_within_budget_same_numbers(gpt2_pair, tokenizer):
-    """The competence gate, the authors preset's zero-ablation LDs and the noise curve's
-    profiles (noisy copies of the student keep its hooks) hold the budget too."""
+    """The competence gate, the authors preset's zero-ablation LDs, the noise curve's
+    profiles (noisy copies of the student keep its hooks) and the distribution shift hold
+    the budget too."""
     teacher, student, prompts = gpt2_pair
     budget = 2 * prompts.seq_len
 
@@ -210,13 +212,16 @@ def test_gate_preset_and_noise_within_budget_same_numbers(gpt2_pair, tokenizer):
         zero = ablation_lds(prof, "zero")
         curve = noise_curve(prof, student, tokenizer, prompts, sigmas=(0.0, 0.5), seeds=(0,),
                             max_batch_tokens=budget)
-        return competence, zero, curve
+        shift = distribution_shift(teacher, student, tokenizer, tokenizer, per_type=4,
+                                   shifts={"in-distribution": {}, "longer-6": {"n_items": 6, "start_max": 4}},
+                                   max_batch_tokens=budget)
+        return competence, zero, curve, rows_to_json(shift)
 
     modules = [*watched(teacher, "teacher"), *watched(student, "student")]
     with Forwards(modules) as free:
-        competence0, zero0, curve0 = run(0)
+        competence0, zero0, curve0, shift0 = run(0)
     with Forwards(modules) as budgeted:
-        competence, zero, curve = run(budget)
+        competence, zero, curve, shift = run(budget)
     assert free.max_rows == len(prompts)
     assert budgeted.over(2, budget) == [] and budgeted.max_rows == 2
     assert any(name.startswith("student") for name, _, _ in budgeted.seen)
@@ -224,6 +229,11 @@ def test_gate_preset_and_noise_within_budget_same_numbers(gpt2_pair, tokenizer):
     assert_lds_equal(zero, zero0)
     assert zero[0] == "zero"
     assert sum(curve.A, []) == pytest.approx(sum(curve0.A, []), abs=1e-6)
+    for row, row0 in zip(shift, shift0, strict=True):
+        assert row["n"] == row0["n"] > 0 and not row["error"]
+        for who in ("teacher", "student"):
+            assert row[who]["top1"] == row0[who]["top1"]
+            assert row[who]["logit_diff"] == pytest.approx(row0[who]["logit_diff"], abs=LD_ATOL)
 
 
 # --- GPT-2 on the bridge: stacked copies count against the budget ------------------------

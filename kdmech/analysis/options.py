@@ -54,7 +54,7 @@ class AnalysisOptions:
     max_batch_tokens: int = 0
     """Memory budget of the analysis forwards, in tokens: 0 = no budget (today's batching);
     N > 0: no analysis forward (the competence gate, profiles, influence, circuits and edges,
-    noise validation) takes more than max(1, N // seq_len) prompt rows, stacked copies
+    noise validation, distribution shift) takes more than max(1, N // seq_len) prompt rows, stacked copies
     counted. The same numbers, up to float rounding."""
 
     def __post_init__(self):

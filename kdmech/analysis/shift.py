@@ -39,7 +39,8 @@ class ShiftRow:
 
 def distribution_shift(teacher, student, teacher_tok, student_tok, per_type: int = 64,
                        seed: int = 7, shifts: dict[str, dict] = SHIFTS, progress=None,
-                       kind: ModelKind = "causal") -> list[ShiftRow]:
+                       kind: ModelKind = "causal", max_batch_tokens: int = 0) -> list[ShiftRow]:
+    """`max_batch_tokens`: the analyses' memory budget (`AnalysisOptions.max_batch_tokens`)."""
     rows = []
     for name, settings in shifts.items():
         task = NumeralTask(per_type=per_type if "types" not in settings else per_type * 3 // 2,
@@ -50,7 +51,8 @@ def distribution_shift(teacher, student, teacher_tok, student_tok, per_type: int
             rows.append(ShiftRow(name, _jsonable(settings), 0, {}, {}, str(e)))
         else:
             rows.append(ShiftRow(name, _jsonable(settings), len(prompts),
-                                 accuracy_and_ld(teacher, prompts), accuracy_and_ld(student, prompts)))
+                                 accuracy_and_ld(teacher, prompts, max_batch_tokens),
+                                 accuracy_and_ld(student, prompts, max_batch_tokens)))
         if progress:
             progress(1)
     return rows

@@ -199,7 +199,8 @@ def _optional_analyses(wanted: set, p: _Pair, tp, sp, pair, a_lds, options: Anal
     if "shift" in wanted:
         bar.set_postfix_str("distribution shift")
         result["shift"] = rows_to_json(distribution_shift(p.t_model, p.s_model, p.t_tok, p.s_tok,
-                                                          progress=bar.update, kind=p.kind))
+                                                          progress=bar.update, kind=p.kind,
+                                                          max_batch_tokens=options.max_batch_tokens))
     if "probes" in wanted:
         bar.set_postfix_str("probes")
         result["probes"] = _probes(tp, sp, pair, p.t_tok)

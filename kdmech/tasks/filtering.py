@@ -34,10 +34,11 @@ def _correct(logits: torch.Tensor, prompts: PromptSet) -> torch.Tensor:
     return logits.argmax(-1) == prompts.answers
 
 
-def accuracy_and_ld(model, prompts: PromptSet) -> dict[str, float]:
-    """Top-1 accuracy and the mean task metric ("logit_diff" in the result for every task)."""
+def accuracy_and_ld(model, prompts: PromptSet, max_batch_tokens: int = 0) -> dict[str, float]:
+    """Top-1 accuracy and the mean task metric ("logit_diff" in the result for every task);
+    `max_batch_tokens`: the analyses' memory budget (`AnalysisOptions.max_batch_tokens`)."""
     prompts = prompts.for_model(model)
-    logits = model_logits(model, prompts)
+    logits = model_logits(model, prompts, batch_rows(max_batch_tokens, prompts.seq_len, 128))
     return {"top1": _correct(logits, prompts).float().mean().item(),
             "logit_diff": task_metric(logits, prompts).mean().item(), "n": len(prompts),
             "metric": prompts.metric}
