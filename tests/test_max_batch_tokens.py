@@ -12,6 +12,7 @@ per-prompt LDs to float rounding, the same circuit nodes and edges.
 
 import copy
 import dataclasses
+import json
 import re
 
 import pytest
@@ -33,6 +34,7 @@ from kdmech.errors import KdmechError
 from kdmech.models import CapacitySpec, build_student
 from kdmech.tasks import NumeralTask, tokenize_prompts
 from kdmech.tasks.filtering import competent_prompts
+from kdmech.tasks.prompt_set import PromptSet
 
 LD_ATOL = 1e-5
 
@@ -336,3 +338,55 @@ def test_bad_value_on_the_command_line(tmp_path, capsys):
     assert code == 2 and len(err.splitlines()) == 1 and err.startswith("kdmech: error:"), err
     assert "max_batch_tokens" in err and "-8" in err
     assert not (tmp_path / "out").exists()
+
+
+# --- the command: every forward of `kdmech analyze` -------------------------------------
+
+def test_analyze_command_within_budget_same_results(gpt2_pair, tokenizer, tmp_path):
+    """`analyze` with `max_batch_tokens`: a global forward pre-hook on every module records
+    each GPT-2 block's input (the command loads its own copies of the models), so every
+    forward of the command is seen: the competence gate, profiles, noise, shift."""
+    from kdmech.commands.analyze import analyze
+
+    teacher, student, _ = gpt2_pair
+    for name, model in (("teacher", teacher), ("student", student)):
+        model.save_pretrained(tmp_path / name)
+        tokenizer.save_pretrained(tmp_path / name)
+    seen = []
+
+    def record(module, args):
+        if type(module).__name__ == "GPT2Block":
+            seen.append((args[0].shape[0], args[0].shape[0] * args[0].shape[1]))
+
+    def run(budget, out):
+        seen.clear()
+        handle = torch.nn.modules.module.register_module_forward_pre_hook(record)
+        try:
+            analyze(str(tmp_path / "teacher"), str(tmp_path / "student"), out,
+                    analyses=["influence", "matching", "sensitivity", "noise", "shift"],
+                    analysis=AnalyzeOptions(per_type=6, filter_prompts=False, allow_weak_teacher=True,
+                                            n_boot=20, noise_sigmas=(0.0, 0.5), noise_seeds=1,
+                                            max_batch_tokens=budget),
+                    progress=False, wandb="disabled")
+        finally:
+            handle.remove()
+        return json.loads((out / "analysis.json").read_text()), list(seen)
+
+    free, free_seen = run(0, tmp_path / "free")
+    t = PromptSet.load(tmp_path / "free" / "prompts.json").seq_len
+    budget = 3 * t
+    budgeted, budgeted_seen = run(budget, tmp_path / "budgeted")
+    assert max(r for r, _ in free_seen) >= free["n_prompts"] > 3
+    assert len(budgeted_seen) > 100 and max(tok for _, tok in budgeted_seen) <= budget
+    assert budgeted["options"]["max_batch_tokens"] == budget and free["options"]["max_batch_tokens"] == 0
+    for who in ("teacher", "student"):
+        a, b = budgeted["influence"][who], free["influence"][who]
+        assert a.keys() == b.keys() and all(abs(a[k] - b[k]) < 1e-3 for k in a)
+    assert budgeted["alignment"]["A"] == pytest.approx(free["alignment"]["A"], abs=1e-6)
+    assert sum(budgeted["noise"]["A"], []) == pytest.approx(sum(free["noise"]["A"], []), abs=1e-6)
+    for row, row0 in zip(budgeted["shift"], free["shift"], strict=True):
+        assert row["n"] == row0["n"] and row["error"] == row0["error"]
+        for who in ("teacher", "student"):
+            if row0[who]:
+                assert row[who]["top1"] == row0[who]["top1"]
+                assert row[who]["logit_diff"] == pytest.approx(row0[who]["logit_diff"], abs=LD_ATOL)

@@ -84,7 +84,8 @@ def shared_teacher_side(teacher, prompts: PromptSet, options: AnalysisOptions) -
     the same options — the quickstart's students, a sweep's points: a frozen teacher's profile,
     circuit and probes are computed once, not once per run. Only the latest key is kept."""
     key = (_fingerprint(teacher.parameters(), prompts), type(options).__name__, repr(options.compare_options()),
-           options.ablation, options.preset, getattr(options, "circuits", False), prompts.task)
+           options.ablation, options.preset, getattr(options, "circuits", False), prompts.task,
+           options.max_batch_tokens)  # the teacher engine's later forwards keep the run's budget
     if key not in _SHARED:
         _SHARED.clear()
         _SHARED[key] = {}

@@ -227,7 +227,7 @@ def distill_students(teacher: str, out: Path, capacities: list[CapacitySpec],
             return []
         results = [save_student(n, student, prov, tokenizer, teacher_model, prompts,
                                 analyses[i].results if analyses else [], layout.student(n), start,
-                                layout.run_config(run))
+                                layout.run_config(run), analysis.max_batch_tokens)
                    for i, (n, (student, prov)) in enumerate(built.items())]
         log_finals(logger, results, layout, prefixed=len(names) > 1, step=training.steps)
         return results
@@ -294,9 +294,10 @@ def analysis_callbacks(teacher_model, tokenizer, prompts, competence, analysis: 
 
 
 def save_student(name, student, provenance, tokenizer, teacher_model, prompts, results,
-                 folder: Path, start: float, config_yaml: Path | None = None) -> StudentResult:
+                 folder: Path, start: float, config_yaml: Path | None = None,
+                 max_batch_tokens: int = 0) -> StudentResult:
     """Write students/<name> (model, tokenizer, provenance, the run's config.yaml) and
-    summarise the student."""
+    summarise the student (its forwards on the prompts within `max_batch_tokens`)."""
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     provenance = {**provenance, "parameters": count(student), "teacher_parameters": count(teacher_model)}
     with atomic_dir(folder) as tmp:
@@ -305,7 +306,7 @@ def save_student(name, student, provenance, tokenizer, teacher_model, prompts, r
         (tmp / "provenance.json").write_text(json.dumps(provenance, indent=1))
         if config_yaml is not None and config_yaml.exists():
             shutil.copyfile(config_yaml, tmp / "config.yaml")
-    scores = (accuracy_and_ld(student, prompts) if prompts is not None
+    scores = (accuracy_and_ld(student, prompts, max_batch_tokens) if prompts is not None
               else {"logit_diff": float("nan"), "top1": float("nan")})
     final = results[-1] if results else None
     nan = float("nan")
