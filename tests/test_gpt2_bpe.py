@@ -76,7 +76,7 @@ def test_every_shift_set_tokenizes(gpt2, monkeypatch):
     fail the validation comes back as a row with an error."""
     from kdmech.analysis import shift
 
-    monkeypatch.setattr(shift, "accuracy_and_ld", lambda model, prompts: {"n": len(prompts)})
+    monkeypatch.setattr(shift, "accuracy_and_ld", lambda model, prompts, *budget: {"n": len(prompts)})
     rows = shift.distribution_shift(None, None, gpt2, gpt2)
     assert [r.shift for r in rows] == list(shift.SHIFTS)
     assert [r.error for r in rows] == [""] * len(rows)
