@@ -12,6 +12,7 @@ Wall time and the growth of peak RSS (resource.getrusage) for each.
 
     python bench/analysis_scale.py            # quick (default): 24 prompts
     python bench/analysis_scale.py --full     # 100 prompts, teacher circuit too (long on 2 cores)
+    python bench/analysis_scale.py --max_batch_tokens 512   # under --analysis.max_batch_tokens
 """
 
 import argparse
@@ -59,6 +60,8 @@ def main():
     ap.add_argument("--prompts", type=int, default=None, help="default 24 (quick) or 100 (--full)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--std", type=float, default=0.3)
+    ap.add_argument("--max_batch_tokens", type=int, default=0,
+                    help="--analysis.max_batch_tokens of the analyses (0: no budget)")
     args = ap.parse_args()
     n = args.prompts or (100 if args.full else 24)
     torch.set_grad_enabled(True)
@@ -74,8 +77,10 @@ def main():
                 p.normal_(0.0, args.std)
     student = build_student(teacher, CapacitySpec(depth=0.5), "every_k", seed=0)[0].eval()
     options = AnalysisSchedule(filter_prompts=False, min_prompts=0, allow_weak_teacher=True,
-                               circuits=args.full)
-    print(f"{len(prompts)} prompts of {prompts.seq_len} tokens; teacher 12×12×768, student 6 layers")
+                               circuits=args.full, max_batch_tokens=args.max_batch_tokens)
+    budget = (f", max_batch_tokens {args.max_batch_tokens} ({max(1, args.max_batch_tokens // prompts.seq_len)} "
+              f"prompts per forward)" if args.max_batch_tokens else "")
+    print(f"{len(prompts)} prompts of {prompts.seq_len} tokens; teacher 12×12×768, student 6 layers{budget}")
     rows = []
     side = timed(rows, "teacher side (profile, once per run)",
                  lambda: TeacherSide.build(teacher, tok, prompts, options, {"weak": True}))
@@ -100,12 +105,12 @@ def main():
     kd_step.step(module, opt, data, False)
     step_s = timed(rows, "one KD step, fp32, batch 8 × 128", lambda: kd_step.step(module, opt, data, False))
     analysis_s = rows[1][1]
-    print(f"\n| analysis_scale ({len(prompts)} prompts) | seconds | peak RSS growth MB | RSS MB after |")
+    print(f"\n| analysis_scale ({len(prompts)} prompts{budget}) | seconds | peak RSS growth MB | RSS MB after |")
     print("|---|---|---|---|")
     for what, s, grow, after in rows:
         print(f"| {what} | {s:.1f} | {grow:.0f} | {after:.0f} |")
     print(f"checkpoint analysis / KD step = {analysis_s / step_s:.1f}")
-    print(f"BENCH analysis_scale: {len(prompts)} prompts, checkpoint analysis {analysis_s:.1f} s = "
+    print(f"BENCH analysis_scale: {len(prompts)} prompts{budget}, checkpoint analysis {analysis_s:.1f} s = "
           f"{analysis_s / step_s:.1f} KD steps ({step_s:.1f} s)")
 
 
