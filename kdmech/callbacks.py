@@ -34,7 +34,8 @@ class CircuitAnalysisCallback(L.Callback):
 
     The LightningModule needs one attribute: `student` (the HF model being trained), or
     `student_named(name)` when it trains several. Students of one teacher on one prompt set
-    pass one `teacher_side` dict, so the teacher is profiled once."""
+    pass one `teacher_side` dict, so the teacher is profiled once; a later run of the same
+    teacher reads it from disk (kdmech.analysis.teacher_cache)."""
 
     def __init__(self, teacher, tokenizer, prompts: PromptSet, layout: RunLayout, name: str,
                  options: AnalysisSchedule = AnalysisSchedule(), teacher_side: dict | None = None,
@@ -56,8 +57,8 @@ class CircuitAnalysisCallback(L.Callback):
 
     def _teacher(self) -> TeacherSide:
         if "side" not in self.teacher_side:
-            self.teacher_side["side"] = TeacherSide.build(self.teacher, self.tokenizer, self.prompts,
-                                                          self.options, self.teacher_competence)
+            self.teacher_side["side"] = TeacherSide.load_or_build(
+                self.teacher, self.tokenizer, self.prompts, self.options, self.teacher_competence)
         return self.teacher_side["side"]
 
     def _student(self, pl_module):

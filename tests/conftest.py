@@ -1,10 +1,13 @@
 import os
+import tempfile
 
 import pytest
 import torch
 
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("WANDB_MODE", "offline")  # tests never reach for a network
+# the teacher-side cache of this session only (never the user's ~/.cache; CLI subprocesses inherit it)
+os.environ["KDMECH_CACHE"] = tempfile.mkdtemp(prefix="kdmech-test-cache-")
 
 from kdmech.models import TinyGPT2Spec, build_word_tokenizer  # noqa: E402
 from kdmech.tasks import NumeralTask, tokenize_prompts  # noqa: E402

@@ -8,10 +8,11 @@ Pure: models and prompts in, a `CheckpointRecord` out; no Lightning, no W&B, no 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import torch
 
+from kdmech.analysis import teacher_cache
 from kdmech.analysis.circuit import discover
 from kdmech.analysis.circuit import REFERENCE_THRESHOLD
 from kdmech.analysis.options import AnalysisOptions
@@ -53,26 +54,63 @@ class TeacherSide:
     competence: dict = field(default_factory=dict)
     alignment_lds: tuple | None = None
     _circuits: dict = field(default_factory=dict)
+    _rebuild: Callable[[], ModelProfile] | None = field(default=None, repr=False)
+    """Recomputes the profile with its engine (a side read from the cache has none)."""
+    _cache_key: str | None = None
+    """Where the side is kept on disk (kdmech.analysis.teacher_cache), None: not kept."""
 
     @classmethod
     def build(cls, teacher, tokenizer, prompts: PromptSet, options: AnalysisOptions,
               competence: dict | None = None) -> "TeacherSide":
-        # circuits (at a checkpoint or the end) path-patch on the teacher's engine: one corrupted run
-        prof = profile(teacher, tokenizer, prompts, options.ablation,
-                       keep_corrupted=getattr(options, "circuits", False),
-                       max_batch_tokens=options.max_batch_tokens)
+        prof = _teacher_profile(teacher, tokenizer, prompts, options)
         return cls(prof, tokenizer, options, competence or {},
                    alignment_lds(get_preset(options.preset), prof))
 
+    @classmethod
+    def load_or_build(cls, teacher, tokenizer, prompts: PromptSet, options: AnalysisOptions,
+                      competence: dict | None = None) -> "TeacherSide":
+        """`build`, or what an earlier run kept on disk for the same teacher weights, prompts,
+        options and analysis code (kdmech.analysis.teacher_cache): the same numbers without
+        the teacher's forwards. A side built here is kept for later runs, its circuits too."""
+        if teacher_cache.cache_dir() is None:
+            return cls.build(teacher, tokenizer, prompts, options, competence)
+        device = next(teacher.parameters()).device
+        key = teacher_cache.cache_key(_fingerprint(teacher.parameters(), prompts), prompts,
+                                      options, device)
+        payload = teacher_cache.load(key)
+        if payload is None:
+            side = cls.build(teacher, tokenizer, prompts, options, competence)
+            side._cache_key = key
+            side._store()
+            return side
+        prof, lds, circuits = teacher_cache.from_payload(payload, device)
+        return cls(prof, tokenizer, options, competence or {}, lds, circuits,
+                   lambda: _teacher_profile(teacher, tokenizer, prompts, options), key)
+
     def circuit_and_probes(self, threshold: float = REFERENCE_THRESHOLD):
         if threshold not in self._circuits:
+            if self.profile.engine is None:  # read from the cache: the engine is needed now
+                self.profile = self._rebuild()
             self._circuits[threshold] = (discover(self.profile.engine, threshold),
                                          run_probes(self.profile, self.tokenizer))
+            self._store()
         return self._circuits[threshold]
+
+    def _store(self) -> None:
+        if self._cache_key is not None:
+            teacher_cache.store(self._cache_key, teacher_cache.to_payload(
+                self.profile, self.alignment_lds, self._circuits))
 
     @property
     def weak(self) -> bool:
         return bool(self.competence.get("weak", False))
+
+
+def _teacher_profile(teacher, tokenizer, prompts: PromptSet, options: AnalysisOptions) -> ModelProfile:
+    # circuits (at a checkpoint or the end) path-patch on the teacher's engine: one corrupted run
+    return profile(teacher, tokenizer, prompts, options.ablation,
+                   keep_corrupted=getattr(options, "circuits", False),
+                   max_batch_tokens=options.max_batch_tokens)
 
 
 _SHARED: dict = {}
