@@ -288,7 +288,6 @@ class AblationEngine:
         return self.metrics([nodes])[0]
 
 
-
 def final_metrics(runner, resid_final: torch.Tensor, prompts: PromptSet, chunks: list[slice]) -> torch.Tensor:
     """Per-prompt metric of a fast-path runner's cached final residuals [N, T, d], read at the
     prediction positions one slice of prompt rows at a time."""
