@@ -259,6 +259,8 @@ def check_same_tokenization(teacher_tok, student_tok, texts: PromptTexts,
     """Tokenize for both models and insist the ids agree: matching and alignment compare the
     two models position by position, which only means something on identical tokens."""
     a = tokenize_prompts(texts, teacher_tok, kind)
+    if student_tok is teacher_tok:  # one tokenizer (distillation's students share the teacher's)
+        return a
     b = tokenize_prompts(texts, student_tok, kind)
     for name in ("clean", "corrupted", "answers", "wrong_answers"):
         x, y = getattr(a, name), getattr(b, name)
