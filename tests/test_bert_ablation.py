@@ -74,8 +74,8 @@ def test_bert_head_mean_ablation_matches_hf_hook(bert, tokenizer, cloze):
     got = ablated_metric_mean(bridged, cloze, [Node(layer, head)], AblationKind.MEAN, source)
     assert got == pytest.approx(expected, abs=1e-4)
     assert abs(got - hf_ld(bert, cloze)) > 1e-3  # the ablation did something
-    engine = AblationEngine(bridged, cloze, "mean", source)
-    assert engine.runner is None and engine.reference_only
+    engine = AblationEngine(bridged, cloze, "mean", source)  # BERT's fast path (bert_runner)
+    assert engine.runner is not None and not engine.reference_only
     assert engine.full_metric == pytest.approx(hf_ld(bert, cloze), abs=1e-4)
     assert engine.metric([Node(layer, head)]) == pytest.approx(expected, abs=1e-4)
 

@@ -270,7 +270,7 @@ def test_gpt2_bridge_stacking_within_budget_same_numbers(gpt2_pair, tokenizer):
     assert_edges_equal(edges, edges0)
 
 
-# --- BERT: the reference path (one plain forward per ablation set) -----------------------
+# --- BERT: its fast path (bert_runner: the reference's batches, from the first ablated layer) ---
 
 @pytest.fixture(scope="module")
 def bert_and_cloze(tokenizer):
@@ -287,14 +287,14 @@ def bert_and_cloze(tokenizer):
     return model, oriented(model, cloze)
 
 
-def test_bert_reference_path_within_budget_same_numbers(bert_and_cloze, tokenizer):
+def test_bert_within_budget_same_numbers(bert_and_cloze, tokenizer):
     model, prompts = bert_and_cloze
     n, t, kind = len(prompts), prompts.seq_len, "mean"
     budget = 3 * t
 
     def run(budget):
         prof = profile(model, tokenizer, prompts, kind, max_batch_tokens=budget)
-        assert prof.engine.reference_only
+        assert prof.engine.runner is not None
         nodes, _ = prune_nodes(prof.engine, 0.2)
         every = prof.nodes  # several nodes ablated at once, as node pruning does
         sets = prof.engine.metrics([every[::2], every[1::3], every], per_prompt=True)

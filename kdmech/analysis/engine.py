@@ -14,8 +14,10 @@ set, full-vocabulary logits. The engine gives the same numbers faster:
 
 The engine asks the model's family (`kdmech.models.family`) for a faster path still and
 falls back to the bridge when there is none: GPT-2's `gpt2_runner` starts inside the first
-ablated block and computes the last block at the prediction positions only. Post-LayerNorm
-encoders (BERT) take the reference: one full forward per ablation set.
+ablated block and computes the last block at the prediction positions only; BERT's
+`bert_runner` starts at the first ablated layer with the reference's batches and MLM head.
+Without a fast path a post-LayerNorm encoder takes the reference: one full forward per
+ablation set.
 
 Path patching and the residual probes read the fast path's cached forwards; they run only
 where the family declares an additive residual stream, and an engine built without its fast
@@ -81,7 +83,7 @@ class AblationEngine:
         self._residual_runner, self._residual_tried = self.runner, self.runner is not None
         # no start-at-layer shortcut (post-LayerNorm encoders' MLM head): every ablation set
         # is one plain forward, the reference path
-        self.reference_only = not self.family.start_at_layer
+        self.reference_only = self.runner is None and not self.family.start_at_layer
         if self.reference_only or self.runner is not None:
             # the reference and the fast path need no cached bridge residuals
             self.full_metric = self._intact().mean().item()

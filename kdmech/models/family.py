@@ -120,6 +120,12 @@ def _gpt2_fast_path(model, clean, batch_rows=None):
     return gpt2_runner.GPT2Runner(model, clean, batch_rows) if gpt2_runner.supported(model) else None
 
 
+def _bert_fast_path(model, clean, batch_rows=None):
+    from kdmech.analysis import bert_runner  # analysis sits above models
+
+    return bert_runner.BertRunner(model, clean, batch_rows) if bert_runner.supported(model) else None
+
+
 def _bert_masker(tokenizer, vocab_size: int, seed: int):
     from kdmech.distill.masking import BertMasker  # distill sits above models
 
@@ -141,6 +147,7 @@ FAMILIES: dict[str, ModelFamily] = {
         tiny_task_note="the cloze numerals renumbered to 1..4 always answer 5, which a tiny BERT "
                        "can read off the slot's position; the starts 1..8 are kept",
         bridge_attention_mask=True, start_at_layer=False, masker=_bert_masker,
+        fast_path=_bert_fast_path,
         converts={"distilbert": distilbert_to_bert}),
 }
 
