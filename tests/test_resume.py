@@ -417,6 +417,7 @@ def test_a_frozen_teacher_is_profiled_once_per_process(teachers, uninterrupted, 
     from kdmech.analysis import checkpoint
 
     reference = _analysis_files(uninterrupted("gpt2"))
+    monkeypatch.setenv("KDMECH_CACHE", "off")  # in-process sharing only (the disk cache: test_teacher_cache)
     built = []
     original = checkpoint.TeacherSide.build.__func__
     monkeypatch.setattr(checkpoint.TeacherSide, "build",
@@ -429,3 +430,22 @@ def test_a_frozen_teacher_is_profiled_once_per_process(teachers, uninterrupted, 
     _distill(teachers["gpt2"], tmp_path / "other-options", wandb="disabled",
              analysis=replace(ANALYSIS, ablation="zero"))
     assert built == [1, 1]  # other options: a teacher side of their own
+
+
+def test_a_later_run_reads_the_teacher_side_from_disk(teachers, uninterrupted, tmp_path, monkeypatch):
+    """A run in a new process (no in-process sharing) on a teacher an earlier run analysed
+    reads the teacher's side from the disk cache: built once, the same records."""
+    from kdmech.analysis import checkpoint
+
+    reference = _analysis_files(uninterrupted("gpt2"))
+    monkeypatch.setenv("KDMECH_CACHE", str(tmp_path / "cache"))
+    built = []
+    original = checkpoint.TeacherSide.build.__func__
+    monkeypatch.setattr(checkpoint.TeacherSide, "build",
+                        classmethod(lambda cls, *a, **k: built.append(1) or original(cls, *a, **k)))
+    for run in ("first", "second"):
+        checkpoint.forget_shared_teacher_sides()  # as a new process would start
+        _distill(teachers["gpt2"], tmp_path / run, wandb="disabled")
+        assert _analysis_files(tmp_path / run) == reference
+    assert built == [1]
+    assert len(list((tmp_path / "cache" / "teacher-sides").glob("*.pt"))) == 1

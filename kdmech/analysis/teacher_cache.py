@@ -10,7 +10,8 @@ the same numbers, bit for bit (tests/test_teacher_cache.py).
 
 Where: `$KDMECH_CACHE` when set (`off` turns the cache off), else `$XDG_CACHE_HOME/kdmech` or
 `~/.cache/kdmech`, subfolder `teacher-sides`. A file that cannot be read is ignored and
-rewritten; a folder that cannot be written leaves the run uncached (one warning line).
+rewritten; a folder that cannot be written leaves the run uncached (one warning line). Entries
+are plain files, safe to delete at any time.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ _SOURCES = ("analysis", "models", "tasks")
 def cache_dir() -> Path | None:
     """The folder of cached teacher sides, None when the cache is off."""
     env = os.environ.get("KDMECH_CACHE")
-    if env is not None and env.strip().lower() in ("off", "0", "false", "none", ""):
+    if env is not None and env.strip().lower() in ("off", "0", "false", "none"):
         return None
     if env:
         root = Path(env)
