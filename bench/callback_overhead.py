@@ -15,7 +15,10 @@ all validating and checkpointing every 100 steps (only the analyses differ):
 The cache is a fresh temporary KDMECH_CACHE, emptied before each `first` run. An untimed
 20-step run comes first: a process's first run pays one-time costs (imports, first calls).
 The overhead is each side's median over --reps against off's. Target: ≤ 10 %. The records of
-the steps the analysing sides share must be identical (printed).
+the steps the analysing sides share must be identical (printed). On a shared machine two runs
+of one side differ by seconds, so each analysing side also reports the time spent inside the
+analyses in its own run (the callback's hooks and the analysis prompts, clocked around them)
+against the off side's wall time: the same overhead, free of the drift between runs.
 
     python bench/callback_overhead.py [--reps 1] [--steps 400] [--teacher DIR] [--sides ...] [--profile]
 
@@ -83,6 +86,8 @@ def main():
     distill(teacher, work / "warm-up", CapacitySpec(depth=0.5), training=replace(training, steps=20),
             analysis=replace(DEFAULT, every_n_steps=10), trainer=TRAINER, wandb=args.wandb, progress=False)
     times = {side: [] for side in SIDES}
+    inside = {side: [] for side in SIDES}
+    clock = _clock_analyses()
     for rep in range(args.reps):
         for side, schedule in SIDES.items():
             if side not in args.sides.split(","):
@@ -90,29 +95,62 @@ def main():
             forget_shared_teacher_sides()  # each run is a process of its own: no in-process sharing
             if side == "first":
                 shutil.rmtree(work / "cache", ignore_errors=True)
+            clock.clear()
             start = time.perf_counter()
             distill(teacher, work / f"{side}-{rep}", CapacitySpec(depth=0.5), training=training,
                     analysis=schedule, trainer=TRAINER, wandb=args.wandb, progress=False)
             times[side].append(time.perf_counter() - start)
-            print(f"rep {rep} analyses {side}: {times[side][-1]:.1f} s", flush=True)
+            inside[side].append(sum(clock.values()))
+            print(f"rep {rep} analyses {side}: {times[side][-1]:.1f} s, {inside[side][-1]:.1f} s of it "
+                  f"inside the analyses", flush=True)
     if not times["off"]:
         return
     med = {side: statistics.median(t) for side, t in times.items() if t}
     off = med["off"]
-    print("\n| callback_overhead | seconds (median of %d) | overhead vs off |" % args.reps)
-    print("|---|---|---|")
+    ins = {side: statistics.median(t) for side, t in inside.items() if t}
+    print("\n| callback_overhead | seconds (median of %d) | overhead vs off | inside the analyses |" % args.reps)
+    print("|---|---|---|---|")
     for side in med:
         print(f"| distill, analyses {side} | {med[side]:.1f} | "
-              + ("–" if side == "off" else f"{100 * (med[side] - off) / off:.1f} % (target ≤ 10 %)") + " |")
+              + ("– | –" if side == "off" else f"{100 * (med[side] - off) / off:.1f} % | "
+                 f"{ins[side]:.1f} s = {100 * ins[side] / off:.1f} % (target ≤ 10 %)") + " |")
     print("BENCH callback_overhead: " + ", ".join(
-        f"{side} {100 * (med[side] - off) / off:+.1f}%" for side in med if side != "off")
-        + f" (off {off:.1f} s)")
+        f"{side} {100 * (med[side] - off) / off:+.1f}% (inside {100 * ins[side] / off:.1f}%)"
+        for side in med if side != "off") + f" (off {off:.1f} s)")
     same = _same_records(work, [f"{side}-0" for side in med if side != "off"])
     if same is not None:
         print(f"records of the steps {', '.join(s for s in med if s != 'off')} all analysed: "
               + ("identical" if same else "DIFFERENT"))
     if args.profile:
         profile_one(teacher)
+
+
+def _clock_analyses() -> dict:
+    """Clock every entry into the analyses during a run: the callback's hooks and the analysis
+    prompts (the teacher's competence gate). Returns the {what: seconds} the runs add to."""
+    import functools
+
+    import kdmech.commands.distill as distill_module
+    from kdmech.callbacks import CircuitAnalysisCallback
+
+    spent: dict = {}
+
+    def clocked(owner, name):
+        fn = getattr(owner, name)
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent[name] = spent.get(name, 0.0) + time.perf_counter() - start
+        setattr(owner, name, wrapper)
+
+    for hook in ("on_train_start", "on_train_batch_end", "on_train_end"):
+        clocked(CircuitAnalysisCallback, hook)
+    clocked(distill_module, "analysis_prompts")
+    return spent
 
 
 def _same_records(work: Path, runs: list[str]):
