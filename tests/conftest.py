@@ -32,6 +32,27 @@ def tiny_gpt2(tokenizer):
 
 
 @pytest.fixture(scope="session")
+def random_bert(tokenizer):
+    """Builds a random 32-wide, 4-head BERT MLM (dropout off) whose weight matrices are scaled
+    ×8 so every component moves the logits: random_bert(layers, seed, attn)."""
+    from transformers import BertConfig, BertForMaskedLM
+
+    def build(layers: int = 2, seed: int = 0, attn: str | None = "eager"):
+        torch.manual_seed(seed)
+        cfg = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=layers,
+                         num_attention_heads=4, intermediate_size=64, pad_token_id=tokenizer.pad_token_id,
+                         max_position_embeddings=64, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+                         **({"attn_implementation": attn} if attn else {}))
+        model = BertForMaskedLM(cfg).eval()
+        with torch.no_grad():
+            for p in model.parameters():
+                if p.ndim == 2:
+                    p.mul_(8)
+        return model
+    return build
+
+
+@pytest.fixture(scope="session")
 def prompts(tokenizer):
     return tokenize_prompts(NumeralTask(per_type=8, seed=3).prompts(), tokenizer)
 

@@ -4,7 +4,6 @@ projection); an MLP's ablation equals a hook on BertOutput's dense layer."""
 
 import pytest
 import torch
-from transformers import BertConfig, BertForMaskedLM
 
 from kdmech.analysis import AblationKind, Node, ablated_metric_mean, boot, corrupted_activations
 from kdmech.analysis.engine import AblationEngine
@@ -12,17 +11,8 @@ from kdmech.tasks import NumeralTask, tokenize_prompts
 
 
 @pytest.fixture(scope="module")
-def bert(tokenizer):
-    torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                     intermediate_size=64, pad_token_id=tokenizer.pad_token_id, max_position_embeddings=64,
-                     attn_implementation="eager", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    model = BertForMaskedLM(cfg).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.ndim == 2:
-                p.mul_(8)
-    return model
+def bert(random_bert):
+    return random_bert(layers=2, seed=0)
 
 
 @pytest.fixture(scope="module")

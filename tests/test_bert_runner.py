@@ -6,7 +6,6 @@ and without a memory budget, and node pruning must keep the same circuit."""
 
 import pytest
 import torch
-from transformers import BertConfig, BertForMaskedLM
 
 from kdmech.analysis import AblationKind, boot, corrupted_activations
 from kdmech.analysis.circuit import prune_nodes
@@ -16,17 +15,8 @@ from kdmech.tasks import NumeralTask, tokenize_prompts
 
 
 @pytest.fixture(scope="module")
-def bert(tokenizer):
-    torch.manual_seed(1)
-    cfg = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
-                     intermediate_size=64, pad_token_id=tokenizer.pad_token_id, max_position_embeddings=64,
-                     hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    model = BertForMaskedLM(cfg).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.ndim == 2:
-                p.mul_(8)
-    return model
+def bert(random_bert):
+    return random_bert(layers=3, seed=1, attn=None)  # HF's default attention: the runner sets eager itself
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,6 @@ import re
 
 import pytest
 import torch
-from transformers import BertConfig, BertForMaskedLM
 
 from kdmech.analysis import boot, corrupted_activations
 from kdmech.analysis.checkpoint import TeacherSide, analyze_checkpoint
@@ -273,16 +272,8 @@ def test_gpt2_bridge_stacking_within_budget_same_numbers(gpt2_pair, tokenizer):
 # --- BERT: its fast path (bert_runner: the reference's batches, from the first ablated layer) ---
 
 @pytest.fixture(scope="module")
-def bert_and_cloze(tokenizer):
-    torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                     intermediate_size=64, pad_token_id=tokenizer.pad_token_id, max_position_embeddings=64,
-                     attn_implementation="eager", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    model = BertForMaskedLM(cfg).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.ndim == 2:
-                p.mul_(8)
+def bert_and_cloze(tokenizer, random_bert):
+    model = random_bert(layers=2, seed=0)
     cloze = tokenize_prompts(NumeralTask(per_type=6, seed=2, cloze=True).prompts(), tokenizer, kind="masked")
     return model, oriented(model, cloze)
 

@@ -59,25 +59,20 @@ class BertRunner:
         self.resid_final = torch.cat(logits)
         """The clean logits [N, T, V] (the engine reads the intact metric off them)."""
 
-    def _hooks(self, nodes: list[Node], rows: slice, z_new, mlp_new) -> list:
-        """Forward hooks on Hugging Face's modules that ablate `nodes` for prompt rows `rows`."""
-        heads: dict[int, list[int]] = {}
+    def _hooks(self, heads: dict[int, list[int]], z: dict, mlp: dict, rows: slice) -> list:
+        """Hooks on Hugging Face's modules that ablate, for prompt rows `rows`, the heads
+        `heads[layer]` (outputs from `z[layer]`, [N, T, d]) and the MLPs of `mlp` ([N, T, d])."""
         handles = []
-        for node in nodes:
-            if node.is_head:
-                heads.setdefault(node.layer, []).append(node.head)
-            else:
-                new = mlp_new(node.layer)[rows]
-                handles.append(self.layers[node.layer].output.dense.register_forward_hook(
-                    lambda mod, args, out, new=new: new.expand_as(out).clone()))
+        for layer, new in mlp.items():
+            handles.append(self.layers[layer].output.dense.register_forward_hook(
+                lambda mod, args, out, new=new[rows]: new.clone()))
         for layer, hs in heads.items():
-            new = z_new(layer)[rows]
             attn = self.layers[layer].attention
 
-            def patch(mod, args, new=new, hs=hs, n_heads=attn.self.num_attention_heads):
+            def patch(mod, args, new=z[layer][rows], hs=hs, n_heads=attn.self.num_attention_heads):
                 x = args[0].clone()
                 view, repl = x.view(*x.shape[:2], n_heads, -1), new.view(*new.shape[:2], n_heads, -1)
-                view[:, :, hs] = repl.expand_as(view)[:, :, hs]
+                view[:, :, hs] = repl[:, :, hs]
                 return (x,)
             handles.append(attn.output.dense.register_forward_pre_hook(patch))
         return handles
@@ -89,6 +84,12 @@ class BertRunner:
         `z_new(layer)` [N, T, d] and `mlp_new(layer)` [N, T, d]); with `rows`, for those
         prompt rows only (`positions` are theirs). The name is the engine's runner interface:
         for BERT the 'final' read is the MLM head's output."""
+        heads: dict[int, list[int]] = {}
+        for node in nodes:
+            if node.is_head:
+                heads.setdefault(node.layer, []).append(node.head)
+        z = {layer: z_new(layer) for layer in heads}  # each replacement made once per call
+        mlp = {node.layer: mlp_new(node.layer) for node in nodes if not node.is_head}
         start = min(n.layer for n in nodes)
         base = rows.start if rows is not None else 0
         stop = rows.stop if rows is not None else self.hidden[0].shape[0]
@@ -97,10 +98,9 @@ class BertRunner:
             lo, hi = max(sl.start, base), min(sl.stop, stop)
             if lo >= hi:
                 continue
-            part = slice(lo, hi)
-            handles = self._hooks(nodes, part, z_new, mlp_new)
+            handles = self._hooks(heads, z, mlp, slice(lo, hi))
             try:
-                h = self.hidden[start][part]
+                h = self.hidden[start][lo:hi]
                 for layer in self.layers[start:]:
                     h = layer(h)
                     h = h[0] if isinstance(h, tuple) else h
