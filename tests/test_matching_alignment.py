@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from kdmech.analysis import Match, alignment, compare, linear_cka, profile
+from kdmech.analysis import Match, compare, linear_cka, profile
 from kdmech.analysis.alignment import alignment_score
 from kdmech.analysis.matching import assign, head_similarity, merges, mlp_similarity
 from kdmech.analysis.nodes import Node, all_nodes

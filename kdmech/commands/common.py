@@ -23,7 +23,7 @@ from kdmech.errors import KdmechError
 def quiet_lightning() -> None:
     """Keep the console to progress bars and kdmech's own lines."""
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
-    warnings.filterwarnings("ignore", ".*module\(s\) in eval mode.*")  # the frozen teacher
+    warnings.filterwarnings("ignore", r".*module\(s\) in eval mode.*")  # the frozen teacher
     warnings.filterwarnings("ignore", ".*LeafSpec.*")
     warnings.filterwarnings("ignore", ".*no `validation_step`.*")  # distill-shared trains only
     warnings.filterwarnings("ignore", ".*isinstance.*treespec.*")
