@@ -16,7 +16,7 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from kdmech.analysis import AblationKind, ablated_metric_mean, boot, corrupted_activations
-from kdmech.analysis.engine import AblationEngine
+from kdmech.analysis.ablation.engine import AblationEngine
 from kdmech.models import build_word_tokenizer
 from kdmech.tasks.prompt_set import PromptSet, PromptTexts
 

@@ -106,7 +106,7 @@ def test_boot_leaves_the_original_model_untouched(tiny_gpt2, tokenizer):
 @pytest.mark.parametrize("fast_path", [True, False], ids=["gpt2-runner", "bridge"])
 @pytest.mark.parametrize("kind", ["mean", "zero", "resample"])
 def test_engine_equals_the_plain_reference(tiny_gpt2, tokenizer, prompts, kind, fast_path):
-    from kdmech.analysis.engine import AblationEngine
+    from kdmech.analysis.ablation.engine import AblationEngine
 
     bridged = boot(tiny_gpt2, tokenizer)
     source = corrupted_activations(bridged, prompts, keep_full=True)
@@ -128,7 +128,7 @@ def test_engine_equals_the_plain_reference(tiny_gpt2, tokenizer, prompts, kind, 
 
 def test_gpt2_runner_on_a_deeper_model_equals_the_reference(tokenizer, prompts):
     """Four layers exercise every branch: start block, middle blocks, last block."""
-    from kdmech.analysis.engine import AblationEngine
+    from kdmech.analysis.ablation.engine import AblationEngine
     from kdmech.models import TinyGPT2Spec
 
     model = TinyGPT2Spec(n_layer=4, n_head=2, n_embd=16).build(tokenizer, seed=5).eval()

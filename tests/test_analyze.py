@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from kdmech.analysis import boot, corrupted_activations, profile
-from kdmech.analysis.engine import AblationEngine
+from kdmech.analysis.ablation.engine import AblationEngine
 from kdmech.analysis.noise import add_weight_noise, summarise
 from kdmech.analysis.probes import logit_attribution, similar_member_scores
 from kdmech.cli import main

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from kdmech.analysis import AblationKind, Node, ablated_metric_mean, boot, corrupted_activations
-from kdmech.analysis.engine import AblationEngine
+from kdmech.analysis.ablation.engine import AblationEngine, Strategy
 from kdmech.tasks import NumeralTask, tokenize_prompts
 
 
@@ -65,7 +65,7 @@ def test_bert_head_mean_ablation_matches_hf_hook(bert, tokenizer, cloze):
     assert got == pytest.approx(expected, abs=1e-4)
     assert abs(got - hf_ld(bert, cloze)) > 1e-3  # the ablation did something
     engine = AblationEngine(bridged, cloze, "mean", source)  # BERT's fast path (bert_runner)
-    assert engine.runner is not None and not engine.reference_only
+    assert engine.runner is not None and engine.strategy is Strategy.RUNNER
     assert engine.full_metric == pytest.approx(hf_ld(bert, cloze), abs=1e-4)
     assert engine.metric([Node(layer, head)]) == pytest.approx(expected, abs=1e-4)
 

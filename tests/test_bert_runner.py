@@ -1,4 +1,4 @@
-"""BERT's fast ablation path (kdmech.analysis.bert_runner) against the reference: one full
+"""BERT's fast ablation path (kdmech.analysis.ablation.bert_runner) against the reference: one full
 TransformerLens-bridge forward per ablation set with the bridge's own hooks (itself checked
 against hand-written Hugging Face hooks in test_bert_ablation.py). Same batches, same shapes:
 the per-prompt metrics must be the same numbers, bit for bit, for every ablation kind, with
@@ -9,7 +9,7 @@ import torch
 
 from kdmech.analysis import AblationKind, boot, corrupted_activations
 from kdmech.analysis.circuit import prune_nodes
-from kdmech.analysis.engine import AblationEngine
+from kdmech.analysis.ablation.engine import AblationEngine, Strategy
 from kdmech.errors import KdmechError
 from kdmech.tasks import NumeralTask, tokenize_prompts
 
@@ -39,7 +39,7 @@ def test_fast_bert_ablations_equal_the_reference(bert, tokenizer, cloze, kind, b
               corrupted_activations(bridged, cloze, keep_full=AblationKind(kind) is AblationKind.RESAMPLE))
     fast = AblationEngine(bridged, cloze, kind, source, max_batch_tokens=budget)
     reference = AblationEngine(bridged, cloze, kind, source, fast_path=False, max_batch_tokens=budget)
-    assert fast.runner is not None and reference.runner is None and reference.reference_only
+    assert fast.runner is not None and reference.runner is None and reference.strategy is Strategy.REFERENCE
     sets = _sets(bridged.nodes)
     got, want = fast.metrics(sets, per_prompt=True), reference.metrics(sets, per_prompt=True)
     assert len(got) == len(sets)

@@ -4,9 +4,10 @@ import pytest
 import torch
 
 from kdmech.analysis import AblationKind, Node, ablated_metric_mean, boot, corrupted_activations
+from kdmech.analysis.edges import Edge
 from kdmech.analysis.circuit import (backward_order, discover, forward_order, path_patching,
                                      threshold_sweep)
-from kdmech.analysis.engine import AblationEngine
+from kdmech.analysis.ablation.engine import AblationEngine
 from kdmech.models import TinyGPT2Spec, load_causal_lm
 from kdmech.tasks import NumeralTask, tokenize_prompts
 from kdmech.tasks.filtering import filter_by_teacher
@@ -94,13 +95,13 @@ def test_edge_pruning_keeps_the_planted_path(tokenizer):
     engine = AblationEngine(bridged, prompts, "mean", corrupted_activations(bridged, base))
     circuit = discover(engine, 0.20)
     assert circuit.nodes == ["L1.H2"] and circuit.edge_nodes == ["L1.H2"]
-    assert circuit.edges == [["L1.H2", "resid_final"]]
+    assert [e.to_json() for e in circuit.edges] == [["L1.H2", "resid_final"]]
     # one node, one path: patching it is resample-ablating the head
     paired = corrupted_activations(bridged, prompts, keep_full=True)
     resampled = ablated_metric_mean(bridged, prompts, [PLANTED], AblationKind.RESAMPLE, paired)
     scored = path_patching(engine, {PLANTED})
     assert scored.baseline == pytest.approx(engine.full_metric, abs=1e-5)
-    assert scored.scores[("L1.H2", "resid_final")] == pytest.approx(resampled, abs=1e-5)
+    assert scored.scores[Edge.from_json(["L1.H2", "resid_final"])] == pytest.approx(resampled, abs=1e-5)
 
 
 @pytest.fixture(scope="module")
@@ -137,4 +138,4 @@ def test_threshold_sweep_table(teacher_engine):
         assert r["completeness"] >= 100 * (1 - r["threshold"]) - 1e-6
         assert r["heads"] + r["mlps"] == r["nodes"]
     for c in sweep.circuits:
-        assert c.edges_pruned and all(len(e) == 2 for e in c.edges)
+        assert c.edges_pruned and all(len(e.to_json()) == 2 for e in c.edges)

@@ -56,6 +56,7 @@ from kdmech.analysis.pair import compare
 from kdmech.analysis.probes import first_token_divergence
 from kdmech.analysis.shift import SHIFTS, distribution_shift
 from kdmech.distill.data import corpus_dataset
+from kdmech.distill.masking import make_masker
 from kdmech.distill.module import DistillationModule
 from kdmech.models import CapacitySpec, TinySpec, build_student, family_of, tiny_spec
 from kdmech.tasks import NumeralTask, tokenize_prompts
@@ -238,7 +239,7 @@ def test_distillation_step_makes_no_stray_tensor(pair, tokenizer):
     family, teacher, _, _ = pair
     students = {"deep": build_student(teacher, CapacitySpec(depth=0.5))[0],
                 "narrow": build_student(teacher, CapacitySpec(depth=0.5, width=0.5))[0]}
-    masker = family_of(teacher).make_masker(tokenizer, teacher.config.vocab_size, 0)
+    masker = make_masker(family_of(teacher), tokenizer, teacher.config.vocab_size, 0)
     module = DistillationModule(teacher, students, {n: [1] for n in students}, masker=masker)
     losses, seen = module.losses, []
 

@@ -14,10 +14,11 @@ from transformers import (AutoModelForCausalLM, AutoModelForMaskedLM, BertForMas
 
 from kdmech.analysis import boot, corrupted_activations
 from kdmech.analysis.circuit import EDGES, discover, path_patching, prune_edges, prune_nodes
-from kdmech.analysis.engine import AblationEngine
+from kdmech.analysis.ablation.engine import AblationEngine
 from kdmech.analysis.nodes import Node
 from kdmech.analysis.probes import logit_attribution, successor_scores
-from kdmech.distill.masking import BertMasker
+from kdmech.analysis.ablation.runners import runner_for
+from kdmech.distill.masking import BertMasker, make_masker
 from kdmech.errors import KdmechError
 from kdmech.models import CapacitySpec, FAMILIES, TinySpec, build_student, family_of, get_family, tiny_spec
 from kdmech.models.family import model_types
@@ -76,17 +77,17 @@ def test_capabilities_are_declared(tokenizer):
     assert gpt2.start_at_layer and not bert.start_at_layer
     assert bert.bridge_attention_mask and not gpt2.bridge_attention_mask
     assert "post-LayerNorm" in bert.residual_note
-    assert gpt2.make_masker(tokenizer, 10) is None
-    assert isinstance(bert.make_masker(tokenizer, len(tokenizer), seed=1), BertMasker)
+    assert make_masker(gpt2, tokenizer, 10) is None
+    assert isinstance(make_masker(bert, tokenizer, len(tokenizer), seed=1), BertMasker)
     ids = torch.zeros(2, 5, dtype=torch.long)
     model = tiny_spec("gpt2", SIZES).build(tokenizer)
-    assert gpt2.fast_ablation(model, ids) is not None
-    assert bert.fast_ablation(tiny_spec("bert", SIZES).build(tokenizer), ids) is not None
+    assert runner_for("gpt2", model, ids) is not None
+    assert runner_for("bert", tiny_spec("bert", SIZES).build(tokenizer), ids) is not None
     # a GPT-2 config outside the fast path: the engine falls back to the bridge reference
     config = copy.deepcopy(model.config)
     config.scale_attn_by_inverse_layer_idx = True
     odd = GPT2LMHeadModel(config)
-    assert family_of(odd) is gpt2 and gpt2.fast_ablation(odd, ids) is None
+    assert family_of(odd) is gpt2 and runner_for("gpt2", odd, ids) is None
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from kdmech.analysis import AblationKind, Node, ablated_metric_mean, boot, corrupted_activations
-from kdmech.analysis.engine import AblationEngine
+from kdmech.analysis.ablation.engine import AblationEngine
 from kdmech.tasks import GreaterThanTask, tokenize_prompts
 from kdmech.tasks.filtering import accuracy_and_ld
 from kdmech.tasks.prompt_set import PromptSet

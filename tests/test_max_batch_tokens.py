@@ -21,7 +21,7 @@ import torch
 from kdmech.analysis import boot, corrupted_activations
 from kdmech.analysis.checkpoint import TeacherSide, analyze_checkpoint
 from kdmech.analysis.circuit import path_patching, prune_edges, prune_nodes
-from kdmech.analysis.engine import AblationEngine
+from kdmech.analysis.ablation.engine import AblationEngine
 from kdmech.analysis.influence import per_prompt_lds
 from kdmech.analysis.noise import noise_curve
 from kdmech.analysis.options import AnalysisOptions, AnalysisSchedule, AnalyzeOptions

@@ -30,11 +30,13 @@ in or out leaves the edge-level circuit. Path patching assumes an additive resid
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 
 import torch
 
-from kdmech.analysis.engine import AblationEngine, final_metrics
+from kdmech.analysis.ablation.contract import readout_at
+from kdmech.analysis.ablation.engine import AblationEngine, chunked_metric
+from kdmech.analysis.edges import Edge, edge_nodes, upstream
 from kdmech.analysis.nodes import Node
 from kdmech.errors import KdmechError
 
@@ -49,8 +51,8 @@ class Circuit:
     threshold: float
     """T: the circuit keeps at least (1 − T) of LD_full."""
     nodes: list[str]
-    edges: list[list[str]] = field(default_factory=list)
-    """[sender, receiver input] pairs; receiver inputs are L{l}.H{h}.q|k|v, L{l}.MLP, resid_final."""
+    edges: list[Edge] = field(default_factory=list)
+    """Kept edges (`kdmech.analysis.edges`); JSON: [sender, receiver input] name pairs."""
     completeness: float = float("nan")
     """% of LD_full with only the circuit kept (everything else ablated)."""
     faithfulness: float = float("nan")
@@ -88,11 +90,13 @@ class Circuit:
         return [n for n in self.nodes if n.endswith(".MLP")]
 
     def to_json(self) -> dict:
-        return {**asdict(self), "empty": self.empty, "summary": self.summary}
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        return {**out, "edges": [e.to_json() for e in self.edges], "empty": self.empty, "summary": self.summary}
 
     @classmethod
     def from_json(cls, d: dict) -> "Circuit":
-        return cls(**{k: v for k, v in d.items() if k not in ("empty", "summary")})
+        kept = {k: v for k, v in d.items() if k not in ("empty", "summary")}
+        return cls(**{**kept, "edges": [Edge.from_json(e) for e in d.get("edges", [])]})
 
 
 def backward_order(nodes: list[Node]) -> list[Node]:
@@ -153,26 +157,12 @@ def prune_nodes(engine: AblationEngine, threshold: float = 0.20, max_passes: int
     return circuit, passes
 
 
-def _receivers(circuit: set[Node], n_layers: int) -> list[tuple[str, int]]:
-    """(receiver input, its layer); the final residual counts as layer n_layers."""
-    out = [(f"{n.name}.{port}", n.layer) for n in sorted(circuit) if n.is_head for port in "qkv"]
-    out += [(n.name, n.layer) for n in sorted(circuit) if not n.is_head]
-    return out + [("resid_final", n_layers)]
-
-
-def _upstream(sender: Node, receiver: str, layer: int) -> bool:
-    if sender.layer < layer:
-        return True
-    # a head feeds the MLP of its own layer
-    return sender.layer == layer and sender.is_head and receiver.endswith(".MLP")
-
-
 @dataclass(frozen=True)
 class EdgeScores:
     baseline: float
     """Mean metric of the node circuit alone (every other node ablated, no edge patched)."""
-    scores: dict[tuple[str, str], float]
-    """(sender, receiver input) → mean metric with that one path patched."""
+    scores: dict[Edge, float]
+    """Edge → mean metric with that one path patched."""
 
 
 def path_patching(engine: AblationEngine, circuit: set[Node], progress=None) -> EdgeScores:
@@ -181,7 +171,9 @@ def path_patching(engine: AblationEngine, circuit: set[Node], progress=None) -> 
     p = engine.prompts
     state = engine.ablated_state([n for n in engine.bridged.nodes if n not in circuit])
     paired = engine.paired_corrupted().full
-    baseline = final_metrics(runner, state.resid_final, p, engine.row_chunks).mean().item()
+    baseline = chunked_metric(runner, lambda sl: readout_at(
+        state.resid_final if sl is None else state.resid_final[sl], p.positions if sl is None else p.positions[sl]),
+        p, engine.row_chunks).mean().item()
     # each patched forward runs on one slice of prompt rows (the engine's memory budget; one
     # slice without it); an edge's score is the mean over every prompt
     slices = [(sl, state.rows(sl), lambda layer, sl=sl: paired[Node(layer, 0).hook][sl].flatten(2),
@@ -190,35 +182,24 @@ def path_patching(engine: AblationEngine, circuit: set[Node], progress=None) -> 
     for sender in sorted(circuit):
         deltas = [runner.sender_delta(sender, z_corrupted, mlp_corrupted, st)
                   for _, st, z_corrupted, mlp_corrupted in slices]
-        for receiver, layer in _receivers(circuit, engine.n_layers):
-            if not _upstream(sender, receiver, layer):
+        for receiver in runner.receivers(circuit):
+            if not upstream(sender, receiver):
                 continue
-            lds = [runner.metric_from_final(runner.patched_path_resid(delta, receiver, p.positions[sl], st),
-                                            p, rows=sl)
+            lds = [runner.metric(runner.patched_path_resid(delta, receiver, p.positions[sl], st), p, rows=sl)
                    for (sl, st, _, _), delta in zip(slices, deltas)]
-            scores[(sender.name, receiver)] = torch.cat(lds).mean().item()
+            scores[Edge(sender, receiver)] = torch.cat(lds).mean().item()
             if progress:
                 progress(1)
     return EdgeScores(baseline, scores)
 
 
 def prune_edges(engine: AblationEngine, circuit: set[Node], threshold: float = 0.20,
-                progress=None) -> list[list[str]]:
-    """[sender, receiver input] edges kept: patching one leaves the metric below
-    (1 − T)·LD_full."""
+                progress=None) -> list[Edge]:
+    """The edges kept: patching one alone leaves the metric below (1 − T)·LD_full."""
     engine.residual_runner(EDGES)  # refused before any work when the family cannot
     limit = (1 - threshold) * _check_ld(engine)
     scored = path_patching(engine, circuit, progress)
-    return [[s, r] for (s, r), ld in scored.scores.items() if ld < limit]
-
-
-def edge_nodes(edges: list[list[str]]) -> list[str]:
-    """Nodes that keep at least one edge; a receiver input with no incoming edge is dropped,
-    and a node with no edge in or out leaves the edge-level circuit."""
-    names = {e[0] for e in edges} | {r.rsplit(".", 1)[0] if r.count(".") == 2 else r
-                                     for _, r in edges}
-    names.discard("resid_final")
-    return [n.name for n in sorted(Node.parse(x) for x in names)]
+    return [edge for edge, ld in scored.scores.items() if ld < limit]
 
 
 def discover(engine: AblationEngine, threshold: float = 0.20, edges: bool = True,
@@ -232,7 +213,7 @@ def discover(engine: AblationEngine, threshold: float = 0.20, edges: bool = True
         completeness=retained_with_only(engine, nodes),
         faithfulness=retained_with_only(engine, everything - nodes),
         passes=passes, ablation=engine.kind.value,
-        edges_pruned=edges and not refused, edge_nodes=edge_nodes(edge_list),
+        edges_pruned=edges and not refused, edge_nodes=[n.name for n in edge_nodes(edge_list)],
         edges_note=f"{refused}; the node-level circuit stands" if refused else "")
 
 

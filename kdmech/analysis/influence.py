@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-from kdmech.analysis.engine import AblationEngine
+from kdmech.analysis.ablation.engine import AblationEngine
 from kdmech.analysis.nodes import Node
 
 

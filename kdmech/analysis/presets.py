@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 
 from kdmech.analysis.ablation import AblationKind, corrupted_activations
 from kdmech.analysis.alignment import alignment
-from kdmech.analysis.engine import AblationEngine
+from kdmech.analysis.ablation.engine import AblationEngine
 from kdmech.analysis.influence import influence_from_lds, per_prompt_lds
 from kdmech.analysis.pair import PairAnalysis
 from kdmech.analysis.profile import ModelProfile

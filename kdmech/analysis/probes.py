@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from kdmech.analysis.engine import AblationEngine
+from kdmech.analysis.ablation.engine import AblationEngine
 from kdmech.analysis.matching import Match, linear_cka
 from kdmech.analysis.nodes import Node
 from kdmech.analysis.profile import ModelProfile
@@ -62,20 +62,14 @@ def successor_scores(engine: AblationEngine, tokenizer, values=range(1, 31)) -> 
     if len(usable) < 3:
         raise KdmechError("the successor probe needs at least 3 single-token numerals")
     vals = [v for v, _ in usable]
-    model = runner.model
-    tok = torch.tensor([t for _, t in usable], device=model.lm_head.weight.device)
-    emb = model.transformer.wte.weight[tok]  # [n, d]
-    w_u = model.lm_head.weight[tok]  # [n, d]: numeral tokens only
+    tok = torch.tensor([t for _, t in usable], device=engine.prompts.device)
+    emb = runner.embed_rows(tok)  # [n, d]
+    w_u = runner.unembed_rows(tok)  # [n, d]: numeral tokens only
     targets = {v: vals.index(v + 1) for v in vals if v + 1 in vals}
     scores = {}
-    for l, block in enumerate(runner.blocks):
-        x = block.ln_1(emb)
-        w_v = block.attn.c_attn.weight[:, 2 * runner.d:]  # [d, d] value columns
-        w_o = block.attn.c_proj.weight  # [d, d]
+    for l in range(runner.n_layers):
         for h in range(runner.n_heads):
-            cols = runner.head_slice(h)
-            ov = x @ w_v[:, cols] @ w_o[cols]
-            logits = model.transformer.ln_f(ov) @ w_u.T
+            logits = runner.final_norm(runner.ov(l, h, emb)) @ w_u.T
             top = logits.argmax(-1)
             hits = [int(top[vals.index(v)]) == j for v, j in targets.items()]
             scores[f"L{l}.H{h}"] = sum(hits) / len(hits)
@@ -104,34 +98,33 @@ def logit_attribution(engine: AblationEngine) -> LogitAttribution:
     if p.metric != "logit_diff":
         raise KdmechError(f"direct logit attribution splits a logit difference; task {p.task!r} "
                           f"uses the {p.metric!r} metric")
-    model = runner.model
     rows = torch.arange(len(p), device=p.device)
     pos = p.positions
     final = runner.resid_final[rows, pos]  # [N, d]
-    ln = model.transformer.ln_f
-    centred = final - final.mean(-1, keepdim=True)
-    scale = (centred.pow(2).mean(-1, keepdim=True) + ln.eps).sqrt()  # frozen LN scale
-    w_u = model.lm_head.weight
-    direction = (w_u[p.answers] - w_u[p.wrong_answers]) * ln.weight  # [N, d]
+    normalise, weight = runner.frozen_final_norm(final)  # the final norm's scale frozen
+    diff = runner.unembed_rows(p.answers) - runner.unembed_rows(p.wrong_answers)
+    direction = diff * weight  # [N, d]
 
     def share(x: torch.Tensor) -> float:
         """Mean over prompts of the LD share of a residual write x [N, d]."""
-        return float((((x - x.mean(-1, keepdim=True)) / scale) * direction).sum(-1).mean())
+        return float((normalise(x) * direction).sum(-1).mean())
 
     per_node, mlp_norms, biases = {}, {}, 0.0
-    for l, block in enumerate(runner.blocks):
+    for l in range(runner.n_layers):
         z = runner.z[l][rows, pos]
-        w_o = block.attn.c_proj.weight
         for h in range(runner.n_heads):
-            cols = runner.head_slice(h)
-            per_node[f"L{l}.H{h}"] = share(z[:, cols] @ w_o[cols])
-        biases += share(block.attn.c_proj.bias.expand(len(p), -1))
+            per_node[f"L{l}.H{h}"] = share(runner.head_write(l, h, z))
+        bias = runner.attn_out_bias(l)
+        if bias is not None:
+            biases += share(bias.expand(len(p), -1))
         nxt = runner.resid_pre[l + 1] if l + 1 < runner.n_layers else runner.resid_final
         mlp_out = nxt - runner.resid_mid[l]
         per_node[f"L{l}.MLP"] = share(mlp_out[rows, pos])
         mlp_norms[f"L{l}.MLP"] = mlp_out.norm(dim=-1).mean(0).tolist()
     embeddings = share(runner.resid_pre[0][rows, pos])
-    biases += float((ln.bias * (w_u[p.answers] - w_u[p.wrong_answers])).sum(-1).mean())
+    final_bias = runner.final_norm_bias()
+    if final_bias is not None:
+        biases += float((final_bias * diff).sum(-1).mean())
     return LogitAttribution(per_node, embeddings, biases, engine.full_metric, mlp_norms)
 
 

@@ -13,7 +13,7 @@ import torch
 
 from kdmech.analysis.ablation import AblationKind, corrupted_activations
 from kdmech.analysis.bridge import Bridged, boot
-from kdmech.analysis.engine import AblationEngine
+from kdmech.analysis.ablation.engine import AblationEngine
 from kdmech.analysis.influence import Influence, influence_from_lds, per_prompt_lds
 from kdmech.analysis.nodes import Node
 from kdmech.tasks.metric import task_metric

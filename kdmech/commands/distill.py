@@ -36,7 +36,7 @@ from kdmech.commands.common import (Devices, ResumableCheckpoint, TrainerOptions
                                     resolve_teacher, resume_point)
 from kdmech.commands.common import trainer as make_trainer
 from kdmech.distill.text import DataOptions, TextDataModule, data_files
-from kdmech.distill import CorpusDataModule, DistillationModule, LossWeights
+from kdmech.distill import CorpusDataModule, DistillationModule, LossWeights, make_masker
 from kdmech.errors import KdmechError
 from kdmech.models import CapacitySpec, build_student, family_of, load_lm
 from kdmech.models.capacity import InitStrategy
@@ -193,7 +193,7 @@ def distill_students(teacher: str, out: Path, capacities: list[CapacitySpec],
                            if analysis.enabled else (None, None))
     # Masked LMs: one corruption per batch for the teacher and every student, so drawn from the
     # teacher's vocabulary (the students share it: they are built from the teacher's config).
-    masker = family_of(teacher_model).make_masker(tokenizer, teacher_model.config.vocab_size, training.seed)
+    masker = make_masker(family_of(teacher_model), tokenizer, teacher_model.config.vocab_size, training.seed)
     module = DistillationModule(teacher_model, {n: s for n, (s, _) in built.items()},
                                 {n: list(p["layer_map"].values()) for n, (_, p) in built.items()},
                                 loss, training.lr, training.warmup_steps, masker, training.seed)

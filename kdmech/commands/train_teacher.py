@@ -17,7 +17,7 @@ from lightning.pytorch.callbacks import EarlyStopping
 
 from kdmech.commands.common import ResumableCheckpoint, atomic_dir, quiet_lightning, resume_point, trainer
 from kdmech.errors import KdmechError
-from kdmech.distill import CausalLMModule, CorpusDataModule, MaskedLMModule
+from kdmech.distill import CausalLMModule, CorpusDataModule, MaskedLMModule, make_masker
 from kdmech.models import TinySpec, build_word_tokenizer, tiny_spec
 from kdmech.models.family import get_family
 from kdmech.tasks import NumeralTask, tokenize_prompts
@@ -87,7 +87,7 @@ class StopAtTarget(EarlyStopping):
 
 def _lm_module(fam, net, tokenizer, lr: float, training: TeacherTraining, held_out):
     """The family's LM module: masked (with its masker) or causal."""
-    masker = fam.make_masker(tokenizer, net.config.vocab_size, training.seed)
+    masker = make_masker(fam, tokenizer, net.config.vocab_size, training.seed)
     if masker is not None:
         return MaskedLMModule(net, masker, lr, training.warmup_steps, held_out, training.seed)
     return CausalLMModule(net, lr, training.warmup_steps, held_out, training.seed)

@@ -42,3 +42,14 @@ class BertMasker:
         gen = self.generator if key is None else seeding.generator(self.seed, *key)
         corrupted, labels = mask_tokens(ids.cpu(), special.cpu(), self.mask_id, self.vocab_size, gen)
         return {**batch, "input_ids": corrupted.to(ids.device), "labels": labels.to(ids.device)}
+
+
+MASKERS: dict[str, type] = {"bert": BertMasker}
+"""Family name → the masker class of a masked LM's training batches; causal families have none."""
+
+
+def make_masker(family, tokenizer, vocab_size: int, seed: int = 0):
+    """The training-batch masker of a masked-LM family (a `ModelFamily` or its name); None for
+    a causal one."""
+    masker = MASKERS.get(getattr(family, "name", family))
+    return masker(tokenizer, vocab_size, seed) if masker else None

@@ -1,10 +1,12 @@
 """Model families: what differs between GPT-2 and BERT, declared in one place.
 
-Every other module asks a family instead of testing a name: which Hugging Face model types
-load into it (DistilBERT is converted to BERT's layout), how its prompts are framed and read
-(`kdmech.tasks.forms`), how a student is built from a teacher, how training batches are
-masked, which class specifies a tiny teacher, how the TransformerLens bridge is driven, the
-fast ablation path the engine may take, and whether the residual stream is additive.
+A family record says what a model *is*: which Hugging Face model types load into it
+(DistilBERT is converted to BERT's layout), how its prompts are framed and read
+(`kdmech.tasks.forms`), how a student is built from a teacher, which class specifies a tiny
+teacher, how the TransformerLens bridge is driven, and whether the residual stream is
+additive. How upper layers act on a family is registered there, by family name: the ablation
+engine's fast runners in `kdmech.analysis.ablation.runners`, the training-batch masker of a
+masked LM in `kdmech.distill.masking`. So this module imports nothing above `models/`.
 
 That last one is a capability, declared rather than inferred from whether an optimisation
 exists: path patching (edges), direct logit attribution and OV probes send one component's
@@ -19,11 +21,13 @@ Adding a family (say Llama):
    ("causal" or "masked") picks the prompt form, a new way of reading prompts goes in
    `tasks/forms.py`;
 3. nothing else is needed for node ablation and circuits: the engine uses the bridge
-   reference whenever `fast_path` is None. A fast path is optional, `(model, clean ids) →
-   runner or None`, exact against the reference (test it as tests/test_ablation_vs_hf.py
-   does); edges and residual probes run on it, so an additive family without one has them
-   refused with a message saying so;
-4. add the family to tests/test_family.py.
+   reference when no runner is registered for the family. A runner is optional
+   (`kdmech.analysis.ablation.contract`: `Runner` for node ablation, `ResidualRunner` for
+   edges and the residual probes), registered in `kdmech/analysis/ablation/runners.py`, exact
+   against the reference (test it as tests/test_ablation_vs_hf.py does); an additive family
+   without a `ResidualRunner` has edges and residual probes refused with a message saying so;
+4. a masked LM registers its training-batch masker in `kdmech/distill/masking.py`;
+5. add the family to tests/test_family.py.
 """
 
 from __future__ import annotations
@@ -71,12 +75,6 @@ class ModelFamily:
     """A bridge forward may start at a block and read the answer through ln_final and the
     unembedding (TransformerLens' start_at_layer); otherwise every ablation set is one full
     forward (the reference)."""
-    masker: Callable | None = None
-    """(tokenizer, vocab_size, seed) → a callable corrupting training batches (masked LMs)."""
-    fast_path: Callable | None = None
-    """(model, clean ids, batch_rows) → a faster ablation runner (no forward over more than
-    batch_rows prompt rows; None: all at once), or None when the model's config is outside
-    it; the engine falls back to the bridge reference."""
     converts: dict[str, Callable] = field(default_factory=dict, compare=False, hash=False)
     """model_type → conversion into this family's own layout, applied on load."""
 
@@ -94,15 +92,6 @@ class ModelFamily:
         convert = self.converts.get(model.config.model_type)
         return convert(model) if convert else model
 
-    def make_masker(self, tokenizer, vocab_size: int, seed: int = 0):
-        """The training-batch masker of a masked LM; None for a causal one."""
-        return self.masker(tokenizer, vocab_size, seed) if self.masker else None
-
-    def fast_ablation(self, model, clean, batch_rows: int | None = None):
-        """This family's fast ablation runner over `model` and the clean ids (forwards of at
-        most `batch_rows` prompt rows), or None."""
-        return self.fast_path(model, clean, batch_rows) if self.fast_path else None
-
     def refusal(self, what: str) -> str:
         """Why `what`, which reads the residual stream as a sum of writes, is refused here."""
         return (f"{what} refused for the {self.name} family: it assumes an additive residual "
@@ -114,29 +103,11 @@ class ModelFamily:
             raise KdmechError(self.refusal(what))
 
 
-def _gpt2_fast_path(model, clean, batch_rows=None):
-    from kdmech.analysis import gpt2_runner  # analysis sits above models
-
-    return gpt2_runner.GPT2Runner(model, clean, batch_rows) if gpt2_runner.supported(model) else None
-
-
-def _bert_fast_path(model, clean, batch_rows=None):
-    from kdmech.analysis import bert_runner  # analysis sits above models
-
-    return bert_runner.BertRunner(model, clean, batch_rows) if bert_runner.supported(model) else None
-
-
-def _bert_masker(tokenizer, vocab_size: int, seed: int):
-    from kdmech.distill.masking import BertMasker  # distill sits above models
-
-    return BertMasker(tokenizer, vocab_size, seed)
-
-
 FAMILIES: dict[str, ModelFamily] = {
     "gpt2": ModelFamily(
         "gpt2", "causal", ("gpt2",), AutoModelForCausalLM, additive_residual=True,
         residual_note="pre-LayerNorm blocks: each adds its writes to the residual stream",
-        build_student=build_gpt2_student, tiny_teacher=TinyGPT2Spec, fast_path=_gpt2_fast_path),
+        build_student=build_gpt2_student, tiny_teacher=TinyGPT2Spec),
     "bert": ModelFamily(
         "bert", "masked", ("bert", "distilbert"), AutoModelForMaskedLM, additive_residual=False,
         residual_note="post-LayerNorm blocks: each block's LayerNorm renormalises the sum of "
@@ -146,8 +117,7 @@ FAMILIES: dict[str, ModelFamily] = {
         tiny_task="numerals-any-start",
         tiny_task_note="the cloze numerals renumbered to 1..4 always answer 5, which a tiny BERT "
                        "can read off the slot's position; the starts 1..8 are kept",
-        bridge_attention_mask=True, start_at_layer=False, masker=_bert_masker,
-        fast_path=_bert_fast_path,
+        bridge_attention_mask=True, start_at_layer=False,
         converts={"distilbert": distilbert_to_bert}),
 }
 

@@ -12,16 +12,17 @@ set, full-vocabulary logits. The engine gives the same numbers faster:
   stacked in the batch, each copy with its own ablation (`max_rows` bounds the batch; on a
   CPU stacking is slower than looping, so it is off there by default).
 
-The engine asks the model's family (`kdmech.models.family`) for a faster path still and
-falls back to the bridge when there is none: GPT-2's `gpt2_runner` starts inside the first
-ablated block and computes the last block at the prediction positions only; BERT's
-`bert_runner` starts at the first ablated layer with the reference's batches and MLM head.
-Without a fast path a post-LayerNorm encoder takes the reference: one full forward per
-ablation set.
+The engine picks one strategy when it is built (`Strategy`): a fast runner registered for the
+model's family (`runners.runner_for`; the contract is `contract.Runner`): GPT-2's
+`gpt2_runner` starts inside the first ablated block and computes the last block at the
+prediction positions only, BERT's `bert_runner` starts at the first ablated layer with the
+reference's batches and MLM head; else the bridge's start-at-layer forwards described above;
+else, for a family whose bridge cannot start at a layer, the reference itself, one full forward
+per ablation set.
 
-Path patching and the residual probes read the fast path's cached forwards; they run only
-where the family declares an additive residual stream, and an engine built without its fast
-path builds the runner for them on demand (the same runner, so the same numbers).
+Path patching and the residual probes read a `contract.ResidualRunner`'s cached forwards; they
+run only where the family declares an additive residual stream, and an engine built without its
+runner builds it for them on demand (the same runner, so the same numbers).
 
 A memory budget (`max_batch_tokens`, `AnalysisOptions.max_batch_tokens`) splits the prompts
 into row slices of at most max(1, budget // seq_len) rows: cached forwards are computed a
@@ -37,20 +38,31 @@ activations (tests/test_device.py).
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import TYPE_CHECKING
+from enum import Enum
+from typing import Callable
 
 import torch
 
-from kdmech.analysis.ablation import (AblationKind, CorruptedActivations, ablated_metric,
-                                     corrupted_activations, row_chunks)
+from kdmech.analysis.ablation.contract import ResidualRunner, Runner
+from kdmech.analysis.ablation.reference import (AblationKind, CorruptedActivations, ablated_metric,
+                                                corrupted_activations, row_chunks)
+from kdmech.analysis.ablation.run_state import RunState
+from kdmech.analysis.ablation.runners import runner_for
 from kdmech.analysis.bridge import Bridged
 from kdmech.analysis.nodes import Node
 from kdmech.errors import KdmechError
 from kdmech.tasks.metric import task_metric
 from kdmech.tasks.prompt_set import PromptSet, batch_rows
 
-if TYPE_CHECKING:
-    from kdmech.analysis.gpt2_runner import RunState
+
+class Strategy(str, Enum):
+    """How an engine computes ablated metrics, picked once when it is built."""
+    RUNNER = "runner"
+    """The family's registered fast runner (`contract.Runner`)."""
+    BRIDGE = "bridge"
+    """Cached clean residuals and the bridge's start-at-layer forwards, stacked copies."""
+    REFERENCE = "reference"
+    """One full bridge forward per ablation set (`reference.ablated_metric`)."""
 
 
 class _Stop(Exception):
@@ -79,13 +91,15 @@ class AblationEngine:
                                                             self.chunk_rows))
         self.n_layers = bridged.n_layers
         self.family = bridged.family
-        self.runner = self._fast_runner() if fast_path else None
+        self.runner: Runner | None = self._fast_runner() if fast_path else None
         self._residual_runner, self._residual_tried = self.runner, self.runner is not None
-        # no start-at-layer shortcut (post-LayerNorm encoders' MLM head): every ablation set
-        # is one plain forward, the reference path
-        self.reference_only = self.runner is None and not self.family.start_at_layer
-        if self.reference_only or self.runner is not None:
-            # the reference and the fast path need no cached bridge residuals
+        if self.runner is not None:
+            self.strategy = Strategy.RUNNER
+        elif self.family.start_at_layer:
+            self.strategy = Strategy.BRIDGE
+        else:  # no start-at-layer shortcut (post-LayerNorm encoders' MLM head)
+            self.strategy = Strategy.REFERENCE
+        if self.strategy is not Strategy.BRIDGE:  # they need no cached bridge residuals
             self.full_metric = self._intact().mean().item()
             return
         names = [f"blocks.{l}.hook_resid_pre" for l in range(self.n_layers)]
@@ -102,7 +116,7 @@ class AblationEngine:
 
     def _fast_runner(self):
         """The family's fast runner over these prompts, its forwards within the budget."""
-        return self.family.fast_ablation(self.bridged.model, self.prompts.clean, self.chunk_rows)
+        return runner_for(self.family.name, self.bridged.model, self.prompts.clean, self.chunk_rows)
 
     # --- reading the answer off a final residual stream -------------------------------
     def metrics_from_resid(self, resid: torch.Tensor, rows: slice | None = None) -> torch.Tensor:
@@ -210,7 +224,7 @@ class AblationEngine:
                     f"cover this model's config")
         return ""
 
-    def residual_runner(self, what: str):
+    def residual_runner(self, what: str) -> ResidualRunner:
         """The fast path's runner (clean caches, weights, path patching) for `what`;
         a `KdmechError` with the reason when `residual_refusal` gives one."""
         reason = self.residual_refusal(what)
@@ -218,47 +232,47 @@ class AblationEngine:
             raise KdmechError(reason)
         return self._residual_runner
 
-    def ablated_state(self, nodes: list[Node]) -> "RunState":
+    def ablated_state(self, nodes: list[Node]) -> RunState:
         """The runner's cached forward with `nodes` ablated (this engine's kind)."""
         runner = self.residual_runner("path patching")
         return runner.ablated_state(nodes, self._z_new, self._mlp_new)
 
     def _intact(self) -> torch.Tensor:
         """Per-prompt metric of the intact model."""
-        if self.reference_only:
+        if self.strategy is Strategy.REFERENCE:
             return ablated_metric(self.bridged, self.prompts, [], self.kind, self.source, self.batch_size)
-        if self.runner is not None:
-            p = self.prompts
-            return final_metrics(self.runner, self.runner.resid_final, p, self.row_chunks)
+        if self.strategy is Strategy.RUNNER:
+            positions = self.prompts.positions
+            return chunked_metric(self.runner, lambda sl: self.runner.clean_readout(
+                positions if sl is None else positions[sl], sl), self.prompts, self.row_chunks)
         if len(self.row_chunks) == 1:
             return self.metrics_from_resid(self.resid_final)
         return torch.cat([self.metrics_from_resid(self.resid_final[sl], sl) for sl in self.row_chunks])
 
-    def _runner_metrics(self, nodes: list[Node]) -> torch.Tensor:
-        p, runner = self.prompts, self.runner
-        if len(self.row_chunks) == 1:
-            resid = runner.final_resid_at(nodes, p.positions, self._z_new, self._mlp_new)
-            return runner.metric_from_final(resid, p)
-        return torch.cat([runner.metric_from_final(
-            runner.final_resid_at(nodes, p.positions[sl], self._z_new, self._mlp_new, rows=sl), p, rows=sl)
-            for sl in self.row_chunks])
+    def _ablated(self, nodes: list[Node]) -> torch.Tensor:
+        """Per-prompt metric with `nodes` (non-empty) ablated, by the runner or the reference."""
+        if self.strategy is Strategy.REFERENCE:
+            return ablated_metric(self.bridged, self.prompts, nodes, self.kind, self.source, self.batch_size)
+        positions = self.prompts.positions
+        return chunked_metric(self.runner, lambda sl: self.runner.ablated_readout(
+            nodes, positions if sl is None else positions[sl], self._z_new, self._mlp_new, rows=sl),
+            self.prompts, self.row_chunks)
 
     @torch.no_grad()
     def metrics(self, sets: list[list[Node]], per_prompt: bool = False) -> list:
         """Mean LD (or per-prompt LDs, with `per_prompt`) for each ablation set, each set
         ablated at once from the full model."""
-        if self.reference_only or self.runner is not None:
-            out = []
-            for nodes in sets:
-                if not nodes:
-                    lds = self._intact()
-                elif self.reference_only:
-                    lds = ablated_metric(self.bridged, self.prompts, nodes, self.kind, self.source,
-                                         self.batch_size)
-                else:
-                    lds = self._runner_metrics(nodes)
-                out.append(lds if per_prompt else lds.mean().item())
-            return out
+        if self.strategy is Strategy.BRIDGE:
+            return self._bridge_metrics(sets, per_prompt)
+        out = []
+        for nodes in sets:
+            lds = self._ablated(nodes) if nodes else self._intact()
+            out.append(lds if per_prompt else lds.mean().item())
+        return out
+
+    def _bridge_metrics(self, sets: list[list[Node]], per_prompt: bool) -> list:
+        """`metrics` by start-at-layer bridge forwards: sets that start at one layer share a
+        forward of stacked copies."""
         out: list = [None] * len(sets)
         by_start: dict[int, list[int]] = defaultdict(list)
         for i, nodes in enumerate(sets):
@@ -290,13 +304,10 @@ class AblationEngine:
         return self.metrics([nodes])[0]
 
 
-def final_metrics(runner, resid_final: torch.Tensor, prompts: PromptSet, chunks: list[slice]) -> torch.Tensor:
-    """Per-prompt metric of a fast-path runner's cached final residuals [N, T, d], read at the
-    prediction positions one slice of prompt rows at a time."""
-    def at(sl: slice) -> torch.Tensor:
-        rows = torch.arange(sl.stop - sl.start, device=resid_final.device)
-        return resid_final[sl][rows, prompts.positions[sl]]
-
+def chunked_metric(runner: Runner, readout: Callable[[slice | None], torch.Tensor], prompts: PromptSet,
+                   chunks: list[slice]) -> torch.Tensor:
+    """Per-prompt metric of a runner's read-outs, one slice of prompt rows at a time:
+    `readout(rows)` gives the read-out of those rows (None: all of them, the one-slice case)."""
     if len(chunks) == 1:
-        return runner.metric_from_final(at(chunks[0]), prompts)
-    return torch.cat([runner.metric_from_final(at(sl), prompts, rows=sl) for sl in chunks])
+        return runner.metric(readout(None), prompts)
+    return torch.cat([runner.metric(readout(sl), prompts, rows=sl) for sl in chunks])

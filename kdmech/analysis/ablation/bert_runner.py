@@ -22,7 +22,8 @@ import copy
 
 import torch
 
-from kdmech.analysis.ablation import row_chunks
+from kdmech.analysis.ablation.contract import readout_at
+from kdmech.analysis.ablation.reference import row_chunks
 from kdmech.analysis.nodes import Node
 from kdmech.tasks.metric import task_metric
 
@@ -34,12 +35,21 @@ def supported(model) -> bool:
     return type(model).__name__ == "BertForMaskedLM"
 
 
+def make(model, clean: torch.Tensor, batch_rows: int | None = None) -> "BertRunner | None":
+    """The registry's factory (`runners.register_runner`)."""
+    return BertRunner(model, clean, batch_rows) if supported(model) else None
+
+
 class BertRunner:
+    """A `contract.Runner` over a Hugging Face BertForMaskedLM: its read-out is the MLM head's
+    logits."""
+
     def __init__(self, model, clean: torch.Tensor, batch_rows: int | None = None):
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
         self.model.set_attn_implementation("eager")  # the bridge runs its copy in eager attention
         self.layers = self.model.bert.encoder.layer
         self.n_layers = len(self.layers)
+        self.n_heads = self.model.config.num_attention_heads
         n = clean.shape[0]
         self.chunks = row_chunks(n, min(batch_rows or n, REFERENCE_BATCH))
         hidden: list[list[torch.Tensor]] = [[] for _ in range(self.n_layers)]
@@ -56,8 +66,8 @@ class BertRunner:
                 g.remove()
         self.hidden = [torch.cat(h) for h in hidden]
         """The clean hidden states entering each layer, [N, T, d]."""
-        self.resid_final = torch.cat(logits)
-        """The clean logits [N, T, V] (the engine reads the intact metric off them)."""
+        self.clean_logits = torch.cat(logits)
+        """The clean logits [N, T, V]."""
 
     def _hooks(self, heads: dict[int, list[int]], z: dict, mlp: dict, rows: slice) -> list:
         """Hooks on Hugging Face's modules that ablate, for prompt rows `rows`, the heads
@@ -77,13 +87,16 @@ class BertRunner:
             handles.append(attn.output.dense.register_forward_pre_hook(patch))
         return handles
 
+    def clean_readout(self, positions: torch.Tensor, rows: slice | None = None) -> torch.Tensor:
+        """The clean logits at each prompt's position [n, V]."""
+        return readout_at(self.clean_logits if rows is None else self.clean_logits[rows], positions)
+
     @torch.no_grad()
-    def final_resid_at(self, nodes: list[Node], positions: torch.Tensor, z_new, mlp_new,
+    def ablated_readout(self, nodes: list[Node], positions: torch.Tensor, z_new, mlp_new,
                        rows: slice | None = None) -> torch.Tensor:
         """Logits at each prompt's position [n, V] with `nodes` ablated (replacements
         `z_new(layer)` [N, T, d] and `mlp_new(layer)` [N, T, d]); with `rows`, for those
-        prompt rows only (`positions` are theirs). The name is the engine's runner interface:
-        for BERT the 'final' read is the MLM head's output."""
+        prompt rows only (`positions` are theirs)."""
         heads: dict[int, list[int]] = {}
         for node in nodes:
             if node.is_head:
@@ -112,5 +125,5 @@ class BertRunner:
             out.append(logits[torch.arange(hi - lo, device=logits.device), at])
         return torch.cat(out)
 
-    def metric_from_final(self, logits_at: torch.Tensor, prompts, rows: slice | None = None) -> torch.Tensor:
+    def metric(self, logits_at: torch.Tensor, prompts, rows: slice | None = None) -> torch.Tensor:
         return task_metric(logits_at, prompts, rows=rows)

@@ -24,12 +24,12 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass, field
-from typing import Callable
-
 import torch
 
-from kdmech.analysis.ablation import row_chunks
+from kdmech.analysis.ablation.reference import row_chunks
+from kdmech.analysis.ablation.contract import readout_at
+from kdmech.analysis.ablation.run_state import RunState, keep, rows_of
+from kdmech.analysis.edges import Receiver
 from kdmech.analysis.nodes import Node
 from kdmech.tasks.metric import task_metric
 
@@ -41,50 +41,9 @@ def supported(model) -> bool:
             and not getattr(c, "reorder_and_upcast_attn", False))
 
 
-@dataclass
-class RunState:
-    """One cached forward over the clean prompts, every position kept, some nodes ablated
-    (none for the clean run): the residual entering each block and after its attention, each
-    layer's head outputs before W_O (heads concatenated), each MLP's output, the final
-    residual, and the ablation itself, so that a path-patched forward continues with it."""
-
-    resid_pre: list[torch.Tensor]
-    resid_mid: list[torch.Tensor]
-    z: list[torch.Tensor]
-    mlp_out: list[torch.Tensor]
-    resid_final: torch.Tensor
-    heads_at: dict[int, list[int]] = field(default_factory=dict)
-    """Ablated heads by layer."""
-    mlps: set[int] = field(default_factory=set)
-    """Layers whose MLP is ablated."""
-    z_new: Callable | None = None
-    """layer → replacement head outputs [N, T, d]."""
-    mlp_new: Callable | None = None
-    """layer → replacement MLP output [N, T, d]."""
-
-    def rows(self, sl: slice) -> "RunState":
-        """The same state for prompt rows `sl` only (views, replacements sliced alike)."""
-        return RunState([x[sl] for x in self.resid_pre], [x[sl] for x in self.resid_mid],
-                        [x[sl] for x in self.z], [x[sl] for x in self.mlp_out], self.resid_final[sl],
-                        self.heads_at, self.mlps, _rows_of(self.z_new, sl), _rows_of(self.mlp_new, sl))
-
-
-def _rows_of(fn: Callable | None, sl: slice | None) -> Callable | None:
-    """layer → fn(layer)[sl]: a replacement function restricted to prompt rows `sl`."""
-    if fn is None or sl is None:
-        return fn
-    return lambda layer: fn(layer)[sl]
-
-
-def _keep(cache: list, x: torch.Tensor, layer: int, sl: slice, n: int) -> None:
-    """Store `x` (rows `sl` of n) as `cache[layer]`: itself when it holds every row, else into
-    one [n, ...] tensor allocated at the first slice."""
-    if sl.start == 0 and sl.stop == n:
-        cache.append(x)
-        return
-    if sl.start == 0:
-        cache.append(x.new_empty((n, *x.shape[1:])))
-    cache[layer][sl] = x
+def make(model, clean: torch.Tensor, batch_rows: int | None = None) -> "GPT2Runner | None":
+    """The registry's factory (`runners.register_runner`)."""
+    return GPT2Runner(model, clean, batch_rows) if supported(model) else None
 
 
 def _ablation_plan(nodes) -> tuple[dict[int, list[int]], set[int]]:
@@ -99,6 +58,8 @@ def _ablation_plan(nodes) -> tuple[dict[int, list[int]], set[int]]:
 
 
 class GPT2Runner:
+    """A `contract.ResidualRunner` over a Hugging Face GPT2LMHeadModel."""
+
     def __init__(self, model, clean: torch.Tensor, batch_rows: int | None = None):
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
         c = self.model.config
@@ -117,7 +78,7 @@ class GPT2Runner:
     @torch.no_grad()
     def ablated_state(self, nodes: list[Node], z_new=None, mlp_new=None) -> RunState:
         """A full forward over the clean prompts with `nodes` ablated (replacements as in
-        `final_resid_at`), every activation path patching needs cached (see `RunState`);
+        `ablated_readout`), every activation path patching needs cached (see `RunState`);
         computed `self.chunks` rows at a time."""
         heads_at, mlps = _ablation_plan(nodes)
         state = RunState([], [], [], [], None, heads_at, mlps, z_new, mlp_new)
@@ -125,21 +86,21 @@ class GPT2Runner:
         final = []
         for sl in self.chunks:
             ids = self.clean_ids[sl]
-            zs, ms = _rows_of(z_new, sl), _rows_of(mlp_new, sl)
+            zs, ms = rows_of(z_new, sl), rows_of(mlp_new, sl)
             h = self.model.transformer.wte(ids) + self.model.transformer.wpe(
                 torch.arange(ids.shape[1], device=ids.device))[None]
             for l, block in enumerate(self.blocks):
-                _keep(state.resid_pre, h, l, sl, n)
+                keep(state.resid_pre, h, l, sl, n)
                 z = self._z(block, h)
                 if l in heads_at:
                     z = self._patched_z(z, heads_at[l], zs(l))
-                _keep(state.z, z, l, sl, n)
+                keep(state.z, z, l, sl, n)
                 mid = h + block.attn.c_proj(z)
-                _keep(state.resid_mid, mid, l, sl, n)
+                keep(state.resid_mid, mid, l, sl, n)
                 out = ms(l) if l in mlps else block.mlp(block.ln_2(mid))
-                _keep(state.mlp_out, out, l, sl, n)
+                keep(state.mlp_out, out, l, sl, n)
                 h = mid + out
-            _keep(final, h, 0, sl, n)
+            keep(final, h, 0, sl, n)
         state.resid_final = final[0]
         return state
 
@@ -164,8 +125,12 @@ class GPT2Runner:
             z[..., self.head_slice(h)] = z_new[..., self.head_slice(h)]
         return z
 
+    def clean_readout(self, positions: torch.Tensor, rows: slice | None = None) -> torch.Tensor:
+        """The clean final residual at each prompt's position [n, d]."""
+        return readout_at(self.resid_final if rows is None else self.resid_final[rows], positions)
+
     @torch.no_grad()
-    def final_resid_at(self, nodes: list[Node], positions: torch.Tensor, z_new, mlp_new,
+    def ablated_readout(self, nodes: list[Node], positions: torch.Tensor, z_new, mlp_new,
                        rows: slice | None = None) -> torch.Tensor:
         """Residual after the last block at each prompt's position, with `nodes` ablated.
         `z_new(layer)` → replacement head outputs [N, T, d]; `mlp_new(layer)` → [N, T, d].
@@ -173,7 +138,7 @@ class GPT2Runner:
         heads_at, mlps = _ablation_plan(nodes)
         start = min(n.layer for n in nodes)
         clean = self.clean if rows is None else self.clean.rows(rows)
-        z_new, mlp_new = _rows_of(z_new, rows), _rows_of(mlp_new, rows)
+        z_new, mlp_new = rows_of(z_new, rows), rows_of(mlp_new, rows)
         # exact: the first ablated block's input is clean, so only its replaced heads change
         mid = clean.resid_mid[start]
         if start in heads_at:
@@ -183,7 +148,7 @@ class GPT2Runner:
     def continue_from_mid(self, layer: int, mid: torch.Tensor, positions: torch.Tensor,
                           heads_at=None, mlps=(), z_new=None, mlp_new=None) -> torch.Tensor:
         """Finish block `layer` from its residual after attention, run the rest; returns the
-        final residual at the positions [N, d]. Ablations as in `final_resid_at`."""
+        final residual at the positions [N, d]. Ablations as in `ablated_readout`."""
         heads_at = heads_at or {}
         rows = torch.arange(positions.shape[0], device=positions.device)
         last = self.n_layers - 1
@@ -233,20 +198,25 @@ class GPT2Runner:
         return mlp_new(node.layer) - state.mlp_out[node.layer]
 
     @torch.no_grad()
-    def patched_path_resid(self, delta: torch.Tensor, receiver: str, positions,
+    def receivers(self, circuit: set[Node]) -> list[Receiver]:
+        """q, k and v of each head of the circuit, each MLP's input, the final residual."""
+        heads = sorted(n for n in circuit if n.is_head)
+        out = [Receiver(n.layer, port, n.head) for n in heads for port in ("q", "k", "v")]
+        out += [Receiver(n.layer, "mlp") for n in sorted(circuit) if not n.is_head]
+        return out + [Receiver.final()]
+
+    def patched_path_resid(self, delta: torch.Tensor, receiver: Receiver, positions,
                            state: RunState | None = None) -> torch.Tensor:
         """Final residual at the positions when only `receiver` sees the sender's change
-        `delta` on top of `state` (the clean run by default). Receiver: "L{l}.H{h}.q|k|v",
-        "L{l}.MLP" or "resid_final". Everything upstream of the receiver, and the receiver's
+        `delta` on top of `state` (the clean run by default). Everything upstream of the receiver, and the receiver's
         other inputs, keep their `state` values; downstream of it the forward is recomputed
         with `state`'s ablations still in place."""
         state = state or self.clean
         ablation = (state.heads_at, state.mlps, state.z_new, state.mlp_new)
         rows = torch.arange(positions.shape[0], device=positions.device)
-        if receiver == "resid_final":
+        if receiver.port == "resid":
             return (state.resid_final + delta)[rows, positions]
-        node_name, _, port = receiver.rpartition(".") if receiver.count(".") == 2 else (receiver, "", "")
-        node = Node.parse(node_name)
+        node = receiver.node
         block = self.blocks[node.layer]
         if not node.is_head:
             mid = state.resid_mid[node.layer]
@@ -260,7 +230,7 @@ class GPT2Runner:
         # outputs, so the attention output changes by that head's (z' − z)·W_O,h only
         h = state.resid_pre[node.layer]
         cols = self.head_slice(node.head)
-        i = "qkv".index(port)
+        i = "qkv".index(receiver.port)
         same = block.attn.c_attn(block.ln_1(h)).split(self.d, dim=-1)
         patched = block.attn.c_attn(block.ln_1(h + delta)).split(self.d, dim=-1)
         qkv = [x[..., cols] for x in same]
@@ -299,7 +269,39 @@ class GPT2Runner:
             z = self._patched_z(z, heads, z_new(self.n_layers - 1)[rows, positions])
         return h[rows, positions] + block.attn.c_proj(z)
 
-    def metric_from_final(self, resid_at: torch.Tensor, prompts, rows: slice | None = None) -> torch.Tensor:
+    # --- weights the residual probes read (contract.ResidualRunner) ----------------------
+    def head_write(self, layer: int, head: int, z: torch.Tensor) -> torch.Tensor:
+        cols = self.head_slice(head)
+        return z[..., cols] @ self.blocks[layer].attn.c_proj.weight[cols]
+
+    def ov(self, layer: int, head: int, x: torch.Tensor) -> torch.Tensor:
+        block, cols = self.blocks[layer], self.head_slice(head)
+        w_v = block.attn.c_attn.weight[:, 2 * self.d:]  # [d, d] value columns (Conv1D: [in, out])
+        return block.ln_1(x) @ w_v[:, cols] @ block.attn.c_proj.weight[cols]
+
+    def attn_out_bias(self, layer: int) -> torch.Tensor | None:
+        return self.blocks[layer].attn.c_proj.bias
+
+    def final_norm(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.transformer.ln_f(x)
+
+    def frozen_final_norm(self, final_at: torch.Tensor):
+        """LayerNorm linearised at `final_at`: (x ↦ (x − mean x) / scale, its weight)."""
+        ln = self.model.transformer.ln_f
+        centred = final_at - final_at.mean(-1, keepdim=True)
+        scale = (centred.pow(2).mean(-1, keepdim=True) + ln.eps).sqrt()
+        return (lambda x: (x - x.mean(-1, keepdim=True)) / scale), ln.weight
+
+    def final_norm_bias(self) -> torch.Tensor | None:
+        return self.model.transformer.ln_f.bias
+
+    def embed_rows(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.model.transformer.wte.weight[tokens]
+
+    def unembed_rows(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.model.lm_head.weight[tokens]
+
+    def metric(self, resid_at: torch.Tensor, prompts, rows: slice | None = None) -> torch.Tensor:
         """The task metric per prompt from final residuals at the positions [N, d] (of the
         prompt rows `rows` when given): a logit difference reads two columns of W_U; other
         metrics need the full logits."""
