@@ -1,7 +1,7 @@
 """Benchmark: `kdmech distill` with vs without checkpoint analyses (issue 14 item 1).
 
 The quickstart shape: its tiny GPT-2 teacher (runs/quickstart/teacher when present, else one
-trained here into a temp folder with kdmech.commands.train_teacher), a depth-0.5 student, the
+trained here into a temp folder with kdmech.teacher), a depth-0.5 student, the
 quickstart's DistillTraining (400 steps, batch 64, lr 2e-3), W&B offline as the quickstart runs
 it. Sides, each one whole `distill` call with the same seed, run in turn in this one process,
 all validating and checkpointing every 100 steps (only the analyses differ):
@@ -36,7 +36,7 @@ from pathlib import Path
 
 from kdmech.analysis.checkpoint import forget_shared_teacher_sides
 from kdmech.analysis.options import AnalysisSchedule
-from kdmech.commands.common import TrainerOptions
+from kdmech.distill.trainer import TrainerOptions
 from kdmech.commands.distill import DistillTraining, distill
 from kdmech.models import CapacitySpec
 
@@ -60,7 +60,7 @@ def teacher_folder(given: str | None, work: Path) -> str:
     ready = Path("runs/quickstart/teacher")
     if (ready / "model.safetensors").exists():
         return str(ready)
-    from kdmech.commands.train_teacher import TeacherTraining, train_teacher
+    from kdmech.teacher import TeacherTraining, train_teacher
     train_teacher(work / "teacher", training=TeacherTraining(steps=3000, batch_size=64, lr=3e-3,
                                                              warmup_steps=100, target_top1=0.99),
                   wandb="disabled", progress=False)

@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from kdmech.commands.train_teacher import TeacherTraining, train_teacher
+from kdmech.teacher import TeacherTraining, train_teacher
 from kdmech.errors import KdmechError
 
 

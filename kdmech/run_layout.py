@@ -17,7 +17,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,3 +128,27 @@ class RunLayout:
     @property
     def sweep_state(self) -> Path:
         return self.root / "sweep.json"
+
+
+@contextlib.contextmanager
+def atomic_dir(final: Path):
+    """Write into `final.tmp`, then swap it into place: a failure leaves no half folder, and a
+    crash during the swap loses nothing (the old folder is renamed aside first, `final.old`,
+    and removed only once the new one is in place)."""
+    final = Path(final)
+    tmp = final.with_name(final.name + ".tmp")
+    old = final.with_name(final.name + ".old")
+    if old.exists() and not final.exists():  # an earlier swap was cut off: bring it back
+        old.rename(final)
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if final.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        final.rename(old)
+    tmp.rename(final)
+    shutil.rmtree(old, ignore_errors=True)

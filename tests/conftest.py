@@ -60,7 +60,7 @@ def prompts(tokenizer):
 @pytest.fixture(scope="session")
 def trained_teacher(tmp_path_factory):
     """The quickstart's tiny teacher, trained once for the whole session (about a minute)."""
-    from kdmech.commands.train_teacher import TeacherTraining, train_teacher
+    from kdmech.teacher import TeacherTraining, train_teacher
 
     out = tmp_path_factory.mktemp("run") / "teacher"
     scores = train_teacher(out, training=TeacherTraining(), wandb="disabled", progress=False)

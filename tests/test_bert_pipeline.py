@@ -11,7 +11,7 @@ from transformers import BertForMaskedLM
 
 from kdmech.commands.distill import AnalysisSchedule, DistillTraining
 from kdmech.commands.quickstart import quickstart
-from kdmech.commands.train_teacher import TeacherTraining
+from kdmech.teacher import TeacherTraining
 from kdmech.errors import KdmechError
 from kdmech.models import build_word_tokenizer
 from kdmech.tasks import NumeralTask, PromptSet, tokenize_prompts

@@ -8,7 +8,7 @@ import pytest
 
 from kdmech.cli import main
 from kdmech.commands.distill import AnalysisSchedule, DistillTraining, distill
-from kdmech.commands.train_teacher import TeacherTraining, train_teacher
+from kdmech.teacher import TeacherTraining, train_teacher
 from kdmech.errors import KdmechError
 from kdmech.tasks import NumeralTask, tokenize_prompts
 from kdmech.tasks.filtering import competent_prompts, model_logits

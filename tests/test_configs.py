@@ -7,7 +7,7 @@ from jsonargparse import ArgumentParser
 
 from kdmech.commands.distill import distill
 from kdmech.commands.quickstart import quickstart
-from kdmech.commands.train_teacher import train_teacher
+from kdmech.teacher import train_teacher
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 COMMAND = {"teacher": train_teacher, "students": distill, "distill": distill}

@@ -93,7 +93,7 @@ def test_an_empty_circuit_says_what_it_is(records):
 def test_atomic_dir_swaps_without_losing_the_old_folder(tmp_path, monkeypatch):
     from pathlib import Path
 
-    from kdmech.commands.common import atomic_dir
+    from kdmech.run_layout import atomic_dir
 
     final = tmp_path / "out"
     with atomic_dir(final) as tmp:

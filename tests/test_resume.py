@@ -229,7 +229,7 @@ def test_train_teacher_resumes_exactly(tmp_path, family):
     """A teacher that ends below its target saves nothing but its checkpoints (one after every
     validation); rerun with a larger budget and --resume it continues to the weights of one
     longer run, W&B run included."""
-    from kdmech.commands.train_teacher import TeacherTraining, train_teacher
+    from kdmech.teacher import TeacherTraining, train_teacher
     from kdmech.errors import KdmechError
     from kdmech.models import TinySpec
 
@@ -258,8 +258,8 @@ def test_a_stopped_teacher_stays_stopped_when_resumed(tmp_path):
     """Lightning forgets `should_stop` across a resume; StopAtTarget remembers it stopped."""
     import lightning as L
 
-    from kdmech.commands.common import ResumableCheckpoint
-    from kdmech.commands.train_teacher import StopAtTarget
+    from kdmech.distill.trainer import ResumableCheckpoint
+    from kdmech.teacher import StopAtTarget
 
     class Climbing(L.LightningModule):  # val/top1 = 0.1 × step: reaches 0.5 at step 5
         def __init__(self):
@@ -299,7 +299,7 @@ def test_batches_are_a_function_of_seed_and_step(tokenizer, tmp_path):
     import lightning as L
     from torch.utils.data import DataLoader
 
-    from kdmech.commands.common import ResumableCheckpoint
+    from kdmech.distill.trainer import ResumableCheckpoint
     from kdmech.distill import CorpusDataModule
 
     class Recorder(L.LightningModule):
@@ -342,7 +342,7 @@ def test_a_damaged_checkpoint_falls_back_to_the_previous_one(teachers, uninterru
     import shutil
 
     from kdmech.cli import main
-    from kdmech.commands.common import resume_point
+    from kdmech.distill.trainer import resume_point
     from kdmech.errors import KdmechError
 
     ckpt = tmp_path / "run" / "checkpoints" / NAME

@@ -187,7 +187,7 @@ def test_packed_blocks_with_accumulation_resume_exactly(teacher, tok, tmp_path, 
     end. A run stopped at step 4 and resumed to 7 ends with the weights of a run straight to 7."""
     from safetensors.torch import load_file
 
-    from kdmech.commands.common import TrainerOptions
+    from kdmech.distill.trainer import TrainerOptions
     from kdmech.commands.distill import AnalysisSchedule, DistillTraining, distill
     from kdmech.models import CapacitySpec
 

@@ -9,7 +9,7 @@ from jsonargparse import ArgumentParser
 
 import kdmech.callbacks
 import kdmech.commands.distill as distil_module
-from kdmech.commands.common import TrainerOptions, _checkpoint_step
+from kdmech.distill.trainer import TrainerOptions, _checkpoint_step
 from kdmech.commands.distill import AnalysisSchedule, DistillTraining, distill
 from kdmech.commands.distill_shared import distill_shared
 from kdmech.errors import KdmechError

@@ -11,7 +11,7 @@ from kdmech.cli import main
 from kdmech.commands.distill import distill
 from kdmech.commands.distill_shared import distill_shared
 from kdmech.commands.quickstart import quickstart
-from kdmech.commands.train_teacher import train_teacher
+from kdmech.teacher import train_teacher
 from kdmech.models import TinySpec, tiny_spec
 
 

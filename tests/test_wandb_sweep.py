@@ -184,7 +184,7 @@ def test_a_teacher_is_shared_as_a_wandb_artifact(trained_teacher, tmp_path, monk
     into out/teachers/ (W&B's public API stands in: no server here) and loads as a folder."""
     import wandb
 
-    from kdmech.commands.common import resolve_teacher
+    from kdmech.teacher import resolve_teacher
     from kdmech.models import load_lm
 
     teacher, _ = trained_teacher

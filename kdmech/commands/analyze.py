@@ -22,7 +22,7 @@ from kdmech.analysis.presets import alignment_profile, get_preset
 from kdmech.analysis.probes import first_token_divergence
 from kdmech.analysis.sensitivity import pooled_sensitivity, sensitivity
 from kdmech.analysis.shift import distribution_shift, rows_to_json
-from kdmech.commands.common import atomic_dir
+from kdmech.run_layout import atomic_dir
 from kdmech.errors import KdmechError
 from kdmech.models import load_lm
 from kdmech.report import plots

@@ -32,9 +32,10 @@ from kdmech.analysis.matching import resolve_mlp_method
 from kdmech.analysis.options import AnalysisSchedule
 from kdmech.analysis.presets import get_preset
 from kdmech.callbacks import CircuitAnalysisCallback
-from kdmech.commands.common import (Devices, ResumableCheckpoint, TrainerOptions, atomic_dir, quiet_lightning,
-                                    resolve_teacher, resume_point)
-from kdmech.commands.common import trainer as make_trainer
+from kdmech.distill.trainer import Devices, ResumableCheckpoint, TrainerOptions, quiet_lightning, resume_point
+from kdmech.run_layout import atomic_dir
+from kdmech.teacher import resolve_teacher
+from kdmech.distill.trainer import trainer as make_trainer
 from kdmech.distill.text import DataOptions, TextDataModule, data_files
 from kdmech.distill import CorpusDataModule, DistillationModule, LossWeights, make_masker
 from kdmech.errors import KdmechError
@@ -147,6 +148,17 @@ def distill(teacher: str, out: Path, capacity: CapacitySpec = CapacitySpec(),
     return results[0] if results else None  # None on the other ranks of a distributed run
 
 
+def _distillation_module(teacher_model, tokenizer, built: dict, loss: LossWeights,
+                         training: DistillTraining) -> DistillationModule:
+    """The LightningModule of the students `built` (name → (student, provenance))."""
+    # Masked LMs: one corruption per batch for the teacher and every student, so drawn from the
+    # teacher's vocabulary (the students share it: they are built from the teacher's config).
+    masker = make_masker(family_of(teacher_model), tokenizer, teacher_model.config.vocab_size, training.seed)
+    return DistillationModule(teacher_model, {n: s for n, (s, _) in built.items()},
+                              {n: list(p["layer_map"].values()) for n, (_, p) in built.items()},
+                              loss, training.lr, training.warmup_steps, masker, training.seed)
+
+
 def distill_students(teacher: str, out: Path, capacities: list[CapacitySpec],
                      names: list[str] | None = None, run: str | None = None,
                      init: InitStrategy = "every_k", loss: LossWeights = LossWeights(),
@@ -191,12 +203,7 @@ def distill_students(teacher: str, out: Path, capacities: list[CapacitySpec],
     built = {n: build_student(teacher_model, c, init, seed=training.seed) for n, c in zip(names, capacities)}
     prompts, competence = (analysis_prompts(teacher_model, tokenizer, analysis)
                            if analysis.enabled else (None, None))
-    # Masked LMs: one corruption per batch for the teacher and every student, so drawn from the
-    # teacher's vocabulary (the students share it: they are built from the teacher's config).
-    masker = make_masker(family_of(teacher_model), tokenizer, teacher_model.config.vocab_size, training.seed)
-    module = DistillationModule(teacher_model, {n: s for n, (s, _) in built.items()},
-                                {n: list(p["layer_map"].values()) for n, (_, p) in built.items()},
-                                loss, training.lr, training.warmup_steps, masker, training.seed)
+    module = _distillation_module(teacher_model, tokenizer, built, loss, training)
     analyses = analysis_callbacks(teacher_model, tokenizer, prompts, competence, analysis, layout, names)
     logger = _logger(layout, run, names, capacities, resume, config,
                      dict(group=group, mode=wandb, project=project, entity=entity, tags=tags))

@@ -11,7 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from kdmech.analysis.options import AnalysisSchedule
-from kdmech.commands.common import Devices, TrainerOptions, resolve_teacher
+from kdmech.distill.trainer import Devices, TrainerOptions
+from kdmech.teacher import resolve_teacher
 from kdmech.commands.distill import DistillTraining, StudentResult, distill_students
 from kdmech.distill.text import DataOptions
 from kdmech.distill import LossWeights

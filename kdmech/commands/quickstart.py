@@ -20,10 +20,10 @@ from kdmech.analysis.matching import resolve_mlp_method
 from kdmech.analysis.options import LIGHT_PAIR_OPTIONS, AnalysisSchedule
 from kdmech.analysis.record import CheckpointRecord, last_circuits
 from kdmech.commands.analyze import analyze
-from kdmech.commands.common import TINY, resolve_teacher
+from kdmech.teacher import TINY, resolve_teacher
 from kdmech.commands.distill import DistillTraining, distill
 from kdmech.commands.timeline import timeline
-from kdmech.commands.train_teacher import HELD_OUT_SEED, TeacherTraining, train_teacher
+from kdmech.teacher import HELD_OUT_SEED, TeacherTraining, train_teacher
 from kdmech.errors import KdmechError
 from kdmech.models import CapacitySpec, TinySpec, load_lm
 from kdmech.models.family import get_family

@@ -13,7 +13,8 @@ from jsonargparse import ArgumentError, ArgumentParser
 from kdmech.analysis.matching import resolve_mlp_method
 from kdmech.analysis.options import LIGHT_PAIR_OPTIONS, AnalysisSchedule
 from kdmech.commands.analyze import analyze
-from kdmech.commands.common import ARTIFACT, TINY, resolve_teacher, resume_point
+from kdmech.distill.trainer import resume_point
+from kdmech.teacher import ARTIFACT, TINY, resolve_teacher
 from kdmech.commands.distill import distill
 from kdmech.commands.timeline import timeline
 from kdmech.errors import KdmechError

@@ -1,12 +1,10 @@
-"""Pieces the commands share: Trainer defaults, checkpoints that resume exactly, atomic output
-folders, quiet Lightning."""
+"""The Lightning plumbing of every training command: Trainer defaults, checkpoints that resume
+exactly, quiet Lightning."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import shutil
 import warnings
 import zipfile
 from dataclasses import dataclass
@@ -94,30 +92,6 @@ def trainer(max_steps: int, logger=None, callbacks=(), strategy: str = "auto", d
                      num_sanity_val_steps=0, gradient_clip_val=gradient_clip_val)
 
 
-@contextlib.contextmanager
-def atomic_dir(final: Path):
-    """Write into `final.tmp`, then swap it into place: a failure leaves no half folder, and a
-    crash during the swap loses nothing (the old folder is renamed aside first, `final.old`,
-    and removed only once the new one is in place)."""
-    final = Path(final)
-    tmp = final.with_name(final.name + ".tmp")
-    old = final.with_name(final.name + ".old")
-    if old.exists() and not final.exists():  # an earlier swap was cut off: bring it back
-        old.rename(final)
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if final.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        final.rename(old)
-    tmp.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 LAST, PREVIOUS = "last.ckpt", "previous.ckpt"
 
 
@@ -191,60 +165,3 @@ def resume_point(folder: Path) -> ResumePoint | None:
         raise KdmechError(f"no checkpoint in {folder} reads back whole ({'; '.join(problems)}); "
                           f"move that folder aside and run without --resume to start over")
     return None
-
-
-TINY = "tiny"
-ARTIFACT = "wandb-artifact://"
-
-
-def resolve_teacher(teacher: str, out: Path, wandb: str = "auto", progress: bool = True) -> str:
-    """The teacher as a model `load_lm` reads: `tiny` is the embedded tiny teacher, trained once
-    into <out>/teacher (by one process at a time: sweep agents on one machine share it); a W&B
-    artifact (`wandb-artifact://entity/project/name:version`) is downloaded once into
-    <out>/teachers/; a hub name or folder stays as it is."""
-    if teacher == TINY:
-        from kdmech.commands.train_teacher import train_teacher
-        from kdmech.validation import check_out_dir
-
-        check_out_dir(out)
-        folder = Path(out) / "teacher"
-        with _locked(Path(out) / ".teacher.lock"):
-            if not (folder / "eval.json").exists():
-                print(f"== training the tiny teacher into {folder}")
-                train_teacher(folder, wandb=wandb, wandb_dir=out, progress=progress)
-        return str(folder)
-    if teacher.startswith(ARTIFACT):
-        return _artifact_teacher(teacher[len(ARTIFACT):], Path(out))
-    return teacher
-
-
-@contextlib.contextmanager
-def _locked(path: Path):
-    import fcntl
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def _artifact_teacher(ref: str, out: Path) -> str:
-    """Download the model artifact `ref` (entity/project/name:version) into out/teachers/."""
-    folder = out / "teachers" / ref.replace("/", "--").replace(":", "--")
-    if (folder / "config.json").exists():
-        return str(folder)
-    import wandb
-
-    try:
-        artifact = wandb.Api().artifact(ref)
-        with _locked(out / ".teacher.lock"), atomic_dir(folder) as tmp:
-            artifact.download(root=str(tmp))
-    except Exception as e:  # noqa: BLE001 - any W&B failure becomes one line
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise KdmechError(f"teacher artifact {ref!r} could not be downloaded from W&B ({first}); expected "
-                          f"wandb-artifact://entity/project/name:version of a model folder, with W&B "
-                          f"configured") from None
-    return str(folder)
