@@ -5,7 +5,7 @@ analyze`: `--analysis.*` as well)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 from kdmech.analysis.ablation import AblationKind
 from kdmech.analysis.circuit import THRESHOLDS
@@ -124,3 +124,21 @@ class AnalyzeOptions(AnalysisOptions):
 LIGHT_PAIR_OPTIONS = AnalyzeOptions(noise_sigmas=(0.0, 0.05, 0.2, 0.5, 1.0), noise_seeds=2, n_boot=500)
 """The end-of-run pair analysis of the quickstart and sweeps: five noise levels, two seeds, a
 lighter bootstrap, to fit their time budgets."""
+
+
+@dataclass(frozen=True)
+class PairAnalysisPlan:
+    """What the end-of-run pair analysis of a distillation run reads: the run's task and the
+    pair-analysis options."""
+
+    task: str
+    options: AnalyzeOptions
+
+
+def pair_analysis_plan(schedule: AnalysisSchedule, base: AnalyzeOptions = LIGHT_PAIR_OPTIONS) -> PairAnalysisPlan:
+    """The pair analysis of a run whose checkpoints were analysed with `schedule`: every option
+    the two share (`AnalysisOptions`: prompts, gate, ablation, method, preset, budget) is the
+    run's, and so is its task; the rest (thresholds, noise, bootstrap) is `base`'s. So a report
+    never puts a run's checkpoint numbers beside a pair analysis of other prompts or methods."""
+    shared = {f.name: getattr(schedule, f.name) for f in fields(AnalysisOptions)}
+    return PairAnalysisPlan(schedule.task, replace(base, **shared))

@@ -17,7 +17,7 @@ from typing import Literal
 
 from kdmech.analysis.circuit import Circuit
 from kdmech.analysis.matching import resolve_mlp_method
-from kdmech.analysis.options import LIGHT_PAIR_OPTIONS, AnalysisSchedule
+from kdmech.analysis.options import AnalysisSchedule, pair_analysis_plan
 from kdmech.analysis.record import CheckpointRecord, last_circuits
 from kdmech.commands.analyze import analyze
 from kdmech.teacher import TINY, resolve_teacher
@@ -161,9 +161,6 @@ def quickstart(out: Path | None = None, family: Literal["gpt2", "bert"] = "gpt2"
     # One MLP similarity for every student and its pair analysis (docs/method.md §7.2).
     analysis = replace(analysis, mlp_similarity=resolve_mlp_method(
         analysis.mlp_similarity, [c.width for c in capacities]))
-    pair_options = replace(LIGHT_PAIR_OPTIONS, mlp_similarity=analysis.mlp_similarity,
-                           min_teacher_top1=analysis.min_teacher_top1, min_prompts=analysis.min_prompts,
-                           allow_weak_teacher=analysis.allow_weak_teacher)
     out = Path(out or ("runs/quickstart" if family == "gpt2" else f"runs/quickstart-{family}"))
     check_out_dir(out)
     check_training(student_training)
@@ -193,9 +190,10 @@ def quickstart(out: Path | None = None, family: Literal["gpt2", "bert"] = "gpt2"
                                analysis=analysis, wandb=wandb, progress=progress, project=project,
                                entity=entity, tags=tags))
     print("== pair analyses (sensitivity, noise validation, distribution shift) and the report")
+    plan = pair_analysis_plan(analysis)  # the students' own task and analysis options
     for r in results:
         analyze(teacher_path, str(layout.student(r.name)), layout.pair_analysis(r.name),
-                analysis.task, ["sensitivity", "noise", "shift"], pair_options, progress,
+                plan.task, ["sensitivity", "noise", "shift"], plan.options, progress,
                 wandb="disabled")  # its numbers reach W&B in the report run
     summary = {"teacher": {"path": teacher_path, **teacher_eval},
                "students": [asdict(r) for r in results], "mlp_similarity": analysis.mlp_similarity,

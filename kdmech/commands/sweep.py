@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from dataclasses import asdict, replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
+import yaml
 from jsonargparse import ArgumentError, ArgumentParser
 
 from kdmech.analysis.matching import resolve_mlp_method
-from kdmech.analysis.options import LIGHT_PAIR_OPTIONS, AnalysisSchedule
+from kdmech.analysis.options import AnalysisSchedule, pair_analysis_plan
 from kdmech.commands.analyze import analyze
 from kdmech.distill.trainer import resume_point
 from kdmech.teacher import ARTIFACT, TINY, resolve_teacher
@@ -115,16 +116,26 @@ def sweep(config_file: Path, out: Path | None = None, count: int | None = None,
         for name in finished:
             if not (layout.pair_analysis(name) / "analysis.json").exists():
                 print(f"== pair analysis of {name}")
-                done = state.data["done"].get(name, {})
-                options = replace(LIGHT_PAIR_OPTIONS, mlp_similarity=done.get("mlp_similarity", mlp_method))
-                analyze(teacher, str(layout.student(name)), layout.pair_analysis(name),
-                        analyses=["sensitivity", "noise", "shift"], analysis=options, progress=progress,
+                plan = pair_analysis_plan(_run_schedule(layout, name, mlp_method))
+                analyze(teacher, str(layout.student(name)), layout.pair_analysis(name), plan.task,
+                        analyses=["sensitivity", "noise", "shift"], analysis=plan.options, progress=progress,
                         wandb="disabled")
     timeline(out)
     path = write_report(out)
     log_report(out, config["name"], mode, project, entity, tags)
     print(f"sweep {config['name']}: {len(finished)} students in {out}; report {path}")
     return state.data
+
+
+def _run_schedule(layout: RunLayout, name: str, mlp_method: str) -> AnalysisSchedule:
+    """The checkpoint-analysis options a point's run recorded (checkpoints/<name>/config.yaml);
+    a run without that file (made elsewhere) gets the defaults and the sweep's MLP similarity."""
+    path = layout.run_config(name)
+    recorded = (yaml.safe_load(path.read_text()) or {}).get("analysis") if path.exists() else None
+    if not recorded:
+        return AnalysisSchedule(mlp_similarity=mlp_method)
+    known = {f.name for f in fields(AnalysisSchedule)}
+    return AnalysisSchedule(**{k: v for k, v in recorded.items() if k in known})
 
 
 def _options(point: dict) -> dict:
