@@ -34,7 +34,7 @@ def test_an_unknown_preset_is_one_line_naming_the_accepted_ones(tmp_path, capsys
     code = main(["analyze", "--teacher", "t", "--student", "s", "--out", str(tmp_path / "o"),
                  "--analysis.preset", "paper"])
     err = capsys.readouterr().err
-    assert code == 2 and err.count("\n") == 1 and "accepted: ['kdmech', 'authors']" in err
+    assert code == 2 and err.count("\n") == 1 and "Literal['kdmech', 'authors']. Got value: paper" in err
     assert not (tmp_path / "o").exists()
 
 

@@ -10,14 +10,12 @@ renormalise within their own pairs.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Literal
 
 import numpy as np
 
 from kdmech.analysis.matching import Match
+from kdmech.analysis.vocabulary import Normalization
 from kdmech.errors import KdmechError
-
-Normalization = Literal["sum", "max"]
 
 
 @dataclass(frozen=True)

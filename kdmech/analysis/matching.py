@@ -27,19 +27,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from typing import Literal
 
 import torch
 from scipy.optimize import linear_sum_assignment
 
 from kdmech.analysis.nodes import Node
+from kdmech.analysis.vocabulary import Direction, MlpSimilarity, choices
 from kdmech.errors import KdmechError
 
-MlpSimilarity = Literal["auto", "svd3", "cka", "authors"]
-MLP_METHODS = ("auto", "svd3", "cka", "authors")
+MLP_METHODS = choices(MlpSimilarity)
 EQUAL_WIDTH_METHODS = ("svd3", "authors")
 """Methods that compare directions in the residual space, so need equal widths."""
-Direction = Literal["student_to_teacher", "teacher_to_student", "hungarian"]
 
 
 @dataclass(frozen=True)

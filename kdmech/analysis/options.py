@@ -7,20 +7,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
 
-from kdmech.analysis.ablation import AblationKind
 from kdmech.analysis.circuit import THRESHOLDS
 from kdmech.analysis.noise import SIGMAS
 from kdmech.analysis.presets import get_preset
+from kdmech.analysis.vocabulary import Ablation, Direction, MlpSimilarity, Normalization, PresetName, check_choice
 from kdmech.errors import KdmechError
-
-DIRECTIONS = ("student_to_teacher", "teacher_to_student", "hungarian")
-MLP_METHODS = ("auto", "svd3", "cka", "authors")
-NORMALIZATIONS = ("sum", "max")
-
-
-def _one_of(name: str, value, accepted) -> None:
-    if value not in accepted:
-        raise KdmechError(f"{name} {value!r} is unknown; accepted: {list(accepted)}")
 
 
 @dataclass(frozen=True)
@@ -29,7 +20,7 @@ class AnalysisOptions:
 
     per_type: int = 128
     """Prompts per prompt type (IOI: prompts in all)."""
-    ablation: str = "mean"
+    ablation: Ablation = "mean"
     """mean, zero or resample."""
     filter_prompts: bool = True
     """Keep only prompts the teacher gets right with p(correct) > 2·p(wrong)."""
@@ -39,14 +30,14 @@ class AnalysisOptions:
     """Competence gate: refuse when fewer prompts than this survive the teacher filter."""
     allow_weak_teacher: bool = False
     """Analyse a teacher that fails the gate anyway; every output is marked teacher_weak."""
-    matching_direction: str = "student_to_teacher"
+    matching_direction: Direction = "student_to_teacher"
     """student_to_teacher (the paper's greedy many-to-one), teacher_to_student or hungarian."""
-    mlp_similarity: str = "auto"
+    mlp_similarity: MlpSimilarity = "auto"
     """auto (svd3 at equal width, else cka; one method for every student of a run), svd3, cka
     or authors."""
-    normalization: str = "sum"
+    normalization: Normalization = "sum"
     """Influence normalization inside A: sum (the authors') or max (min-max)."""
-    preset: str = "kdmech"
+    preset: PresetName = "kdmech"
     """kdmech, or authors: the paper authors' conventions where they differ (A from
     zero-ablation influence, their MLP similarity, pooled clamped sensitivity with their
     bootstrap, IOI over Wang et al.'s 15 templates and mirrors with N = 100); see
@@ -60,10 +51,10 @@ class AnalysisOptions:
     def __post_init__(self):
         # The preset's MLP similarity replaces "auto" (and is recorded); a clash is an error.
         object.__setattr__(self, "mlp_similarity", get_preset(self.preset).mlp_method(self.mlp_similarity))
-        _one_of("ablation", self.ablation, [k.value for k in AblationKind])
-        _one_of("matching direction", self.matching_direction, DIRECTIONS)
-        _one_of("MLP similarity", self.mlp_similarity, MLP_METHODS)
-        _one_of("normalization", self.normalization, NORMALIZATIONS)
+        check_choice("ablation", self.ablation, Ablation)
+        check_choice("matching direction", self.matching_direction, Direction)
+        check_choice("MLP similarity", self.mlp_similarity, MlpSimilarity)
+        check_choice("normalization", self.normalization, Normalization)
         if self.per_type < 1 or self.min_prompts < 0:
             raise KdmechError(f"per_type must be ≥ 1 and min_prompts ≥ 0, got {self.per_type}, "
                               f"{self.min_prompts}")

@@ -8,9 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
-from kdmech.analysis.alignment import Alignment, Normalization, alignment
+from kdmech.analysis.alignment import Alignment, alignment
 from kdmech.analysis.influence import Influence
-from kdmech.analysis.matching import (Direction, Match, MlpSimilarity, assign, head_similarity,
+from kdmech.analysis.vocabulary import Direction, MlpSimilarity, Normalization
+from kdmech.analysis.matching import (Match, assign, head_similarity,
                                       merges, mlp_similarity)
 from kdmech.analysis.profile import ModelProfile
 

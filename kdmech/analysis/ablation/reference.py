@@ -15,6 +15,7 @@ import torch
 
 from kdmech.analysis.bridge import Bridged, logits_at
 from kdmech.analysis.nodes import Node
+from kdmech.analysis.vocabulary import Ablation, choices
 from kdmech.tasks.metric import task_metric
 from kdmech.tasks.prompt_set import PromptSet
 
@@ -26,6 +27,9 @@ class AblationKind(str, Enum):
     """All zeros."""
     RESAMPLE = "resample"
     """The activation the paired corrupted prompt produces."""
+
+
+assert tuple(k.value for k in AblationKind) == choices(Ablation)  # one vocabulary
 
 
 def _ablated_hook(name: str) -> bool:

@@ -1,0 +1,33 @@
+"""The option vocabularies of the analyses, each defined once (docs/method.md §3, §6, §7, §12).
+
+A `Literal` here types the option dataclasses (so `--help` lists the choices and a bad value
+is refused by the parser) and the algorithms' arguments alike; `choices(...)` gives its values
+for the checks of the Python API.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+from kdmech.errors import KdmechError
+
+Ablation = Literal["mean", "zero", "resample"]
+"""How an ablated node's activation is replaced (`ablation.reference.AblationKind`)."""
+MlpSimilarity = Literal["auto", "svd3", "cka", "authors"]
+"""How two MLPs are compared (`matching.mlp_similarity`)."""
+Direction = Literal["student_to_teacher", "teacher_to_student", "hungarian"]
+"""Which way nodes are matched (`matching.assign`)."""
+Normalization = Literal["sum", "max"]
+"""How influence is normalised inside A (`alignment`)."""
+PresetName = Literal["kdmech", "authors"]
+"""Whose conventions (`presets.PRESETS`)."""
+
+
+def choices(vocabulary) -> tuple[str, ...]:
+    return get_args(vocabulary)
+
+
+def check_choice(what: str, value, vocabulary) -> None:
+    """A one-line error naming `value` and the accepted ones, unless it is one of them."""
+    if value not in choices(vocabulary):
+        raise KdmechError(f"{what} {value!r} is unknown; accepted: {list(choices(vocabulary))}")
