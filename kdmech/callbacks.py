@@ -106,7 +106,7 @@ class CircuitAnalysisCallback(L.Callback):
         self.sink.checkpoint(record, png)
         print(f"[analysis] {self.prefix}step {step}: LD teacher {r.logit_diff['teacher']:.2f} "
               f"student {r.logit_diff['student']:.2f}, A {r.alignment.A:.3f}, worst drop "
-              f"{r.worst_drop['student']['value']:.1f}% ({r.worst_drop['student']['node']}) "
+              f"{r.worst_drop.student.value:.1f}% ({r.worst_drop.student.node}) "
               f"[{time.perf_counter() - start:.1f}s]")
         if record.circuits is not None:
             self._report_circuits(record.circuits, step)

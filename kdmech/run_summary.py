@@ -29,8 +29,8 @@ def final_summary(result, layout, name: str) -> dict:
     if records:
         p = records[-1].pair
         out |= {"A": p.alignment.A, "A_heads": p.alignment.A_heads, "A_mlp": p.alignment.A_mlp,
-                "worst_drop": p.worst_drop["student"]["value"], "worst_node": p.worst_drop["student"]["node"],
-                "worst_drop_teacher": p.worst_drop["teacher"]["value"], "worst_drop_ratio": p.worst_drop["ratio"]}
+                "worst_drop": p.worst_drop.student.value, "worst_node": p.worst_drop.student.node,
+                "worst_drop_teacher": p.worst_drop.teacher.value, "worst_drop_ratio": p.worst_drop.ratio}
     circuits = last_circuits(records)
     if circuits is not None and not circuits.error:
         out |= {"circuit_nodes": len(circuits.student.nodes), "circuit_completeness": circuits.student.completeness,

@@ -287,9 +287,9 @@ class WandbSink:
         metrics = {"ld_teacher": r.logit_diff["teacher"], "ld_student": r.logit_diff["student"],
                    "A": a.A, "A_heads": a.A_heads, "A_mlp": a.A_mlp,
                    "mean_similarity": a.mean_similarity,
-                   "worst_drop_student": r.worst_drop["student"]["value"],
-                   "worst_drop_teacher": r.worst_drop["teacher"]["value"],
-                   "worst_drop_ratio": r.worst_drop["ratio"]}
+                   "worst_drop_student": r.worst_drop.student.value,
+                   "worst_drop_teacher": r.worst_drop.teacher.value,
+                   "worst_drop_ratio": r.worst_drop.ratio}
         self.logger.log_metrics({f"analysis/{self.prefix}{k}": v for k, v in metrics.items()}, step=r.step)
         if not self._wandb:
             return

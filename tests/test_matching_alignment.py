@@ -75,7 +75,7 @@ def test_a_model_against_itself(tiny_gpt2, tokenizer, prompts):
     assert r.alignment.A == pytest.approx(1.0, abs=1e-5)
     assert r.alignment.A_heads == pytest.approx(1.0, abs=1e-5)
     assert r.alignment.A_mlp == pytest.approx(1.0, abs=1e-5)
-    assert r.worst_drop["ratio"] == pytest.approx(1.0)
+    assert r.worst_drop.ratio == pytest.approx(1.0)
     assert [n.name for n in p.nodes] == [n.name for n in all_nodes(2, 4)]
     assert set(r.influence["student"]) == {n.name for n in all_nodes(2, 4)}
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from kdmech.analysis.pair import NodeDrop, WorstDrop
 from kdmech.report.collect import StudentRecord, record_seed
 from kdmech.report.replicates import Interval, differences, group_by_capacity, has_replicates, interval
 
@@ -51,8 +52,7 @@ def test_a_difference_is_called_out_only_beyond_the_seed_spread():
 
 def _record(name, depth, a, ld, worst=10.0, seed=None, severity=None):
     final = SimpleNamespace(alignment=SimpleNamespace(A=a), logit_diff={"student": ld, "teacher": 5.0},
-                            worst_drop={"student": {"value": worst, "node": "L0H0"},
-                                        "teacher": {"value": 5.0, "node": "L1H0"}, "ratio": worst / 5.0})
+                            worst_drop=WorstDrop(NodeDrop("L1.H0", 5.0), NodeDrop("L0.H0", worst), worst / 5.0))
     pair = {"sensitivity": {"student": {"heads": {"severity": severity}}}} if severity is not None else None
     return StudentRecord(name=name, capacity={"depth": depth, "width": 1.0, "heads": 1.0}, parameters=None,
                          teacher_parameters=None, steps=[final], pair=pair, seed=seed, init="every_k")

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 
@@ -27,7 +27,7 @@ class PairAnalysis:
     influence: dict[str, dict[str, float]]
     matching: list[Match]
     alignment: Alignment
-    worst_drop: dict
+    worst_drop: WorstDrop
     options: dict = field(default_factory=dict)
     merges: dict[str, list[str]] = field(default_factory=dict)
     similarity: dict = field(default_factory=dict)
@@ -45,7 +45,7 @@ class PairAnalysis:
         return {"step": self.step, "task": self.task, "ablation": self.ablation,
                 "logit_diff": self.logit_diff, "influence": self.influence,
                 "matching": [m.to_json() for m in self.matching],
-                "alignment": self.alignment.to_json(), "worst_drop": self.worst_drop,
+                "alignment": self.alignment.to_json(), "worst_drop": self.worst_drop.to_json(),
                 "merges": self.merges, "options": self.options, "similarity": self.similarity,
                 "teacher_weak": self.teacher_weak, "teacher_competence": self.teacher_competence}
 
@@ -56,7 +56,7 @@ class PairAnalysis:
             alignment["normalization"] = alignment.pop("normalisation")
         return cls(d["step"], d["task"], d["ablation"], d["logit_diff"], d["influence"],
                    [Match(**m) for m in d["matching"]], Alignment(**alignment),
-                   d["worst_drop"], d.get("options", {}), d.get("merges", {}), d.get("similarity", {}),
+                   WorstDrop.from_json(d["worst_drop"]), d.get("options", {}), d.get("merges", {}), d.get("similarity", {}),
                    d.get("teacher_competence", {}))
 
     def save(self, path: str | Path) -> None:
@@ -66,9 +66,39 @@ class PairAnalysis:
         tmp.replace(path)
 
 
-def _worst(infl: Influence) -> dict:
+@dataclass(frozen=True)
+class NodeDrop:
+    node: str
+    value: float
+    """Impact (%) of ablating `node` alone: 100 − retained%."""
+
+
+@dataclass(frozen=True)
+class WorstDrop:
+    """The largest single-node drop of each model (docs/method.md §8) and their ratio."""
+
+    teacher: NodeDrop
+    student: NodeDrop
+    ratio: float
+    """Student's worst drop over the teacher's (inf when the teacher's is 0)."""
+
+    @property
+    def flag_2x(self) -> bool:
+        """The student is more than twice as brittle as the teacher."""
+        return bool(self.ratio > 2.0)
+
+    def to_json(self) -> dict:
+        return {"teacher": asdict(self.teacher), "student": asdict(self.student), "ratio": self.ratio,
+                "flag_2x": self.flag_2x}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "WorstDrop":
+        return cls(NodeDrop(**d["teacher"]), NodeDrop(**d["student"]), d["ratio"])
+
+
+def _worst(infl: Influence) -> NodeDrop:
     node, value = infl.worst
-    return {"node": node, "value": value}
+    return NodeDrop(node, value)
 
 
 def compare(teacher: ModelProfile, student: ModelProfile, step: int, task: str,
@@ -90,14 +120,13 @@ def compare(teacher: ModelProfile, student: ModelProfile, step: int, task: str,
     matches = assign(head_sim, s_heads, t_heads, direction) + assign(mlp_sim, s_mlps, t_mlps, direction)
     s_inf, t_inf = student.influence.influence, teacher.influence.influence
     worst_t, worst_s = _worst(teacher.influence), _worst(student.influence)
-    ratio = worst_s["value"] / worst_t["value"] if worst_t["value"] > 0 else float("inf")
+    ratio = worst_s.value / worst_t.value if worst_t.value > 0 else float("inf")
     return PairAnalysis(
         step=step, task=task, ablation=student.influence.ablation,
         logit_diff={"teacher": teacher.metric, "student": student.metric},
         influence={"teacher": t_inf, "student": s_inf},
         matching=matches, alignment=alignment(matches, s_inf, t_inf, normalization),
-        worst_drop={"teacher": worst_t, "student": worst_s, "ratio": ratio,
-                    "flag_2x": bool(ratio > 2.0)},
+        worst_drop=WorstDrop(worst_t, worst_s, ratio),
         options={"matching_direction": direction, "mlp_similarity": mlp_used,
                  "head_similarity": "pattern_row_cosine", "normalization": normalization},
         merges=merges(matches),

@@ -165,11 +165,11 @@ def checkpoint_rows(record: CheckpointRecord) -> tuple[Checkpoint, list[dict], d
     c = record.circuits
     circuit = c.student.nodes if c is not None and not c.error else None
     infl = r.influence["student"]
-    checkpoint = Checkpoint(r.step, infl, s2t_best, t2s, r.worst_drop["ratio"], circuit,
+    checkpoint = Checkpoint(r.step, infl, s2t_best, t2s, r.worst_drop.ratio, circuit,
                             r.options.get("mlp_similarity", "svd3"))
     a = r.alignment
     step = {"step": r.step, "A": a.A, "A_heads": a.A_heads, "A_mlp": a.A_mlp,
-            "worst_drop_ratio": r.worst_drop["ratio"],
+            "worst_drop_ratio": r.worst_drop.ratio,
             "ld_student": r.logit_diff["student"], "ld_teacher": r.logit_diff["teacher"]}
     rows = []
     for node, value in infl.items():

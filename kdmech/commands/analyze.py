@@ -129,7 +129,7 @@ def analyze(teacher: str, student: str, out: Path, task: str = "numerals",
           f"prompts) written to {out} in {result['wall_seconds']:.0f}s: A "
           f"{record.pair.alignment.A:.3f} [{result['alignment']['ci95']['A'][0]:.3f}, "
           f"{result['alignment']['ci95']['A'][1]:.3f}], worst drop student/teacher "
-          f"{record.pair.worst_drop['ratio']:.2f}")
+          f"{record.pair.worst_drop.ratio:.2f}")
     log_analysis(out, result, options, wandb, project, entity, tags)
     return result
 
@@ -165,7 +165,7 @@ def _pair_results(pair, tp, sp, a_lds, options: AnalyzeOptions) -> dict:
         "alignment": {**pair.alignment.to_json(), "ablation": pair.options["alignment_ablation"],
                       "ci95": alignment_ci(pair.matching, a_lds[1] or sp.lds, a_lds[0] or tp.lds,
                                            options.normalization, options.n_boot, options.seed)},
-        "worst_drop": pair.worst_drop}
+        "worst_drop": pair.worst_drop.to_json()}
 
 
 def _optional_analyses(wanted: set, p: _Pair, tp, sp, pair, a_lds, options: AnalyzeOptions,

@@ -322,8 +322,8 @@ def save_student(name, student, provenance, tokenizer, teacher_model, prompts, r
         logit_diff=scores["logit_diff"], top1=scores["top1"],
         teacher_logit_diff=final.logit_diff["teacher"] if final else nan,
         A=final.alignment.A if final else nan,
-        worst_drop=final.worst_drop["student"]["value"] if final else nan,
-        worst_node=final.worst_drop["student"]["node"] if final else "",
-        teacher_worst_drop=final.worst_drop["teacher"]["value"] if final else nan,
+        worst_drop=final.worst_drop.student.value if final else nan,
+        worst_node=final.worst_drop.student.node if final else "",
+        teacher_worst_drop=final.worst_drop.teacher.value if final else nan,
         seconds=time.perf_counter() - start, steps=[r.step for r in results],
         teacher_weak=final.teacher_weak if final else False)

@@ -42,9 +42,9 @@ def versus_ratio(records: list[StudentRecord], path) -> None:
     ci = [r.pair["alignment"]["ci95"]["A"] if r.pair else [v, v] for r, v in zip(records, a)]
     axes[0].errorbar(x, a, yerr=np.abs(np.array(ci).T - a), fmt="o-", capsize=3)
     axes[0].set_title("A (95% CI over prompts)")
-    worst = [r.final.worst_drop["student"]["value"] for r in records]
+    worst = [r.final.worst_drop.student.value for r in records]
     axes[1].plot(x, worst, "o-", label="student worst drop")
-    axes[1].axhline(records[0].final.worst_drop["teacher"]["value"], color="grey", ls="--", label="teacher")
+    axes[1].axhline(records[0].final.worst_drop.teacher.value, color="grey", ls="--", label="teacher")
     axes[1].set_title("worst single-node drop (%)")
     sev = [r.pair["sensitivity"]["student"]["heads"]["severity"] if r.pair and "sensitivity" in r.pair
            else np.nan for r in records]
@@ -97,7 +97,7 @@ def _versus_ratio_replicates(groups: list[CapacityGroup], records: list[StudentR
     _seed_bars(axes[0], groups, "A")
     axes[0].set_title("A (mean ± 95% CI across seeds)")
     _seed_bars(axes[1], groups, "worst_drop", label="student worst drop")
-    axes[1].axhline(records[0].final.worst_drop["teacher"]["value"], color="grey", ls="--", label="teacher")
+    axes[1].axhline(records[0].final.worst_drop.teacher.value, color="grey", ls="--", label="teacher")
     axes[1].set_title("worst single-node drop (%)")
     if any(g.stats["severity"].n for g in groups):
         ax2 = axes[1].twinx()

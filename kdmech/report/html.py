@@ -73,8 +73,8 @@ def _summary_rows(records: list[StudentRecord]) -> list[list]:
         rows.append([r.name, c.get("depth", "?"), c.get("width", "?"), c.get("heads", "?"),
                      f"{r.param_ratio:.2f}", _f(f.logit_diff["student"], ".2f"),
                      _f(f.alignment.A) + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""),
-                     f"{f.worst_drop['student']['value']:.1f}% {f.worst_drop['student']['node']}",
-                     f"{f.worst_drop['ratio']:.2f}" + (" ⚑" if f.worst_drop["flag_2x"] else ""),
+                     f"{f.worst_drop.student.value:.1f}% {f.worst_drop.student.node}",
+                     f"{f.worst_drop.ratio:.2f}" + (" ⚑" if f.worst_drop.flag_2x else ""),
                      _f(sev), _circuit_cell(circ)])
     return rows
 
@@ -127,7 +127,7 @@ def _summary_section(records: list[StudentRecord]) -> str:
     return (_table(["student", "depth", "width", "heads", "params ratio", "LD", "A [95% CI]", "worst drop",
                     "ratio to teacher", "severity (heads)", "circuit nodes/edges"], _summary_rows(records))
             + f'<p class="note">Teacher LD {first.logit_diff["teacher"]:.2f}, worst drop '
-              f'{first.worst_drop["teacher"]["value"]:.1f}% ({first.worst_drop["teacher"]["node"]}); '
+              f'{first.worst_drop.teacher.value:.1f}% ({first.worst_drop.teacher.node}); '
               f'task {html.escape(first.task)}, {html.escape(first.ablation)} ablation. ⚑ = worst drop '
               f'over 2× the teacher\'s.' + _edges_note(records) + '</p>'
             + _replicates(records))

@@ -74,8 +74,8 @@ def metric_values(record: StudentRecord) -> dict[str, float | None]:
     nodes = circuit_nodes(record)
     return {
         "A": f.alignment.A,
-        "worst_drop": f.worst_drop["student"]["value"],
-        "worst_ratio": f.worst_drop["ratio"],
+        "worst_drop": f.worst_drop.student.value,
+        "worst_ratio": f.worst_drop.ratio,
         "severity": sens["student"]["heads"]["severity"] if sens else None,
         "ld": f.logit_diff["student"],
         "circuit_nodes": None if nodes is None else float(nodes),

@@ -30,7 +30,7 @@ def capacity_rows(records: list[StudentRecord]) -> list[list]:
         f, m = r.final, metric_values(r)
         rows.append([r.name, r.capacity.get("depth"), r.capacity.get("width"), r.capacity.get("heads"), r.seed,
                      r.init, r.parameters, r.param_ratio, f.alignment.A, f.alignment.A_heads, f.alignment.A_mlp,
-                     m["worst_drop"], f.worst_drop["teacher"]["value"], m["worst_ratio"], m["severity"],
+                     m["worst_drop"], f.worst_drop.teacher.value, m["worst_ratio"], m["severity"],
                      m["ld"], f.logit_diff["teacher"], m["circuit_nodes"]])
     return [[_number(x) for x in row] for row in rows]
 
