@@ -10,16 +10,14 @@ from dataclasses import asdict
 import torch
 from transformers import BertForMaskedLM
 
-from kdmech.errors import KdmechError
-from kdmech.models.capacity import (CapacitySpec, InitStrategy, head_columns, copy_from_teacher,
-                                    layer_map)
+from kdmech.models.capacity import (CapacitySpec, InitStrategy, check_init, copy_from_teacher, head_columns,
+                                    layer_map, ranked_columns)
 
 
 def build_bert_student(teacher: BertForMaskedLM, capacity: CapacitySpec,
-                       init: InitStrategy = "every_k", seed: int = 0):
-    """(student BertForMaskedLM, provenance dict)."""
-    if init not in ("every_k", "first_k", "random"):
-        raise KdmechError(f"init {init!r} is unknown; accepted: every_k, first_k, random")
+                       init: InitStrategy = "every_k", seed: int = 0, importance=None):
+    """(student BertForMaskedLM, provenance dict); `importance` for init importance."""
+    check_init(init)
     tc = teacher.config
     shape = capacity.shape(tc.num_hidden_layers, tc.hidden_size, tc.intermediate_size,
                            tc.num_attention_heads)
@@ -28,11 +26,17 @@ def build_bert_student(teacher: BertForMaskedLM, capacity: CapacitySpec,
     sc.num_attention_heads, sc.intermediate_size = shape["n_head"], shape["d_mlp"]
     torch.manual_seed(seed)
     student = BertForMaskedLM(sc).eval()
-    layers = layer_map(tc.num_hidden_layers, sc.num_hidden_layers, init)
+    layers = layer_map(tc.num_hidden_layers, sc.num_hidden_layers, init, importance)
     prov = {"teacher": getattr(tc, "_name_or_path", ""), "capacity": asdict(capacity), "init": init,
             "seed": seed, "shape": shape, "layer_map": {str(i): t for i, t in enumerate(layers)}, "tensors": {}}
     if init == "random":
         prov["tensors"] = {n: "random" for n, _ in student.named_parameters()}
+        return student, prov
+    if init == "importance":
+        prov["importance"] = importance.to_json()
+        copy_from_teacher(student, teacher, ".encoder.layer.", layers, _ranked_index(importance, tc, sc, layers), prov)
+        if tc.tie_word_embeddings:
+            student.tie_weights()
         return student, prov
     d_s, dh_t = sc.hidden_size, tc.hidden_size // tc.num_attention_heads
     dh_s = d_s // sc.num_attention_heads
@@ -61,3 +65,30 @@ def build_bert_student(teacher: BertForMaskedLM, capacity: CapacitySpec,
     if tc.tie_word_embeddings:
         student.tie_weights()
     return student, prov
+
+
+def _ranked_index(imp, tc, sc, layers: list[int]):
+    """index_for of a BERT student keeping the most important channels, heads and neurons."""
+    ch = torch.tensor(imp.kept_channels(sc.hidden_size))
+    n_t, n_s = tc.num_attention_heads, sc.num_attention_heads
+    cols = [ranked_columns(imp, t, n_t, tc.hidden_size // n_t, n_s, sc.hidden_size // n_s) for t in layers]
+    neurons = [torch.tensor(imp.kept_neurons(t, sc.intermediate_size)) for t in layers]
+
+    def index_for(name: str, ndim: int):
+        # nn.Linear weights are [out, in].
+        if ".encoder.layer." in name:
+            i = int(name.split(".encoder.layer.")[1].split(".")[0])
+            for keys, idx in ((("self.query", "self.key", "self.value"), [cols[i], ch]),
+                              (("attention.output.dense",), [ch, cols[i]]),
+                              (("intermediate.dense",), [neurons[i], ch]), (("output.dense",), [ch, neurons[i]])):
+                if any(k in name for k in keys):
+                    return idx if ndim == 2 else idx[:1]
+        if name.endswith("embeddings.weight") or "predictions.decoder" in name:
+            return [slice(0, None), ch]
+        if "predictions.transform.dense" in name:
+            return [ch, ch] if ndim == 2 else [ch]
+        if name.endswith("predictions.bias"):
+            return [slice(0, None)]
+        return [ch]
+
+    return index_for

@@ -6,7 +6,10 @@
 - ``every_k``: student layer i copies teacher layer ``round(i·(L−1)/(L_s−1))`` — for 12 → 6
   layers this is DistilGPT2's [0, 2, 4, 7, 9, 11];
 - ``first_k``: student layer i copies teacher layer i;
-- ``random``: fresh initialisation, nothing copied.
+- ``random``: fresh initialisation, nothing copied;
+- ``importance``: the most important teacher blocks, in order, and in each the most important
+  heads (their most important dims), neurons and hidden channels (`models/importance.py`,
+  Minitron); the ranking and its scores go to the provenance.
 
 When the student is narrower or has fewer heads, weights are copied by slicing (the first
 heads, and the first dimensions of each kept head, of d_model and of d_mlp); a tensor that
@@ -26,7 +29,8 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from kdmech.errors import KdmechError
 
-InitStrategy = Literal["every_k", "first_k", "random"]
+InitStrategy = Literal["every_k", "first_k", "random", "importance"]
+INITS = ("every_k", "first_k", "random", "importance")
 
 
 @dataclass(frozen=True)
@@ -62,8 +66,13 @@ class CapacitySpec:
                 "n_head": heads}
 
 
-def layer_map(n_teacher: int, n_student: int, init: InitStrategy) -> list[int]:
-    """Teacher layer each student layer is copied from and distilled against."""
+def layer_map(n_teacher: int, n_student: int, init: InitStrategy, importance=None) -> list[int]:
+    """Teacher layer each student layer is copied from and distilled against (importance: the
+    most important blocks, in order)."""
+    if init == "importance":
+        if importance is None:
+            raise KdmechError("init importance needs the teacher's importance scores (calibration data)")
+        return importance.layers(n_student)
     if init == "first_k":
         return list(range(n_student))
     if n_student == 1:
@@ -73,7 +82,9 @@ def layer_map(n_teacher: int, n_student: int, init: InitStrategy) -> list[int]:
 
 def _slice_copy(dst: torch.Tensor, src: torch.Tensor, index: list) -> list:
     """dst ← src[index] when shapes allow; returns the slice recorded in the provenance."""
-    part = src[tuple(index)]
+    part = src
+    for d, i in enumerate(index):  # one dimension at a time: several index tensors do not pair up
+        part = part.index_select(d, i) if isinstance(i, torch.Tensor) else part[(slice(None),) * d + (i,)]
     if part.shape != dst.shape:
         raise ValueError(f"slice {part.shape} ≠ {dst.shape}")
     dst.copy_(part)
@@ -119,11 +130,47 @@ def copy_from_teacher(student, teacher, layer_prefix: str, layers: list[int], in
             prov["tensors"][name] = {"from": src_name, **({} if whole else {"slice": sl})}
 
 
+def check_init(init: str) -> None:
+    if init not in INITS:
+        raise KdmechError(f"init {init!r} is unknown; accepted: {', '.join(INITS)}")
+
+
+def ranked_columns(imp, layer: int, n_head_t: int, d_head_t: int, n_head_s: int, d_head_s: int):
+    """Teacher columns of the most important heads of `layer`, each its most important dims."""
+    if d_head_s > d_head_t:
+        return None
+    return torch.cat([torch.tensor(imp.kept_head_dims(layer, h, d_head_s)) + h * d_head_t
+                      for h in imp.kept_heads(layer, n_head_s)])
+
+
+def _gpt2_ranked_index(imp, tc, sc, layers: list[int]):
+    """index_for of a GPT-2 student keeping the most important channels, heads and neurons."""
+    d_t = tc.n_embd
+    channels = torch.tensor(imp.kept_channels(sc.n_embd))
+    cols = [ranked_columns(imp, t, tc.n_head, d_t // tc.n_head, sc.n_head, sc.n_embd // sc.n_head) for t in layers]
+    neurons = [torch.tensor(imp.kept_neurons(t, sc.n_inner)) for t in layers]
+
+    def index_for(name: str, ndim: int):
+        if name.startswith("transformer.h."):
+            i = int(name.split(".")[2])
+            c = cols[i]
+            qkv = None if c is None else torch.cat([c + k * d_t for k in range(3)])
+            for key, idx in (("attn.c_attn", [channels, qkv]), ("attn.c_proj", [c, channels]),
+                             ("mlp.c_fc", [channels, neurons[i]]), ("mlp.c_proj", [neurons[i], channels])):
+                if key in name:
+                    return idx if ndim == 2 else idx[1:]
+        if name.endswith(("wte.weight", "wpe.weight")):
+            return [slice(0, None), channels]
+        return [channels]
+
+    return index_for
+
+
 def build_gpt2_student(teacher: GPT2LMHeadModel, capacity: CapacitySpec,
-                       init: InitStrategy = "every_k", seed: int = 0):
-    """(student, provenance dict) — see module docstring."""
-    if init not in ("every_k", "first_k", "random"):
-        raise KdmechError(f"init {init!r} is unknown; accepted: every_k, first_k, random")
+                       init: InitStrategy = "every_k", seed: int = 0, importance=None):
+    """(student, provenance dict) — see module docstring; `importance` (models.importance) for
+    init importance."""
+    check_init(init)
     tc: GPT2Config = teacher.config
     d_mlp_t = tc.n_inner or 4 * tc.n_embd
     shape = capacity.shape(tc.n_layer, tc.n_embd, d_mlp_t, tc.n_head)
@@ -132,12 +179,19 @@ def build_gpt2_student(teacher: GPT2LMHeadModel, capacity: CapacitySpec,
                                                     shape["n_head"], shape["d_mlp"])
     torch.manual_seed(seed)
     student = GPT2LMHeadModel(sc).eval()
-    layers = layer_map(tc.n_layer, sc.n_layer, init)
+    layers = layer_map(tc.n_layer, sc.n_layer, init, importance)
     prov = {"teacher": getattr(tc, "_name_or_path", ""), "capacity": asdict(capacity),
             "init": init, "seed": seed, "shape": shape, "layer_map": {str(i): t for i, t in enumerate(layers)},
             "tensors": {}}
     if init == "random":
         prov["tensors"] = {n: "random" for n, _ in student.named_parameters()}
+        return student, prov
+    if init == "importance":
+        prov["importance"] = importance.to_json()
+        copy_from_teacher(student, teacher, "transformer.h.", layers, _gpt2_ranked_index(importance, tc, sc, layers),
+                          prov)
+        if tc.tie_word_embeddings:
+            student.tie_weights()
         return student, prov
 
     d_t, d_s = tc.n_embd, sc.n_embd
