@@ -109,7 +109,7 @@ def _log_final(logger, scores: dict, net) -> None:
 def train_teacher(out: Path, tiny: TinySpec = TinySpec(),
                   training: TeacherTraining = TeacherTraining(), wandb: WandbMode = "auto",
                   wandb_dir: Path | None = None, progress: bool = True,
-                  family: Literal["gpt2", "bert"] = "gpt2", resume: bool = False, project: str = "kdmech",
+                  family: Literal["gpt2", "bert", "llama"] = "gpt2", resume: bool = False, project: str = "kdmech",
                   entity: str | None = None, tags: list[str] | None = None) -> dict:
     """Train a tiny GPT-2 or BERT teacher and save it (model + tokenizer) to `out`.
 

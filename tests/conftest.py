@@ -67,5 +67,16 @@ def trained_teacher(tmp_path_factory):
     return out, scores
 
 
+@pytest.fixture(scope="session")
+def trained_llama_teacher(tmp_path_factory):
+    """The quickstart's tiny Llama teacher (4 query heads in 2 KV groups), trained once for the
+    whole session by the same recipe; its folder."""
+    from kdmech.commands.train_teacher import TeacherTraining, train_teacher
+
+    out = tmp_path_factory.mktemp("run-llama") / "teacher"
+    train_teacher(out, training=TeacherTraining(), wandb="disabled", progress=False, family="llama")
+    return out
+
+
 def pytest_configure(config):
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))

@@ -38,14 +38,20 @@ def one_line_error(call, *words):
 
 
 def test_registry_and_its_one_line_errors():
-    assert list(FAMILIES) == ["gpt2", "bert"]
+    assert list(FAMILIES) == ["gpt2", "bert", "llama"]
     assert all(get_family(name).name == name for name in FAMILIES)
-    one_line_error(lambda: get_family("llama"), "'llama'", "['gpt2', 'bert']")
-    one_line_error(lambda: tiny_spec("gpt3", SIZES), "'gpt3'", "['gpt2', 'bert']")
+    one_line_error(lambda: get_family("gemma"), "'gemma'", "['gpt2', 'bert', 'llama']")
+    one_line_error(lambda: tiny_spec("gpt3", SIZES), "'gpt3'", "['gpt2', 'bert', 'llama']")
     one_line_error(lambda: family_of(SimpleNamespace(model_type="t5")), "'t5'",
-                   "['bert', 'distilbert', 'gpt2']")
+                   "['bert', 'distilbert', 'gpt2', 'llama', 'mistral', 'qwen2', 'qwen3']")
     one_line_error(lambda: prompt_form("seq2seq"), "'seq2seq'", "['causal', 'masked']")
-    assert model_types("causal") == {"gpt2"} and model_types("masked") == {"bert", "distilbert"}
+    one_line_error(lambda: tiny_spec("gpt2", dataclasses.replace(SIZES, model_type="qwen2")),
+                   "--tiny.model_type", "'qwen2'", "llama family", "gpt2")
+    one_line_error(lambda: tiny_spec("llama", dataclasses.replace(SIZES, model_type="gemma")),
+                   "'gemma'", "['llama', 'mistral', 'qwen2', 'qwen3']")
+    one_line_error(lambda: tiny_spec("llama", dataclasses.replace(SIZES, n_kv_head=3)), "n_kv_head 3", "n_head 4")
+    assert model_types("causal") == {"gpt2", "llama", "mistral", "qwen2", "qwen3"}
+    assert model_types("masked") == {"bert", "distilbert"}
 
 
 @pytest.mark.parametrize("name", list(FAMILIES))
@@ -70,6 +76,7 @@ def test_distilbert_is_bert_once_converted(tokenizer):
 
 
 def test_capabilities_are_declared(tokenizer):
+    ids = torch.zeros(2, 5, dtype=torch.long)
     gpt2, bert = get_family("gpt2"), get_family("bert")
     assert (gpt2.kind, gpt2.cloze, gpt2.additive_residual) == ("causal", False, True)
     assert (bert.kind, bert.cloze, bert.additive_residual) == ("masked", True, False)
@@ -77,9 +84,11 @@ def test_capabilities_are_declared(tokenizer):
     assert gpt2.start_at_layer and not bert.start_at_layer
     assert bert.bridge_attention_mask and not gpt2.bridge_attention_mask
     assert "post-LayerNorm" in bert.residual_note
+    llama = get_family("llama")
+    assert (llama.kind, llama.cloze, llama.additive_residual, llama.start_at_layer) == ("causal", False, True, False)
+    assert runner_for("llama", tiny_spec("llama", SIZES).build(tokenizer), ids) is not None
     assert make_masker(gpt2, tokenizer, 10) is None
     assert isinstance(make_masker(bert, tokenizer, len(tokenizer), seed=1), BertMasker)
-    ids = torch.zeros(2, 5, dtype=torch.long)
     model = tiny_spec("gpt2", SIZES).build(tokenizer)
     assert runner_for("gpt2", model, ids) is not None
     assert runner_for("bert", tiny_spec("bert", SIZES).build(tokenizer), ids) is not None

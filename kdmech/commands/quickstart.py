@@ -124,7 +124,7 @@ def _print_summary(layout: RunLayout, results: list, teacher_eval: dict, summary
               f"upload them with `wandb sync {out}/wandb/offline-run-*`")
 
 
-def quickstart(out: Path | None = None, family: Literal["gpt2", "bert"] = "gpt2",
+def quickstart(out: Path | None = None, family: Literal["gpt2", "bert", "llama"] = "gpt2",
                depths: list[float] = [0.25, 0.5, 0.75],  # noqa: B006 - jsonargparse needs a literal
                teacher: str | None = None,
                tiny: TinySpec = TinySpec(),

@@ -1,4 +1,4 @@
-"""Model families: what differs between GPT-2 and BERT, declared in one place.
+"""Model families: what differs between GPT-2, BERT and Llama-layout decoders, declared in one place.
 
 A family record says what a model *is*: which Hugging Face model types load into it
 (DistilBERT is converted to BERT's layout), how its prompts are framed and read
@@ -32,7 +32,7 @@ Adding a family (say Llama):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Callable
 
 from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
@@ -41,7 +41,9 @@ from kdmech.errors import KdmechError
 from kdmech.models.bert_student import build_bert_student
 from kdmech.models.capacity import build_gpt2_student
 from kdmech.models.distilbert import distilbert_to_bert
+from kdmech.models.llama_student import build_llama_student
 from kdmech.models.tiny import TinyBertSpec, TinyGPT2Spec, TinySpec
+from kdmech.models.tiny_llama import LLAMA_TYPES, TinyLlamaSpec
 from kdmech.tasks.forms import ModelKind, PromptForm, prompt_form
 
 
@@ -119,7 +121,17 @@ FAMILIES: dict[str, ModelFamily] = {
                        "can read off the slot's position; the starts 1..8 are kept",
         bridge_attention_mask=True, start_at_layer=False,
         converts={"distilbert": distilbert_to_bert}),
+    "llama": ModelFamily(
+        "llama", "causal", LLAMA_TYPES, AutoModelForCausalLM, additive_residual=True,
+        residual_note="pre-RMSNorm blocks: each adds its writes to the residual stream",
+        build_student=build_llama_student, tiny_teacher=TinyLlamaSpec,
+        # TransformerLens' start_at_layer still runs the blocks before it (and would need the
+        # rotary embeddings): without the runner every ablation set is one full forward
+        start_at_layer=False),
 }
+
+LLAMA_ONLY = ("n_kv_head", "model_type")
+"""`TinySpec` fields only the Llama family's tiny teacher reads."""
 
 
 def get_family(name: str) -> ModelFamily:
@@ -147,4 +159,9 @@ def family_of(model_or_config) -> ModelFamily:
 def tiny_spec(family: str, sizes: TinySpec) -> TinySpec:
     """The tiny teacher of `family` with the sizes of `sizes`."""
     cls = get_family(family).tiny_teacher
-    return cls(sizes.n_layer, sizes.n_head, sizes.n_embd, sizes.n_positions)
+    if not issubclass(cls, TinyLlamaSpec):
+        given = [f for f in LLAMA_ONLY if getattr(sizes, f) is not None]
+        if given:
+            raise KdmechError(f"--tiny.{given[0]} {getattr(sizes, given[0])!r} is for the llama family's "
+                              f"tiny teacher only, not {family}'s")
+    return cls(**{f.name: getattr(sizes, f.name) for f in fields(TinySpec)})

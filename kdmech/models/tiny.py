@@ -1,5 +1,6 @@
-"""The tiny teachers kdmech trains offline on the synthetic tasks: a GPT-2 (causal LM) and a
-BERT (masked LM) of the same sizes. `models.family.tiny_spec` picks one by family name."""
+"""The tiny teachers kdmech trains offline on the synthetic tasks: a GPT-2 (causal LM), a
+BERT (masked LM) and a Llama-layout decoder (`tiny_llama.TinyLlamaSpec`) of the same sizes.
+`models.family.tiny_spec` picks one by family name."""
 
 from __future__ import annotations
 
@@ -22,6 +23,11 @@ class TinySpec:
     """d_model; must be divisible by n_head."""
     n_positions: int = 64
     """Longest sequence in tokens."""
+    n_kv_head: int | None = None
+    """Llama family only: key/value groups (grouped-query attention); default half the heads
+    (all of them when n_head is odd)."""
+    model_type: str | None = None
+    """Llama family only: llama, mistral, qwen2 or qwen3 (default llama)."""
 
     def __post_init__(self):
         if min(self.n_layer, self.n_head, self.n_embd, self.n_positions) < 1:

@@ -13,7 +13,7 @@ from typing import Callable
 
 import torch
 
-from kdmech.analysis.ablation import bert_runner, gpt2_runner
+from kdmech.analysis.ablation import bert_runner, gpt2_runner, llama_runner
 
 RunnerFactory = Callable[[torch.nn.Module, torch.Tensor, "int | None"], object]
 
@@ -33,3 +33,4 @@ def runner_for(family: str, model, clean: torch.Tensor, batch_rows: int | None =
 
 register_runner("gpt2", gpt2_runner.make)
 register_runner("bert", bert_runner.make)
+register_runner("llama", llama_runner.make)
