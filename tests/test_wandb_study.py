@@ -135,7 +135,7 @@ def test_report_run_holds_a_against_the_ratio_as_plain_data(study):
     assert logged[f"{STUDENT}/A"] == pytest.approx(summary["A"])
     assert logged[f"{STUDENT}/parameter_ratio"] == pytest.approx(ratio)
     (row,) = offline_history(runs["report"]["folder"])
-    table = _table(runs["report"]["folder"], row["capacity/A_vs_parameter_ratio_table"])
+    table = _table(runs["report"]["folder"], row["capacity/A_and_parameter_ratio"])
     assert table["data"] == [[STUDENT, pytest.approx(ratio), pytest.approx(summary["A"])]]
 
 

@@ -90,7 +90,7 @@ def _init(root: Path, name: str, job_type: str, mode: str, project: str, entity,
 def log_report(root: str | Path, name: str, mode: str = "auto", project: str = "kdmech",
                entity: str | None = None, tags: list[str] | None = None) -> None:
     """One `report` run in group `name`: the `capacity` table (CAPACITY_COLUMNS), A against the
-    parameter ratio three ways (W&B's scatter chart; the plain table `capacity/A_vs_parameter_ratio_table`;
+    parameter ratio three ways (W&B's scatter chart; the plain table `capacity/A_and_parameter_ratio`;
     and `<student>/A`, `<student>/parameter_ratio` in run.summary, readable offline), every
     student's restructuring events as the table `timeline/event_table`, the `replicates` table when
     seeds repeat a capacity, and the HTML report (report/report.html, already written) as
@@ -110,8 +110,8 @@ def log_report(root: str | Path, name: str, mode: str = "auto", project: str = "
     title = "A against the student/teacher parameter ratio"
     logged = {"capacity": table, "capacity/A_vs_parameter_ratio": wandb.plot.scatter(table, "parameter_ratio", "A",
                                                                                      title=title),
-              "capacity/A_vs_parameter_ratio_table": wandb.Table(columns=["student", "parameter_ratio", "A"],
-                                                                 data=ratio_rows(records)),
+              "capacity/A_and_parameter_ratio": wandb.Table(columns=["student", "parameter_ratio", "A"],
+                                                              data=ratio_rows(records)),
               "timeline/event_table": wandb.Table(columns=["student", *EVENT_COLUMNS], data=report_event_rows(root))}
     run.summary.update({f"{student}/{key}": value for student, ratio, a in ratio_rows(records)
                         for key, value in (("parameter_ratio", ratio), ("A", a))})
