@@ -13,7 +13,7 @@ from kdmech.tracking import JournaledWandbLogger, artifact_name
 
 
 ARTIFACT = "wandb-artifact://"
-"""A teacher given as a W&B artifact (as kdmech.commands.common reads it)."""
+"""A teacher given as a W&B artifact (as kdmech.teacher reads it)."""
 
 
 def study_group(root: str | Path) -> str:
