@@ -225,7 +225,8 @@ def _shift_table(records: list[StudentRecord]) -> str:
                     + [cell(r.pair["shift"][i]["student"], r.pair["shift"][i]["error"]) for r in with_shift])
     note = (f'<p class="note">top-1 on the shifted prompts and the mean logit difference (correct − wrong '
             f'answer; an LD that rounds to zero is printed 0.00, without a sign). † {len(failed)} of '
-            f'{len(shifts)} shifts: the teacher itself is below top-1 0.5 there ({html.escape(", ".join(failed))}); the teacher never learned those forms, '
+            f'{len(shifts)} shifts: the teacher itself is below top-1 0.5 there ({html.escape(", ".join(failed))}); '
+            f'the teacher never learned those forms, '
             f'so those rows show where the task ends for both models, not how the student differs.</p>'
             if failed else '<p class="note">top-1 on the shifted prompts and the mean logit difference.</p>')
     return _table(header, rows) + note
