@@ -11,9 +11,16 @@ from lightning.pytorch.callbacks.progress.tqdm_progress import _update_n
 class StepProgressBar(TQDMProgressBar):
     """Lightning's tqdm bar counting the trainer's global step against `max_steps`."""
 
+    def on_train_start(self, trainer, *_) -> None:
+        super().on_train_start(trainer)
+        self._steps(trainer)  # a run resumed mid-epoch gets no on_train_epoch_start
+
     def on_train_epoch_start(self, trainer, *_) -> None:
         if self._leave:
             self.train_progress_bar = self.init_train_tqdm()
+        self._steps(trainer)
+
+    def _steps(self, trainer) -> None:
         bar = self.train_progress_bar
         bar.reset()
         bar.total = trainer.max_steps if trainer.max_steps > 0 else None
