@@ -112,3 +112,15 @@ def test_the_tiny_teacher_distils_on_a_text_file_with_every_data_default(tiny_te
     out = tmp_path / "run"
     assert main(_distill(tiny_teacher, out, 2, "--data", str(corpus), "--wandb", "disabled")) == 0
     assert (out / "students" / "d0.5-w1-h1" / "model.safetensors").stat().st_size > 0
+
+
+def test_the_progress_bar_counts_steps_of_the_total_after_a_resume_too(tiny_teacher, tmp_path, capfd):
+    out = tmp_path / "run"
+    argv = lambda steps: _distill(tiny_teacher, out, steps, "--wandb", "disabled", "--resume",  # noqa: E731
+                                  "--progress", "true")
+    assert main(argv(2)) == 0
+    first = capfd.readouterr().out  # Lightning's bars write to stdout
+    assert "step: 100%" in first and "2/2" in first and "Epoch" not in first
+    assert main(argv(4)) == 0
+    resumed = capfd.readouterr().out
+    assert "2/4" in resumed and "4/4" in resumed and "Epoch" not in resumed
