@@ -100,7 +100,8 @@ class CircuitAnalysisCallback(L.Callback):
         record.save(self.layout, self.name)
         r = record.pair
         png = self.layout.influence_png(self.name, step)
-        save_influence_png(png, r.influence["teacher"], r.influence["student"], f"influence at step {step}")
+        save_influence_png(png, r.influence["teacher"], r.influence["student"],
+                           f"{self.name}: influence at step {step}")
         append_history(self.layout, self.name, record)
         self.results.append(r)
         self.sink.checkpoint(record, png)
@@ -149,5 +150,6 @@ class CircuitAnalysisCallback(L.Callback):
             circuits = circuit_record(self._teacher(), self.last_student, self.tokenizer, step)
             circuits.save(self.layout, self.name)
             self._report_circuits(circuits, step)
-        student_timeline(self.layout, self.name)  # history rewritten whole once, pictures once
+        timeline = student_timeline(self.layout, self.name)  # history rewritten whole once, pictures once
         self.sink.images("timeline", picture_paths(self.layout, self.name), step)
+        self.sink.events(timeline["events"], step)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import sys
 
+from kdmech.cli_aliases import data_path, lightning_names
 from kdmech.errors import KdmechError
 
 
@@ -19,10 +20,12 @@ def _commands() -> dict:
     from kdmech.commands.sweep import sweep
     from kdmech.commands.timeline import timeline
     from kdmech.commands.train_teacher import train_teacher
+    from kdmech.commands.workspace import workspace
 
     return {"train-teacher": train_teacher, "distill": distill,
             "distill-shared": distill_shared, "quickstart": quickstart,
-            "analyze": analyze, "report": report, "sweep": sweep, "timeline": timeline}
+            "analyze": analyze, "report": report, "sweep": sweep, "timeline": timeline,
+            "workspace": workspace}
 
 
 def _one_line(message: str) -> str:
@@ -44,7 +47,7 @@ def _bare_flags(argv: list[str]) -> list[str]:
     return out
 
 
-POSITIONAL = {"report": "--folder", "timeline": "--folder", "sweep": "--config_file"}
+POSITIONAL = {"report": "--folder", "timeline": "--folder", "sweep": "--config_file", "workspace": "--project"}
 
 
 def _positional(argv: list[str]) -> list[str]:
@@ -65,6 +68,19 @@ def _quiet_weight_loading() -> None:
 
 
 INTERRUPTED = "kdmech: interrupted; rerun with --resume to continue"
+CONTINUES = {"sweep": "kdmech: interrupted; run the same command again to continue (finished points are skipped, "
+                      "the interrupted one resumes from its checkpoint)",
+             "quickstart": "kdmech: interrupted; run the same command again to start its students anew (a trained "
+                           "teacher is reused)"}
+RESUMABLE = ("distill", "distill-shared", "train-teacher")
+
+
+def interrupted_line(argv: list[str]) -> str:
+    """What Ctrl-C prints: the command that continues the interrupted one."""
+    command = argv[0] if argv else ""
+    if command in RESUMABLE:
+        return INTERRUPTED
+    return CONTINUES.get(command, "kdmech: interrupted")
 
 
 class _Interrupts:
@@ -100,6 +116,16 @@ def _main(argv: list[str] | None, interrupts: _Interrupts) -> int:
 
     argv = _positional(_bare_flags(sys.argv[1:] if argv is None else list(argv)))
     try:
+        argv = data_path(lightning_names(argv))
+    except KdmechError as e:
+        print(f"kdmech: error: {e}", file=sys.stderr)
+        return 2
+    if argv[:1] in (["--version"], ["-V"]):
+        import kdmech
+
+        print(f"kdmech {kdmech.__version__}")
+        return 0
+    try:
         auto_cli(_commands(), args=argv, exit_on_error=False, as_positional=False)
     except ArgumentError as e:
         print(f"kdmech: error: {_one_line(e)}", file=sys.stderr)
@@ -111,12 +137,12 @@ def _main(argv: list[str] | None, interrupts: _Interrupts) -> int:
         print(f"kdmech: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(INTERRUPTED, file=sys.stderr)
+        print(interrupted_line(argv), file=sys.stderr)
         return 130
     except SystemExit:
         if not interrupts.seen:  # jsonargparse's --help and the like
             raise
-        print(INTERRUPTED, file=sys.stderr)
+        print(interrupted_line(argv), file=sys.stderr)
         return 130
     except OSError as e:  # unwritable, full disk, a file where a folder should be, mid-run
         where = f" {e.filename!r}" if e.filename else ""

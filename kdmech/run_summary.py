@@ -40,10 +40,13 @@ def final_summary(result, layout, name: str) -> dict:
     return out
 
 
-def log_finals(logger, results: list, layout, prefixed: bool, step: int) -> None:
-    """Each student's `final_summary` into the run's summary, and its analysis records (step and
+def log_finals(logger, results: list, layout, prefixed: bool, step: int, teacher: str = "") -> None:
+    """Each student's `final_summary` into the run's summary, its analysis records (step and
     circuit JSONs, prompts, provenance, config.yaml) as an `analysis` artifact — what `kdmech
-    report --sweep` downloads to build the capacity report from W&B."""
+    report --sweep` downloads to build the capacity report from W&B — and the student itself as
+    a model artifact (kdmech.lineage)."""
+    from kdmech.lineage import log_student
+
     if not isinstance(logger, JournaledWandbLogger):
         return
     for r in results:
@@ -54,6 +57,7 @@ def log_finals(logger, results: list, layout, prefixed: bool, step: int) -> None
             if f.exists()]
         logger.log_files_artifact(f"analysis-{r.name}", "analysis", files, step,
                                   {"student": r.name, "result": _plain(r)})
+        log_student(logger, r.name, layout.student(r.name), step, teacher)
 
 
 def _plain(result) -> dict:

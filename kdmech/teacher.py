@@ -26,7 +26,8 @@ from kdmech.tasks import NumeralTask, tokenize_prompts
 from kdmech.tasks.filtering import accuracy_and_ld
 from kdmech.run_config import resolved, write_config_yaml
 from kdmech.run_layout import RunLayout, atomic_dir
-from kdmech.tracking import WandbMode, finish, make_logger, begin_run
+from kdmech.lineage import log_model, study_group, teacher_artifact
+from kdmech.tracking import WandbMode, begin_run, finish, make_logger
 from kdmech.validation import check_out_dir
 
 HELD_OUT_SEED = 1234  # numeral prompts never drawn for training or analysis
@@ -106,6 +107,24 @@ def _log_final(logger, scores: dict, net) -> None:
                                       "final/parameters": sum(p.numel() for p in net.parameters())})
 
 
+def _check_target(scores: dict, family: str, target: float) -> None:
+    if scores["top1"] < target:
+        raise KdmechError(f"the {family} teacher reached held-out top-1 {scores['top1']:.3f} after "
+                          f"{scores['steps']} steps, below the target {target}; nothing "
+                          f"saved: raise --training.steps (with --resume to continue from there) or "
+                          f"change --training.lr/--training.seed")
+
+
+def _save(out: Path, net, tokenizer, scores: dict, config_yaml: Path) -> None:
+    """The teacher folder: weights, tokenizer, eval.json and the run's config.yaml; then, in
+    W&B, the model artifact `teacher-<group>` (kdmech.lineage)."""
+    with atomic_dir(out) as tmp:
+        net.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "eval.json").write_text(json.dumps(scores, indent=1))
+        shutil.copyfile(config_yaml, tmp / "config.yaml")
+
+
 def train_teacher(out: Path, tiny: TinySpec = TinySpec(),
                   training: TeacherTraining = TeacherTraining(), wandb: WandbMode = "auto",
                   wandb_dir: Path | None = None, progress: bool = True,
@@ -147,7 +166,8 @@ def train_teacher(out: Path, tiny: TinySpec = TinySpec(),
     held_out = tokenize_prompts(task.prompts(), tokenizer, fam.kind)
     data = CorpusDataModule(tokenizer, training.n_train, 500, training.batch_size, training.seed, fam.kind)
     module = _lm_module(fam, net, tokenizer, lr, training, held_out)
-    logger = make_logger(wandb_dir or out.parent, name="teacher", group="teacher", mode=wandb,
+    group = study_group(wandb_dir or out.parent)
+    logger = make_logger(wandb_dir or out.parent, name="teacher", group=group, job_type="teacher", mode=wandb,
                          config=config, project=project, entity=entity, tags=tags,
                          run_id=run_id_file.read_text().strip() if resume and run_id_file.exists() else None,
                          journal=layout.wandb_journal(out.name))
@@ -162,25 +182,15 @@ def train_teacher(out: Path, tiny: TinySpec = TinySpec(),
         if logger is not None:
             begin_run(logger, run_id_file, point.step if point else 0)
         fit.fit(module, data, ckpt_path=str(point.path) if point else None, weights_only=True)
-        scores = accuracy_and_ld(net, held_out)
-        scores["steps"] = fit.global_step
+        scores = {**accuracy_and_ld(net, held_out), "steps": fit.global_step}
         if logger is not None:
             _log_final(logger, scores, net)
+        scores |= {"train_seconds": time.perf_counter() - start, "family": family, "target_top1": training.target_top1}
+        _check_target(scores, family, training.target_top1)
+        _save(out, net, tokenizer, scores, layout.run_config(out.name))
+        log_model(logger, teacher_artifact(group), out, fit.global_step, {"family": family, "eval": scores})
     finally:
         finish(logger)
-    scores["train_seconds"] = time.perf_counter() - start
-    scores["family"] = family
-    scores["target_top1"] = training.target_top1
-    if scores["top1"] < training.target_top1:
-        raise KdmechError(f"the {family} teacher reached held-out top-1 {scores['top1']:.3f} after "
-                          f"{scores['steps']} steps, below the target {training.target_top1}; nothing "
-                          f"saved: raise --training.steps (with --resume to continue from there) or "
-                          f"change --training.lr/--training.seed")
-    with atomic_dir(out) as tmp:
-        net.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        (tmp / "eval.json").write_text(json.dumps(scores, indent=1))
-        shutil.copyfile(layout.run_config(out.name), tmp / "config.yaml")
     print(f"teacher saved to {out}: held-out top-1 {scores['top1']:.3f} after {scores['steps']} "
           f"steps, LD {scores['logit_diff']:.2f} ({scores['train_seconds']:.0f}s)")
     return scores

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import netrc
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Literal
@@ -72,6 +73,8 @@ class JournaledWandbLogger(WandbLogger):
 
     def __init__(self, *args, journal: Path | None = None, **kwargs):
         super().__init__(*args, **kwargs)
+        # Lightning passes anonymous=None, which wandb 0.31 warns about on every run ("has no effect")
+        self._wandb_init.pop("anonymous", None)
         self.journal = Path(journal) if journal is not None else None
         self.tables: dict = {}
         """Incremental W&B tables by key (continued across a resume)."""
@@ -118,6 +121,14 @@ class JournaledWandbLogger(WandbLogger):
         self.experiment.log({key: table, STEP_KEY: step})
 
     @rank_zero_only
+    def log_table(self, key: str, columns: list[str], rows: list[list], step: int) -> None:
+        """A whole W&B table `key` at `step` (a new one each time it is logged)."""
+        import wandb
+
+        self._record(step, {key: {"_kdmech": "table", "columns": columns, "rows": rows}})
+        self.experiment.log({key: wandb.Table(columns=columns, data=rows), STEP_KEY: step})
+
+    @rank_zero_only
     def log_files_artifact(self, name: str, kind: str, files: list, step: int, metadata: dict | None = None) -> None:
         """A versioned artifact of `files` (which must stay where they are: a replay reads them)."""
         import wandb
@@ -125,10 +136,29 @@ class JournaledWandbLogger(WandbLogger):
         files = [str(Path(f).resolve()) for f in files]
         self._record(step, {f"artifact/{name}": {"_kdmech": "artifact", "name": name, "type": kind,
                                                   "files": files, "metadata": metadata}})
-        artifact = wandb.Artifact(name, type=kind, metadata=metadata)
+        artifact = wandb.Artifact(artifact_name(name), type=kind, metadata=metadata)
         for f in files:
             artifact.add_file(f)
         self.experiment.log_artifact(artifact)
+
+    @rank_zero_only
+    def use_model(self, ref: str) -> bool:
+        """Declare the model artifact `ref` (name:alias or entity/project/name:version) an input of
+        this run: W&B's lineage graph then links the teacher to its students. Online only (W&B
+        refuses `use_artifact` offline); False when it is not used (offline, or unknown to W&B)."""
+        if self._offline:
+            return False
+        try:
+            self.experiment.use_artifact(ref, type="model")
+        except Exception as e:  # noqa: BLE001 - a missing artifact only costs the lineage edge
+            print(f"[wandb] teacher artifact {ref} not linked to {self.experiment.name} ({str(e).splitlines()[0]})")
+            return False
+        return True
+
+
+def artifact_name(text: str) -> str:
+    """`text` as a W&B artifact name (letters, digits, dashes, underscores and dots)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")
 
 
 def _journal_value(v):
@@ -257,6 +287,8 @@ def _replay(logger: JournaledWandbLogger, step: int, row: dict) -> None:
                 logger.log_image(key, value["paths"], step)
             elif kind == "table_rows":
                 logger.log_table_rows(key, value["columns"], value["rows"], step)
+            elif kind == "table":
+                logger.log_table(key, value["columns"], value["rows"], step)
             elif kind == "artifact":
                 logger.log_files_artifact(value["name"], value["type"], value["files"], step, value["metadata"])
             elif kind == "unreplayable":
@@ -268,19 +300,25 @@ def _replay(logger: JournaledWandbLogger, step: int, row: dict) -> None:
 
 
 class WandbSink:
-    """Logs checkpoint records to a Lightning logger (any: scalars) and, for a W&B logger, a
-    run-wide incremental nodes table, an influence heatmap per checkpoint and a versioned
-    circuit artifact per circuit step. Keys carry `prefix` when several students share a run."""
+    """Logs checkpoint records to a Lightning logger (any: scalars) and, for a W&B logger, the
+    restructuring as W&B data (kdmech.wandb_restructuring: per-node influence and circuit
+    membership scalars, the matching per step, a run-wide incremental nodes table, the events),
+    an influence heatmap per checkpoint and a versioned circuit artifact per circuit step. Keys
+    carry `prefix` when several students share a run."""
 
     def __init__(self, logger, prefix: str = "", artifact_name: str | None = None):
         self.logger, self.prefix = logger, prefix
         self.artifact_name = artifact_name
+        self.nodes: dict[str, list[str]] = {}
+        """The nodes of the last checkpoint, teacher and student (for circuit membership)."""
 
     @property
     def _wandb(self) -> bool:
         return isinstance(self.logger, JournaledWandbLogger)
 
     def checkpoint(self, record, influence_png: Path | None = None) -> None:
+        from kdmech import wandb_restructuring as wr
+
         if self.logger is None:
             return
         r, a = record.pair, record.pair.alignment
@@ -290,22 +328,23 @@ class WandbSink:
                    "worst_drop_student": r.worst_drop.student.value,
                    "worst_drop_teacher": r.worst_drop.teacher.value,
                    "worst_drop_ratio": r.worst_drop.ratio}
-        self.logger.log_metrics({f"analysis/{self.prefix}{k}": v for k, v in metrics.items()}, step=r.step)
+        self.nodes = {who: list(r.influence[who]) for who in ("student", "teacher")}
+        self.logger.log_metrics({f"analysis/{self.prefix}{k}": v for k, v in metrics.items()}
+                                | wr.influence_scalars(r, self.prefix), step=r.step)
         if not self._wandb:
             return
-        t_inf, s_inf = r.influence["teacher"], r.influence["student"]
+        self.logger.log_table(f"analysis/{self.prefix}matching", wr.MATCHING_COLUMNS, wr.matching_rows(r), r.step)
         # One table for the whole run, grown at every checkpoint (W&B incremental mode): W&B's
         # charts can then follow any node over steps.
-        self.logger.log_table_rows(
-            f"analysis/{self.prefix}nodes",
-            ["step", "student_node", "influence_student", "matched_teacher_node", "influence_teacher", "similarity"],
-            [[r.step, m.student, s_inf[m.student], m.teacher, t_inf[m.teacher], m.similarity]
-             for m in r.matching], r.step)
+        self.logger.log_table_rows(f"analysis/{self.prefix}nodes", wr.NODES_COLUMNS, wr.node_rows(record), r.step)
         if influence_png is not None:
             self.logger.log_image(f"analysis/{self.prefix}influence", images=[influence_png], step=r.step)
 
     def circuits(self, circuits, files: list) -> None:
-        """Circuit sizes as scalars and the step's JSON files as a versioned artifact."""
+        """Circuit sizes and each node's membership as scalars, the step's JSON files as a
+        versioned artifact."""
+        from kdmech.wandb_restructuring import membership_scalars
+
         if self.logger is None or not self._wandb:
             return
         if not circuits.error:
@@ -315,9 +354,17 @@ class WandbSink:
                        "circuit/teacher_nodes": len(t.nodes)}
             if s.edges_pruned:
                 metrics[f"circuit/{self.prefix}student_edges"] = len(s.edges)
-            self.logger.log_metrics(metrics, step=circuits.step)
+            self.logger.log_metrics(metrics | membership_scalars(circuits, self.nodes, self.prefix),
+                                    step=circuits.step)
         self.logger.log_files_artifact(f"circuit-{self.artifact_name or self.logger.experiment.name}",
                                        "circuit", files, circuits.step, {"step": circuits.step})
+
+    def events(self, events: list[dict], step: int) -> None:
+        """The timeline's restructuring events as the table timeline/<prefix>event_table."""
+        from kdmech.wandb_restructuring import EVENT_COLUMNS, event_rows
+
+        if self._wandb:
+            self.logger.log_table(f"timeline/{self.prefix}event_table", EVENT_COLUMNS, event_rows(events), step)
 
     def images(self, key: str, paths: list, step: int) -> None:
         if self._wandb:

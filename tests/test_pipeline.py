@@ -95,7 +95,7 @@ def test_wandb_offline_run_holds_the_logged_keys(distilled):
     tables = list((runs[0] / "files" / "media" / "table" / "analysis").glob("nodes_*.table.json"))
     assert len(tables) == 3  # one incremental increment per checkpoint
     parts = [json.loads(t.read_text()) for t in tables]
-    assert all(p["columns"] == ["step", "student_node", "influence_student", "matched_teacher_node",
+    assert all(p["columns"] == ["step", "student_node", "influence_student", "in_circuit", "matched_teacher_node",
                                 "influence_teacher", "similarity"] for p in parts)
     assert sorted({row[0] for p in parts for row in p["data"]}) == [0, 20, 40]
     assert len(list((runs[0] / "files" / "media" / "images" / "analysis").glob("influence_*.png"))) == 3

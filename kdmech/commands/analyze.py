@@ -59,8 +59,10 @@ def analyze(teacher: str, student: str, out: Path, task: str = "numerals",
             analysis: AnalyzeOptions = AnalyzeOptions(), progress: bool = True,
             device: str = "auto", wandb: WandbMode = "auto", project: str = "kdmech",
             entity: str | None = None, tags: list[str] | None = None) -> dict:
-    """Analyse a teacher–student pair: influence, sensitivity, circuits, matching, alignment,
-    noise validation, distribution shift and mechanism probes.
+    """Analyse a teacher–student pair (influence, circuits, matching, alignment and more).
+
+    Influence, sensitivity, circuits, matching, alignment, noise validation, distribution shift
+    and mechanism probes.
 
     Args:
         teacher: Hub name or save_pretrained folder of the teacher.

@@ -9,7 +9,7 @@ Writes, under the run folder `out`:
                                 damaged), the W&B run id and the journal of its rows; <run> is
                                 the student's name (distill) or shared
   analysis/<name>/step_<N>.json one PairAnalysis per checkpoint, plus prompts.json
-  wandb/offline-run-*           the W&B run (group = capacity, or shared)
+  wandb/offline-run-*           the W&B run (group = the run folder's name, job type student)
 
 `--resume` is exact: batches, BERT masking and dropout are functions of (seed, step), so a run
 killed at any moment and resumed from its last checkpoint ends with the weights, analyses and
@@ -36,7 +36,7 @@ from kdmech.distill.trainer import Devices, ResumableCheckpoint, TrainerOptions,
 from kdmech.run_layout import atomic_dir
 from kdmech.teacher import resolve_teacher
 from kdmech.distill.trainer import trainer as make_trainer
-from kdmech.distill.text import DataOptions, TextDataModule, data_files
+from kdmech.distill.text import DataOptions, TextDataModule, check_data
 from kdmech.distill import CorpusDataModule, DistillationModule, LossWeights, make_masker
 from kdmech.errors import KdmechError
 from kdmech.models import CapacitySpec, build_student, family_of, load_lm
@@ -48,6 +48,7 @@ from kdmech.run_config import resolved, write_config_yaml
 from kdmech.sweep import agent_point_name
 from kdmech.run_summary import log_finals
 from kdmech.tracking import WandbMode, begin_run, finish, make_logger
+from kdmech.lineage import study_group, use_teacher
 from kdmech.validation import check_distill
 
 
@@ -130,7 +131,8 @@ def distill(teacher: str, out: Path, capacity: CapacitySpec = CapacitySpec(),
             exactly: the result equals an uninterrupted run's with the same seed.
         wandb: W&B mode: auto (offline unless a key is configured), online, offline, disabled.
         progress: Show the progress bar.
-        group: W&B group (default: the capacity's name; sweeps group by sweep, then capacity).
+        group: W&B group (default: the run folder's name, so a quickstart's or sweep's runs
+            share one; a sweep's is its name).
         accelerator: Lightning accelerator: auto (GPUs when present), cpu, gpu.
         num_nodes: Machines taking part (multi-node DDP/FSDP; launch one process per node).
         project: W&B project.
@@ -138,14 +140,16 @@ def distill(teacher: str, out: Path, capacity: CapacitySpec = CapacitySpec(),
         tags: W&B tags of the run.
     """
     name = name or agent_point_name() or capacity.name
+    given = teacher
     teacher = resolve_teacher(teacher, out, wandb, progress)
     options = dict(locals())  # this command's options, as `kdmech distill --config` reads them
+    del options["given"]
     results = distill_students(teacher, out, [capacity], [name], init=init, loss=loss,
                                training=training, analysis=analysis, data=data, trainer=trainer, strategy=strategy,
                                devices=devices, resume=resume, wandb=wandb, progress=progress, group=group,
                                accelerator=accelerator, num_nodes=num_nodes, project=project, entity=entity,
-                               tags=tags, options=options, command="distill")
-    return results[0] if results else None  # None on the other ranks of a distributed run
+                               tags=tags, options=options, command="distill", teacher_ref=given)
+    return results[0] if results else None  # None on the other ranks of a distributed run, or when finished
 
 
 def _distillation_module(teacher_model, tokenizer, built: dict, loss: LossWeights,
@@ -169,30 +173,31 @@ def distill_students(teacher: str, out: Path, capacities: list[CapacitySpec],
                      progress: bool = True, group: str | None = None, accelerator: str = "auto",
                      num_nodes: int = 1, project: str = "kdmech", entity: str | None = None,
                      tags: list[str] | None = None, options: dict | None = None,
-                     command: str = "distill-shared") -> list[StudentResult]:
+                     command: str = "distill-shared", teacher_ref: str | None = None) -> list[StudentResult]:
     """Distil one student per capacity against one teacher forward pass per batch, analyse
     each at checkpoints; the results in the order of `capacities` ([] on ranks other than 0).
 
     `names` default to the capacities' names and must differ; `run` (default: the student's
     name with one student, else "shared") names checkpoints/<run>/ and the W&B run. An `auto`
     MLP similarity is resolved once for all students (cka if any width ratio is below 1). The
-    W&B group defaults to the capacity's name with one student, else to `run`; with several
-    students every logged key carries the student's name. The run's resolved options go to the
+    W&B group defaults to the run folder's name (one group per study: kdmech.lineage); with
+    several students every logged key carries the student's name. The run's resolved options go to the
     W&B config and checkpoints/<run>/config.yaml: `options`, the calling command's own
     arguments, with the resolved MLP similarity and student names (`kdmech <command> --config`
     repeats the run);
     each student's final numbers to `run.summary` (`final/...`, kdmech.run_summary).
+    `--resume` of a run that has finished (its checkpoint at `training.steps`, its students
+    saved) says so and returns [] without loading, training or logging anything.
     Other arguments: as in `distill`.
     """
     quiet_lightning()
     check_distill(teacher, out, training, analysis)
-    if data.files:
-        data_files(data)
+    data = check_data(data, teacher)
     start, layout = time.perf_counter(), RunLayout(out)
     names, run = _names(capacities, names, run)
-    ckpt_dir = layout.checkpoints(run)
-    point = resume_point(ckpt_dir) if resume else None  # a damaged checkpoint: refused before any load
-    ckpt_path = str(point.path) if point else None
+    point, finished = _resume_from(layout, run, names, training.steps) if resume else (None, False)
+    if finished:  # --resume of a run that ended: nothing redone, no W&B run
+        return []
     # one MLP method for every student (docs/method.md §7.2)
     analysis = replace(analysis, mlp_similarity=resolve_mlp_method(
         analysis.mlp_similarity, [c.width for c in capacities]))
@@ -206,13 +211,13 @@ def distill_students(teacher: str, out: Path, capacities: list[CapacitySpec],
     module = _distillation_module(teacher_model, tokenizer, built, loss, training)
     analyses = analysis_callbacks(teacher_model, tokenizer, prompts, competence, analysis, layout, names)
     logger = _logger(layout, run, names, capacities, resume, config,
-                     dict(group=group, mode=wandb, project=project, entity=entity, tags=tags))
+                     dict(group=group, mode=wandb, project=project, entity=entity, tags=tags), init)
     # Checkpoints are written at the end of a validation (by default at every analysis step),
     # once the step has logged everything: a resumed run logs nothing twice. The trainer's
     # validation loop runs at the gcd of the two cadences; each does its work at its own.
     val_every, ckpt_every, tick = trainer.cadences(max(1, analysis.every_n_steps or 100))
     module.val_every = val_every
-    checkpoint = ResumableCheckpoint(ckpt_dir, ckpt_every)
+    checkpoint = ResumableCheckpoint(layout.checkpoints(run), ckpt_every)
     datamodule = _data_module(tokenizer, data, training, kind)
     fit = make_trainer(training.steps, logger, [*analyses, checkpoint], strategy, devices,
                        default_root_dir=layout.root, progress=progress, val_every=tick,
@@ -223,8 +228,8 @@ def distill_students(teacher: str, out: Path, capacities: list[CapacitySpec],
         if fit.is_global_zero:
             if fit.world_size > 1:
                 print(f"distributed: {fit.world_size} processes, strategy {strategy}")
-            _start_run(layout, names, prompts, logger, run, point, config)
-        fit.fit(module, datamodule, ckpt_path=ckpt_path, weights_only=True)  # no pickle
+            _start_run(layout, names, prompts, logger, run, point, config, teacher_ref or teacher)
+        fit.fit(module, datamodule, ckpt_path=str(point.path) if point else None, weights_only=True)  # no pickle
         # Resumed at its last step, Lightning skips training and its hooks: finish the analyses.
         for callback in analyses if fit.is_global_zero else []:
             if not callback.ended:
@@ -236,7 +241,7 @@ def distill_students(teacher: str, out: Path, capacities: list[CapacitySpec],
                                 analyses[i].results if analyses else [], layout.student(n), start,
                                 layout.run_config(run), analysis.max_batch_tokens)
                    for i, (n, (student, prov)) in enumerate(built.items())]
-        log_finals(logger, results, layout, prefixed=len(names) > 1, step=training.steps)
+        log_finals(logger, results, layout, len(names) > 1, training.steps, teacher_ref or teacher)
         return results
     finally:
         finish(logger)
@@ -249,9 +254,26 @@ def _data_module(tokenizer, data: DataOptions, training: DistillTraining, kind: 
     return CorpusDataModule(tokenizer, training.n_train, 500, training.batch_size, training.seed, kind)
 
 
-def _start_run(layout: RunLayout, names: list[str], prompts, logger, run: str, point, config: dict) -> None:
+def _resume_from(layout: RunLayout, run: str, names: list[str], steps: int):
+    """--resume: (the checkpoint to continue from or None, whether the run had finished), each
+    said in one line. A damaged checkpoint is refused here, before anything is loaded."""
+    point = resume_point(layout.checkpoints(run))
+    if point is None:
+        print(f"no checkpoint of {run} in {layout.checkpoints(run)}: starting from step 0")
+        return None, False
+    if point.step >= steps and all((layout.student(n) / "config.json").exists() for n in names):
+        print(f"{run} finished at step {point.step} of {steps} already (students in {layout.root / 'students'}); "
+              f"nothing to resume: raise --training.steps to train on, or drop --resume to start anew")
+        return point, True
+    print(f"resuming {run} from step {point.step} of {steps}")
+    return point, False
+
+
+def _start_run(layout: RunLayout, names: list[str], prompts, logger, run: str, point, config: dict,
+               teacher: str) -> None:
     """On rank 0, before training: the run's config.yaml, each student's analysis prompts, the
-    W&B run id (for --resume) and, for a resumed offline run, the replayed history."""
+    W&B run id (for --resume), for a resumed offline run the replayed history, and (online) the
+    link to the teacher's model artifact."""
     write_config_yaml(layout.run_config(run), config)
     if prompts is not None:
         for n in names:
@@ -259,21 +281,26 @@ def _start_run(layout: RunLayout, names: list[str], prompts, logger, run: str, p
             prompts.save(layout.prompts_json(n))
     if logger is not None:
         begin_run(logger, layout.wandb_run_id(run), point.step if point else 0)
+        use_teacher(logger, teacher)
 
 
 def _logger(layout: RunLayout, run: str, names: list[str], capacities: list[CapacitySpec], resume: bool,
-            config: dict, wandb: dict):
-    """The run's W&B logger: named after its student (or `run-` and every student's name),
-    grouped by capacity with one student (else by run); --resume continues the stored W&B run
-    (from step 0 when killed before a checkpoint). `wandb`: group, mode, project, entity, tags."""
-    one = len(names) == 1
+            config: dict, wandb: dict, init: str):
+    """The run's W&B logger: named after its student (or `shared-` and every student's name),
+    in the group of the run folder (a quickstart's, a sweep's or a distill-shared's: every run
+    of one study in one group; `group` overrides it), job type `student`, tagged with each
+    capacity and the init; --resume continues the stored W&B run (from step 0 when killed
+    before a checkpoint). `wandb`: group, mode, project, entity, tags."""
     run_id_file = layout.wandb_run_id(run)
+    tags = list(dict.fromkeys([*(wandb.pop("tags") or []), *(f"capacity:{c.name}" for c in capacities),
+                               f"init:{init}"]))
+    config = config | {"kdmech": {**config.get("kdmech", {}), "capacity": "+".join(c.name for c in capacities)}}
     return make_logger(
         layout.wandb, name=run if names == [run] else f"{run}-" + "+".join(names),
-        group=wandb.pop("group") or (capacities[0].name if one else run),
-        job_type=capacities[0].name if one else None, journal=layout.wandb_journal(run),
+        group=wandb.pop("group") or study_group(layout.root), job_type="student",
+        journal=layout.wandb_journal(run),
         run_id=run_id_file.read_text().strip() if resume and run_id_file.exists() else None,
-        config=config, **wandb)
+        config=config, tags=tags, **wandb)
 
 
 def _names(capacities: list[CapacitySpec], names: list[str] | None, run: str | None):

@@ -54,7 +54,7 @@ def distill_shared(teacher: str, out: Path, capacities: list[CapacitySpec],
         resume: Continue from checkpoints/shared/last.ckpt if it exists (and its W&B run).
         wandb: W&B mode: auto (offline unless a key is configured), online, offline, disabled.
         progress: Show the progress bar.
-        group: W&B group (default: shared; the capacity's name when there is one).
+        group: W&B group (default: the run folder's name, shared by the teacher and report runs).
         accelerator: Lightning accelerator: auto (GPUs when present), cpu, gpu.
         num_nodes: Machines taking part (multi-node DDP/FSDP; launch one process per node).
         project: W&B project.

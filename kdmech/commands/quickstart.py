@@ -27,6 +27,7 @@ from kdmech.teacher import HELD_OUT_SEED, TeacherTraining, train_teacher
 from kdmech.errors import KdmechError
 from kdmech.models import CapacitySpec, TinySpec, load_lm
 from kdmech.models.family import get_family
+from kdmech.lineage import study_group
 from kdmech.report.html import write_report
 from kdmech.report.wandb_report import log_report
 from kdmech.run_layout import RunLayout
@@ -201,6 +202,6 @@ def quickstart(out: Path | None = None, family: Literal["gpt2", "bert", "llama"]
     layout.summary.write_text(json.dumps(summary, indent=1))
     timeline(out)
     report_path = write_report(out)
-    log_report(out, out.name, wandb, project, entity, tags)
+    log_report(out, study_group(out), wandb, project, entity, tags)
     _print_summary(layout, results, teacher_eval, summary, report_path)
     return summary

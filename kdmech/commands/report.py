@@ -15,8 +15,10 @@ from kdmech.validation import check_out_dir, check_run_folder
 
 def report(folder: Path | None = None, sweep: str | None = None, wandb: WandbMode = "auto",
            project: str | None = None, entity: str | None = None, tags: list[str] | None = None) -> Path:
-    """Write DIR/report/report.html (self-contained, images embedded) and its PNGs, and log the
-    capacity table and the page to a W&B `report` run.
+    """Write the capacity report of a run or sweep folder and log it to W&B.
+
+    DIR/report/report.html (self-contained, images embedded) and its PNGs; the capacity table,
+    the events and the page go to a W&B `report` run.
 
     Args:
         folder: A folder written by `kdmech quickstart`, `distill` or `sweep`; with --sweep, where

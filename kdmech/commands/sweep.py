@@ -69,8 +69,11 @@ def _point_kwargs(point: dict, mlp_method: str) -> dict:
 def sweep(config_file: Path, out: Path | None = None, count: int | None = None,
           wandb: WandbMode = "auto", pair_analyses: bool = True, project: str = "kdmech",
           entity: str | None = None, tags: list[str] | None = None, progress: bool = True) -> dict:
-    """Run a W&B-format capacity sweep: online, a W&B sweep and an agent (`wandb agent`, whose
-    runs are ordinary `kdmech distill` processes); offline, point by point in this process.
+    """Run a W&B-format capacity sweep (online: a W&B sweep; offline: point by point here).
+
+    Online, a W&B sweep and an agent (`wandb agent`, whose runs are ordinary `kdmech distill`
+    processes); offline, point by point in this process. Interrupted, the same command again
+    continues: finished points are skipped, the interrupted one resumes from its checkpoint.
 
     Args:
         config_file: Sweep YAML in W&B's format (method, parameters, command).

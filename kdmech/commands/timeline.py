@@ -9,6 +9,7 @@ from kdmech.errors import KdmechError
 from kdmech.report.timeline import student_timeline
 from kdmech.run_layout import RunLayout
 from kdmech.validation import check_run_folder
+from kdmech.wandb_restructuring import shown_kind
 
 
 def timeline(folder: Path, min_similarity: float = 0.5, min_influence: float = 5.0,
@@ -37,6 +38,7 @@ def timeline(folder: Path, min_similarity: float = 0.5, min_influence: float = 5
         if not r["events"]:
             print("  no events")
         for e in r["events"]:
-            print(f"  step {e['first_step']:>6}  {e['kind']:<13} {'persists' if e['persists'] else 'transient':<9}  {e['detail']}")
+            lasting = "persists" if e["persists"] else "transient"
+            print(f"  step {e['first_step']:>6}  {shown_kind(e):<13} {lasting:<9}  {e['detail']}")
     print(f"\npictures and events.json in {layout.timeline_root}; history.csv in each analysis/<student>/")
     return records

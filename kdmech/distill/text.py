@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import glob
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -44,9 +44,10 @@ class DataOptions:
     """The hub corpus' split the blocks (and the held-out part) come from."""
     text_column: str = "text"
     """The column holding the text (.jsonl, .parquet, .csv and hub corpora)."""
-    block_size: int = 128
+    block_size: int | None = None
     """Tokens per training sequence (documents are concatenated, separated by EOS/SEP, and cut
-    into blocks of this length, the model's special tokens included)."""
+    into blocks of this length, the model's special tokens included); default: the teacher's
+    context length (longer is refused)."""
     val_fraction: float = 0.05
     """The share of packed blocks held out for validation (map-style; the last ones)."""
     val_blocks: int = 64
@@ -61,7 +62,7 @@ class DataOptions:
     def __post_init__(self):
         if self.files and self.dataset:
             raise KdmechError("give --data.files or --data.dataset, not both")
-        if self.block_size < 4:
+        if self.block_size is not None and self.block_size < 4:
             raise KdmechError(f"data.block_size must be ≥ 4, got {self.block_size}")
         if not 0 < self.val_fraction < 1:
             raise KdmechError(f"data.val_fraction must be in (0, 1), got {self.val_fraction}")
@@ -86,6 +87,38 @@ def data_files(options: DataOptions) -> tuple[list[str], str]:
     if None in kinds or len(kinds) != 1:
         raise KdmechError(f"data files must all be one of {sorted(BUILDERS)}, got {paths}")
     return paths, kinds.pop()
+
+
+FALLBACK_BLOCK = 128
+"""block_size when the teacher's context length cannot be read from its config."""
+
+
+def context_length(teacher: str) -> int | None:
+    """The teacher's longest sequence (n_positions, max_position_embeddings), from its config
+    alone (no weights loaded); None when the config does not say or cannot be read."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(teacher)
+    except Exception:  # noqa: BLE001 - an unreadable config is reported when the teacher loads
+        return None
+    return getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
+
+
+def check_data(options: DataOptions, teacher: str) -> DataOptions:
+    """`options` with its block size fitted to the teacher (default: its context length; longer
+    refused in one line) and its files checked, before anything is loaded."""
+    if not options.enabled:
+        return options
+    if options.files:
+        data_files(options)
+    context = context_length(teacher)
+    if options.block_size is None:
+        return replace(options, block_size=context or FALLBACK_BLOCK)
+    if context is not None and options.block_size > context:
+        raise KdmechError(f"data.block_size {options.block_size} is longer than the teacher's context of {context} "
+                          f"tokens; give at most {context} (the default)")
+    return options
 
 
 def load_text(options: DataOptions, streaming: bool | None = None):

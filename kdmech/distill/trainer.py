@@ -15,6 +15,7 @@ from typing import Literal
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from kdmech.distill.progress import StepProgressBar
 from kdmech.errors import KdmechError
 
 
@@ -83,7 +84,8 @@ def trainer(max_steps: int, logger=None, callbacks=(), strategy: str = "auto", d
         val_every *= accumulate_grad_batches
     return L.Trainer(max_steps=max_steps, accelerator=accelerator, strategy=strategy, devices=devices,
                      num_nodes=num_nodes, precision=precision, accumulate_grad_batches=accumulate_grad_batches,
-                     logger=logger if logger is not None else False, callbacks=list(callbacks),
+                     logger=logger if logger is not None else False,
+                     callbacks=[*callbacks, *([StepProgressBar()] if progress else [])],
                      enable_model_summary=False, enable_progress_bar=progress,
                      enable_checkpointing=any(isinstance(c, L.pytorch.callbacks.ModelCheckpoint)
                                               for c in callbacks),

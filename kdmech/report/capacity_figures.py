@@ -37,7 +37,9 @@ def versus_ratio(records: list[StudentRecord], path) -> None:
         _versus_ratio_replicates(groups, records, path)
         return
     x = np.array([r.param_ratio for r in records])
-    fig, axes = plt.subplots(1, 4, figsize=(17, 3.8))
+    sev = [r.pair["sensitivity"]["student"]["heads"]["severity"] if r.pair and "sensitivity" in r.pair
+           else np.nan for r in records]
+    fig, axes = _axes(not np.all(np.isnan(sev)))
     a = [r.final.alignment.A for r in records]
     ci = [r.pair["alignment"]["ci95"]["A"] if r.pair else [v, v] for r, v in zip(records, a)]
     axes[0].errorbar(x, a, yerr=np.abs(np.array(ci).T - a), fmt="o-", capsize=3)
@@ -46,12 +48,10 @@ def versus_ratio(records: list[StudentRecord], path) -> None:
     axes[1].plot(x, worst, "o-", label="student worst drop")
     axes[1].axhline(records[0].final.worst_drop.teacher.value, color="grey", ls="--", label="teacher")
     axes[1].set_title("worst single-node drop (%)")
-    sev = [r.pair["sensitivity"]["student"]["heads"]["severity"] if r.pair and "sensitivity" in r.pair
-           else np.nan for r in records]
-    ax2 = axes[1].twinx()
-    ax2.plot(x, sev, "s:", color="tab:red", label="severity (heads)")
-    ax2.set_ylabel("severity", color="tab:red")
     axes[1].legend(fontsize=7, loc="upper left")
+    if len(axes) == 5:
+        axes[4].plot(x, sev, "s-", color="tab:red", label="student")
+        _severity_panel(axes[4])
     axes[2].plot(x, [r.final.logit_diff["student"] for r in records], "o-", label="student")
     axes[2].axhline(records[0].final.logit_diff["teacher"], color="grey", ls="--", label="teacher")
     axes[2].set_title("logit difference")
@@ -72,9 +72,32 @@ def versus_ratio(records: list[StudentRecord], path) -> None:
     _teacher_nodes_line(axes[3], records)
     axes[3].set_title("circuit size (T = 0.20)")
     axes[3].legend(fontsize=7)
+    _finish(fig, axes, path)
+
+
+def _axes(severity: bool):
+    """One panel per metric; severity's only where some student has it (no empty axes)."""
+    n = 5 if severity else 4
+    fig, axes = plt.subplots(1, n, figsize=(4.3 * n, 3.8))
+    return fig, list(axes)
+
+
+def _severity_panel(ax) -> None:
+    ax.set_title("severity (heads, kdmech analyze)")
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.legend(fontsize=7)
+
+
+def _finish(fig, axes, path) -> None:
+    """Shared x labels, integer ticks on the circuit-size panel, saved."""
+    from matplotlib.ticker import MaxNLocator
+
     for ax in axes:
         ax.set_xlabel("student / teacher parameters")
-    fig.subplots_adjust(wspace=0.35)  # room for the severity axis
+    axes[3].yaxis.set_major_locator(MaxNLocator(integer=True))
+    low, high = axes[3].get_ylim()
+    axes[3].set_ylim(min(low, 0), high * 1.35)  # room for the legend above the lines
+    fig.subplots_adjust(wspace=0.3)
     _save(fig, path)
 
 
@@ -93,16 +116,15 @@ def _seed_bars(ax, groups: list[CapacityGroup], metric: str, fmt="o-", color=Non
 
 
 def _versus_ratio_replicates(groups: list[CapacityGroup], records: list[StudentRecord], path) -> None:
-    fig, axes = plt.subplots(1, 4, figsize=(17, 3.8))
+    fig, axes = _axes(any(g.stats["severity"].n for g in groups))
     _seed_bars(axes[0], groups, "A")
     axes[0].set_title("A (mean ± 95% CI across seeds)")
     _seed_bars(axes[1], groups, "worst_drop", label="student worst drop")
     axes[1].axhline(records[0].final.worst_drop.teacher.value, color="grey", ls="--", label="teacher")
     axes[1].set_title("worst single-node drop (%)")
-    if any(g.stats["severity"].n for g in groups):
-        ax2 = axes[1].twinx()
-        _seed_bars(ax2, groups, "severity", fmt="s:", color="tab:red")
-        ax2.set_ylabel("severity (heads)", color="tab:red")
+    if len(axes) == 5:
+        _seed_bars(axes[4], groups, "severity", fmt="s-", color="tab:red", label="student")
+        _severity_panel(axes[4])
     axes[1].legend(fontsize=7, loc="upper left")
     _seed_bars(axes[2], groups, "ld", label="student")
     axes[2].axhline(records[0].final.logit_diff["teacher"], color="grey", ls="--", label="teacher")
@@ -115,10 +137,7 @@ def _versus_ratio_replicates(groups: list[CapacityGroup], records: list[StudentR
     seeds = sorted({g.n for g in groups})
     fig.suptitle(f"mean ± 95% t interval across seeds ({'/'.join(map(str, seeds))} seeds per capacity; "
                  f"rings: the seeds; no bar: one seed)", fontsize=9, y=1.02)
-    for ax in axes:
-        ax.set_xlabel("student / teacher parameters")
-    fig.subplots_adjust(wspace=0.35)
-    _save(fig, path)
+    _finish(fig, axes, path)
 
 
 def noise_curves(records: list[StudentRecord], path) -> bool:
@@ -141,8 +160,11 @@ def noise_curves(records: list[StudentRecord], path) -> bool:
 
 
 def _teacher_nodes_line(ax, records) -> None:
-    """The teacher's circuit size as a dashed line (its last circuit found in any record)."""
+    """The teacher's circuit size as dashed lines, nodes and (where pruned) edges (its last
+    circuit found in any record)."""
     t = next((r.circuit["teacher"] for r in records if r.circuit and "teacher" in r.circuit), None)
     if t:
         ax.axhline(len(t["nodes"]), color="grey", ls="--",
                    label="teacher nodes" if t["nodes"] else "teacher: no circuit")
+        if t["nodes"] and t.get("edges_pruned", True) and t.get("edges"):
+            ax.axhline(len(t["edges"]), color="tab:orange", ls="--", alpha=0.7, label="teacher edges")

@@ -33,6 +33,9 @@ class StudentRecord:
     """The training seed (provenance.json; for older folders, the `-s<N>` of a sweep point's name)."""
     init: str = ""
     """How the student was initialised from the teacher (provenance.json)."""
+    layer_map: dict = field(default_factory=dict)
+    """Student layer → the teacher layer it was copied from (provenance.json; empty for a
+    random init)."""
 
     @property
     def final(self) -> PairAnalysis:
@@ -87,7 +90,8 @@ def collect(root: str | Path) -> list[StudentRecord]:
             steps=[c.pair for c in checkpoints],
             circuit=circuits.to_json() if circuits else None,
             pair=json.loads(pair_file.read_text()) if pair_file.exists() else None,
-            folder=layout.analysis(name), seed=record_seed(name, prov), init=prov.get("init", "")))
+            folder=layout.analysis(name), seed=record_seed(name, prov), init=prov.get("init", ""),
+            layer_map=prov.get("layer_map", {}) if prov.get("init") != "random" else {}))
     if not records:
         raise KdmechError(f"{str(root)!r} holds no analysed students (analysis/<name>/step_<N>.json)")
     return sorted(records, key=lambda r: r.param_ratio)

@@ -22,17 +22,26 @@ def influence_grid(influence: dict[str, float]) -> np.ndarray:
     return grid
 
 
-def influence_figure(teacher: dict[str, float], student: dict[str, float], title: str = ""):
-    """A matplotlib Figure; both panels share one colour scale so they compare directly."""
+def _layer_labels(n: int, copied: dict | None) -> list[str]:
+    """L0, L1, ...; a student layer copied from the teacher also names its teacher layer."""
+    copied = {int(k): int(v) for k, v in (copied or {}).items()}
+    return [f"L{l}\n(teacher L{copied[l]})" if l in copied else f"L{l}" for l in range(n)]
+
+
+def influence_figure(teacher: dict[str, float], student: dict[str, float], title: str = "",
+                     layer_map: dict | None = None):
+    """A matplotlib Figure; both panels share one colour scale so they compare directly; the
+    student's layers copied from the teacher (`layer_map`: student → teacher layer) say which."""
     grids = [influence_grid(teacher), influence_grid(student)]
     vmax = max(np.nanmax(g) for g in grids) or 1.0
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8),
-                             gridspec_kw={"width_ratios": [g.shape[1] for g in grids]})
+                             gridspec_kw={"width_ratios": [g.shape[1] for g in grids], "wspace": 0.3})
     for ax, grid, who in zip(axes, grids, ("teacher", "student")):
         im = ax.imshow(grid, cmap="viridis", vmin=0, vmax=vmax, aspect="auto")
         n_heads = grid.shape[1] - 1
         ax.set_xticks(range(n_heads + 1), [f"H{h}" for h in range(n_heads)] + ["MLP"])
-        ax.set_yticks(range(grid.shape[0]), [f"L{l}" for l in range(grid.shape[0])])
+        ax.set_yticks(range(grid.shape[0]), _layer_labels(grid.shape[0], layer_map if who == "student" else None),
+                      fontsize=8 if layer_map and who == "student" else None)
         ax.set_title(f"{who}")
         for (r, c), v in np.ndenumerate(grid):
             if not np.isnan(v):
@@ -43,7 +52,7 @@ def influence_figure(teacher: dict[str, float], student: dict[str, float], title
     return fig
 
 
-def save_influence_png(path, teacher, student, title: str = "") -> None:
-    fig = influence_figure(teacher, student, title)
-    fig.savefig(path, dpi=100)
+def save_influence_png(path, teacher, student, title: str = "", layer_map: dict | None = None) -> None:
+    fig = influence_figure(teacher, student, title, layer_map)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)

@@ -21,7 +21,8 @@ from kdmech.run_layout import RunLayout
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-width:100%;margin:.5em 0}
-table.side{width:100%;table-layout:fixed}table.side td{vertical-align:top;text-align:center}table.side td:first-child{width:7em}table.side img{max-width:100%}
+figure{margin:1em 0}figure img{display:block;max-width:100%;height:auto}
+figcaption{color:#555;font-size:.9em}
 h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}.note{color:#666;font-size:.9em}
 .banner{background:#fde2e1;border:2px solid #c0392b;color:#7b241c;padding:.8em 1em;font-weight:600}"""
 
@@ -163,7 +164,7 @@ def _influence_section(records: list[StudentRecord], out: Path) -> str:
     for r in records:
         p = out / f"influence_{r.name}.png"
         save_influence_png(p, r.final.influence["teacher"], r.final.influence["student"],
-                           f"{r.name}: influence at step {r.final.step}")
+                           f"{r.name}: influence at step {r.final.step}", r.layer_map)
         heat.append(f"<h3>{html.escape(r.name)}</h3>" + _img(p, f"influence {r.name}"))
     return "".join(heat)
 
@@ -188,10 +189,11 @@ def _matching_section(records: list[StudentRecord]) -> str:
     for r in records:
         rows = [[m.student, f"{r.final.influence['student'][m.student]:.1f}", m.teacher,
                  f"{r.final.influence['teacher'][m.teacher]:.1f}", f"{m.similarity:.3f}"] for m in r.final.matching]
-        merges = ", ".join(f"{t} ← {', '.join(s)}" for t, s in r.final.merges.items()) or "none"
+        shared = ", ".join(f"{t} → {', '.join(s)}" for t, s in r.final.merges.items() if not t.startswith("S:"))
         match.append(f"<h3>{html.escape(r.name)}</h3>" + _table(
             ["student node", "influence", "matched teacher node", "teacher influence", "similarity"], rows)
-            + f'<p class="note">merges: {html.escape(merges)}</p>')
+            + f'<p class="note">teacher nodes matched by several student nodes (teacher → student): '
+              f'{html.escape(shared or "none")}</p>')
     return "".join(match)
 
 
@@ -202,42 +204,68 @@ def _shape(influence: dict[str, float]) -> tuple[int, int]:
     return g.shape[0], g.shape[1] - 1
 
 
+def _ld(x: float) -> str:
+    text = f"{x:.2f}"
+    return "0.00" if text == "-0.00" else text
+
+
 def _shift_table(records: list[StudentRecord]) -> str:
     with_shift = [r for r in records if r.pair and "shift" in r.pair]
     if not with_shift:
         return "<p>No pair analysis with distribution shift in this folder.</p>"
-    names = [row["shift"] for row in with_shift[0].pair["shift"]]
-    header = ["shift", "teacher top-1 / LD"] + [f"{r.name} top-1 / LD" for r in with_shift]
-    rows = []
-    for i, name in enumerate(names):
-        t = with_shift[0].pair["shift"][i]
-        cell = lambda d, err: (f"{d['top1']:.2f} / {d['logit_diff']:.2f}" if d else f"not run: {err[:60]}")  # noqa: E731
-        rows.append([name, cell(t["teacher"], t["error"])]
+    shifts = with_shift[0].pair["shift"]
+    header = ["shift", "settings", "teacher top-1 / LD"] + [f"{r.name} top-1 / LD" for r in with_shift]
+    cell = lambda d, err: f"{d['top1']:.2f} / {_ld(d['logit_diff'])}" if d else f"not run: {err[:60]}"  # noqa: E731
+    rows, failed = [], []
+    for i, t in enumerate(shifts):
+        weak = bool(t["teacher"]) and t["teacher"]["top1"] < 0.5
+        failed += [t["shift"]] if weak else []
+        settings = ", ".join(f"{k}={v}" for k, v in t.get("settings", {}).items()) or "–"
+        rows.append([t["shift"] + (" †" if weak else ""), settings, cell(t["teacher"], t["error"])]
                     + [cell(r.pair["shift"][i]["student"], r.pair["shift"][i]["error"]) for r in with_shift])
-    return _table(header, rows)
+    note = (f'<p class="note">top-1 on the shifted prompts and the mean logit difference (correct − wrong '
+            f'answer; an LD that rounds to zero is printed 0.00, without a sign). † {len(failed)} of '
+            f'{len(shifts)} shifts: the teacher itself is below top-1 0.5 there ({html.escape(", ".join(failed))}); '
+            f'the teacher never learned those forms, '
+            f'so those rows show where the task ends for both models, not how the student differs.</p>'
+            if failed else '<p class="note">top-1 on the shifted prompts and the mean logit difference.</p>')
+    return _table(header, rows) + note
+
+
+PICTURE_NOTES = {
+    "influence_over_steps": "the student's influence per node and step; red boxes: in the circuit; "
+                            "grey: no circuit was computed at that step",
+    "matching_flow": "each active student node (left) to its best teacher match (right) at every checkpoint",
+    "alignment_parts": "A and its head and MLP parts over training",
+    "events": "restructuring events from their first step; a bar runs on while the event persists",
+}
 
 
 def _restructuring(root: Path, records: list[StudentRecord]) -> str:
-    """The timeline views of every student side by side (built by the same code as
-    `kdmech timeline`), then each student's event list."""
+    """Per student, the timeline pictures at full width (built by the same code as `kdmech
+    timeline`), each a link to its PNG at full size, then the event list."""
+    from kdmech.wandb_restructuring import shown_kind
+
     layout = RunLayout(root)
-    timelines = {}
+    timelines, parts = {}, []
     for r in records:
         events = layout.timeline(r.name) / "events.json"
-        timelines[r.name] = (json.loads(events.read_text()) if events.exists()
-                             else student_timeline(layout, r.name))
-    head = "<tr><th></th>" + "".join(f"<th>{html.escape(r.name)}</th>" for r in records) + "</tr>"
-    rows = "".join(
-        f"<tr><td>{html.escape(p.replace('_', ' '))}</td>"
-        + "".join(f"<td>{_img(layout.timeline(r.name) / f'{p}.png', f'{p} {r.name}')}</td>" for r in records)
-        + "</tr>" for p in PICTURES)
-    lists = []
-    for r in records:
-        t = timelines[r.name]
-        ev = [[e["first_step"], e["kind"], "yes" if e["persists"] else "no", e["detail"]] for e in t["events"]]
-        lists.append(f"<h3>{html.escape(r.name)}</h3>" + (_table(["first step", "event", "persists", "what"], ev)
-                                                           if ev else "<p>no events</p>"))
+        t = timelines[r.name] = (json.loads(events.read_text()) if events.exists()
+                                 else student_timeline(layout, r.name))
+        pictures = "".join(
+            f'<figure><a href="../timeline/{html.escape(r.name)}/{p}.png" title="open full size">'
+            f'{_img(layout.timeline(r.name) / f"{p}.png", f"{p} {r.name}")}</a>'
+            f'<figcaption>{html.escape(p.replace("_", " "))}: {html.escape(PICTURE_NOTES[p])} '
+            f'(<a href="../timeline/{html.escape(r.name)}/{p}.png">full size</a>)</figcaption></figure>'
+            for p in PICTURES)
+        ev = [[e["first_step"], shown_kind(e), "yes" if e["persists"] else "no", e["detail"]] for e in t["events"]]
+        parts.append(f'<h3 id="restructuring-{html.escape(r.name)}">{html.escape(r.name)}</h3>' + pictures
+                     + (_table(["first step", "event", "persists", "what (teacher → student)"], ev)
+                        if ev else "<p>no events</p>"))
     rules = next(iter(timelines.values()))["rules"]
-    return (f'<table class="side">{head}{rows}</table>' + "".join(lists)
-            + f'<p class="note">rules: {html.escape(json.dumps(rules))}; teacher circuit and functions as in '
-              f'events.json; see kdmech.analysis.restructuring for the definitions.</p>')
+    return ("".join(parts)
+            + f'<p class="note">rules: {html.escape(json.dumps(rules))}; arrows read teacher → student (merge: '
+              f'teacher nodes → one student node; split: one teacher node → student nodes); "inherited": an '
+              f'emergence present at step 0, i.e. copied with the teacher\'s layers, not made by distillation; '
+              f'teacher circuit and functions as in events.json; see kdmech.analysis.restructuring for the '
+              f'definitions.</p>')

@@ -11,6 +11,7 @@ from matplotlib.patches import Rectangle  # noqa: E402
 
 from kdmech.analysis.nodes import Node  # noqa: E402
 from kdmech.analysis.restructuring import Event, RunHistory  # noqa: E402
+from kdmech.wandb_restructuring import shown_kind  # noqa: E402
 
 
 def _save(fig, path) -> None:
@@ -24,18 +25,23 @@ def influence_over_steps(h: RunHistory, path) -> None:
     nodes = sorted({r["node"] for r in h.rows}, key=Node.parse)
     grid = np.full((len(nodes), len(steps)), np.nan)
     member = np.zeros_like(grid, dtype=bool)
+    computed = np.zeros(len(steps), dtype=bool)
     for r in h.rows:
         i, j = nodes.index(r["node"]), steps.index(r["step"])
         grid[i, j] = r["influence"]
         member[i, j] = bool(r["in_circuit"])
+        computed[j] |= r["in_circuit"] is not None
     fig, ax = plt.subplots(figsize=(max(5, 0.6 * len(steps) + 2), max(3, 0.28 * len(nodes) + 1)))
     im = ax.imshow(grid, aspect="auto", cmap="viridis")
     for i, j in zip(*np.nonzero(member)):
         ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, ec="red", lw=2))
-    ax.set_xticks(range(len(steps)), steps)
+    for j in np.nonzero(~computed)[0]:  # no circuit at this step: membership unknown, not "out"
+        ax.add_patch(Rectangle((j - 0.5, -0.5), 1, len(nodes), fc="lightgrey", alpha=0.55, hatch="//", ec="grey"))
+    ax.set_xticks(range(len(steps)), [f"{s}" if c else f"{s}\nno circuit" for s, c in zip(steps, computed)])
     ax.set_yticks(range(len(nodes)), nodes, fontsize=7)
     ax.set_xlabel("step")
-    ax.set_title(f"{h.name}: student influence (red: in the circuit)")
+    ax.set_title(f"{h.name}: student influence\n(red: in the circuit; grey: no circuit computed at that step)",
+                 fontsize=10)
     fig.colorbar(im, ax=ax, label="influence %")
     _save(fig, path)
 
@@ -70,7 +76,8 @@ def matching_flow(h: RunHistory, path, min_influence: float = 5.0) -> None:
     ax.set_xlim(-0.8, len(cps) + 0.3)
     ax.set_ylim(-0.08, 1.12)
     ax.axis("off")
-    ax.set_title(f"{h.name}: student → teacher matching per checkpoint (width = similarity)", pad=18)
+    ax.set_title(f"{h.name}: each active student node (left) → its matched teacher node (right), per checkpoint\n"
+                 f"(line width = similarity; red: teacher circuit nodes)", pad=18, fontsize=10)
     _save(fig, path)
 
 
@@ -90,13 +97,15 @@ def event_timeline(h: RunHistory, events: list[Event], path) -> None:
     fig, ax = plt.subplots(figsize=(7, max(2, 0.35 * len(events) + 1)))
     colours = {"merge": "tab:purple", "split": "tab:orange", "discard": "tab:red",
                "emergence": "tab:green", "concentration": "k"}
+    colours["inherited"] = "tab:olive"
     for i, e in enumerate(events):
-        ax.plot([e.first_step, last if e.persists else e.first_step], [i, i], color=colours[e.kind], lw=3)
-        ax.scatter([e.first_step], [i], color=colours[e.kind], zorder=3)
-        ax.text(e.first_step, i + 0.25, f"{e.kind}: {e.detail}", fontsize=7)
+        kind = shown_kind(e.to_json())
+        ax.plot([e.first_step, last if e.persists else e.first_step], [i, i], color=colours[kind], lw=3)
+        ax.scatter([e.first_step], [i], color=colours[kind], zorder=3)
+        ax.text(e.first_step, i + 0.25, f"{kind}: {e.detail}", fontsize=7)
     ax.set_yticks([])
     ax.set_xlim(-0.05 * max(last, 1), last * 1.05 + 1)
     ax.set_ylim(-0.8, len(events) + 0.2)
-    ax.set_xlabel("step (a bar runs to the end when the event persists)")
+    ax.set_xlabel("step (a bar runs to the end when the event persists; arrows read teacher → student)")
     ax.set_title(f"{h.name}: restructuring events" + ("" if events else " (none)"))
     _save(fig, path)

@@ -11,7 +11,10 @@ from pathlib import Path
 from kdmech.report.collect import StudentRecord, collect
 from kdmech.report.replicates import METRICS, group_by_capacity, has_replicates, metric_values
 from kdmech.run_config import resolved
+from kdmech.lineage import study_group
+from kdmech.run_layout import RunLayout
 from kdmech.tracking import finish, resolve_mode
+from kdmech.wandb_restructuring import EVENT_COLUMNS, event_rows
 
 CAPACITY_COLUMNS = ["student", "depth", "width", "heads", "seed", "init", "parameters", "parameter_ratio",
                     "A", "A_heads", "A_mlp", "worst_drop", "worst_drop_teacher", "worst_drop_ratio",
@@ -35,6 +38,23 @@ def capacity_rows(records: list[StudentRecord]) -> list[list]:
     return [[_number(x) for x in row] for row in rows]
 
 
+def ratio_rows(records: list[StudentRecord]) -> list[list]:
+    """[student, parameter ratio, final A] per student."""
+    return [[r.name, _number(r.param_ratio), _number(r.final.alignment.A)] for r in records]
+
+
+def report_event_rows(root: Path) -> list[list]:
+    """Every student's restructuring events (timeline/<student>/events.json), student first."""
+    import json
+
+    layout, rows = RunLayout(root), []
+    for name in layout.analysed_students():
+        path = layout.timeline(name) / "events.json"
+        if path.exists():
+            rows += event_rows(json.loads(path.read_text())["events"], name)
+    return rows
+
+
 def replicate_rows(records: list[StudentRecord]) -> tuple[list[str], list[list]]:
     """Per capacity: n seeds and, per metric, the mean and the 95% interval's ends."""
     columns = ["capacity", "parameter_ratio", "n_seeds"]
@@ -50,15 +70,17 @@ def replicate_rows(records: list[StudentRecord]) -> tuple[list[str], list[list]]
     return columns, rows
 
 
-def _init(root: Path, name: str, job_type: str, mode: str, project: str, entity, tags, config: dict):
-    """The W&B run, or None when W&B refuses it (a bad key, no network online): the results are
-    on disk already, so that is a warning, not a failure."""
+def _init(root: Path, name: str, job_type: str, mode: str, project: str, entity, tags, config: dict,
+          group: str | None = None):
+    """The W&B run `<name>-<job_type>` in `group` (default `name`), or None when W&B refuses it
+    (a bad key, no network online): the results are on disk already, so that is a warning, not
+    a failure."""
     import wandb
 
     try:
         return wandb.init(project=project, entity=entity, tags=list(tags) if tags else None, dir=str(root),
-                          mode=mode, group=name, job_type=job_type, name=f"{name}-{job_type}", config=config,
-                          settings=wandb.Settings(quiet=True, console="off"))
+                          mode=mode, group=group or name, job_type=job_type, name=f"{name}-{job_type}",
+                          config=config, settings=wandb.Settings(quiet=True, console="off"))
     except Exception as e:  # noqa: BLE001 - any W&B failure becomes one line
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         print(f"[wandb] the {job_type} run was not logged ({first}); its files are in {root}")
@@ -67,9 +89,12 @@ def _init(root: Path, name: str, job_type: str, mode: str, project: str, entity,
 
 def log_report(root: str | Path, name: str, mode: str = "auto", project: str = "kdmech",
                entity: str | None = None, tags: list[str] | None = None) -> None:
-    """One `report` run in group `name`: the `capacity` table (CAPACITY_COLUMNS), a scatter of A
-    against the parameter ratio, the `replicates` table when seeds repeat a capacity, and the
-    HTML report (report/report.html, already written) as `wandb.Html`."""
+    """One `report` run in group `name`: the `capacity` table (CAPACITY_COLUMNS), A against the
+    parameter ratio three ways (W&B's scatter chart; the plain table `capacity/A_and_parameter_ratio`;
+    and `<student>/A`, `<student>/parameter_ratio` in run.summary, readable offline), every
+    student's restructuring events as the table `timeline/event_table`, the `replicates` table when
+    seeds repeat a capacity, and the HTML report (report/report.html, already written) as
+    `wandb.Html`."""
     mode = resolve_mode(mode)
     if mode == "disabled":
         return
@@ -82,9 +107,14 @@ def log_report(root: str | Path, name: str, mode: str = "auto", project: str = "
     if run is None:
         return
     table = wandb.Table(columns=CAPACITY_COLUMNS, data=capacity_rows(records))
-    logged = {"capacity": table,
-              "capacity/A_vs_parameter_ratio": wandb.plot.scatter(table, "parameter_ratio", "A",
-                                                                  title="A against the student/teacher parameter ratio")}
+    title = "A against the student/teacher parameter ratio"
+    logged = {"capacity": table, "capacity/A_vs_parameter_ratio": wandb.plot.scatter(table, "parameter_ratio", "A",
+                                                                                     title=title),
+              "capacity/A_and_parameter_ratio": wandb.Table(columns=["student", "parameter_ratio", "A"],
+                                                              data=ratio_rows(records)),
+              "timeline/event_table": wandb.Table(columns=["student", *EVENT_COLUMNS], data=report_event_rows(root))}
+    run.summary.update({f"{student}/{key}": value for student, ratio, a in ratio_rows(records)
+                        for key, value in (("parameter_ratio", ratio), ("A", a))})
     if has_replicates(group_by_capacity(records)):
         columns, rows = replicate_rows(records)
         logged["replicates"] = wandb.Table(columns=columns, data=rows)
@@ -106,8 +136,9 @@ def log_analysis(out: str | Path, result: dict, options: dict, mode: str = "auto
     import wandb
 
     out = Path(out)
+    in_run = out.parent.name == "pair-analysis"  # a quickstart's or sweep's: that study's group
     run = _init(out, Path(str(result["student"])).name, "analyze", mode, project, entity, tags,
-                resolved("analyze", options))
+                resolved("analyze", options), study_group(out.parent.parent) if in_run else None)
     if run is None:
         return
     run.summary.update(analysis_summary(result))
