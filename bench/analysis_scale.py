@@ -1,4 +1,4 @@
-"""Benchmark: analysis cost at GPT-2 scale (issue 14 item 3).
+"""Benchmark: analysis cost at GPT-2 scale.
 
 A GPT-2-small-shaped teacher (GPT2LMHeadModel(GPT2Config()): 12 layers, 12 heads, d 768,
 vocab 50,257; random weight matrices drawn at std 0.3 as bench/gpu_smoke.sh does, so the

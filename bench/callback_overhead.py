@@ -1,4 +1,4 @@
-"""Benchmark: `kdmech distill` with vs without checkpoint analyses (issue 14 item 1).
+"""Benchmark: `kdmech distill` with vs without checkpoint analyses.
 
 The quickstart shape: its tiny GPT-2 teacher (runs/quickstart/teacher when present, else one
 trained here into a temp folder with kdmech.teacher), a depth-0.5 student, the

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU smoke test (issue 13 item 1): distil and analyse a GPT-2-small-shaped random teacher with
+# GPU smoke test: distil and analyse a GPT-2-small-shaped random teacher with
 # the models on the GPU, a few steps, and fail (non-zero exit) on any error.
 #
 #   1. a random GPT2LMHeadModel(GPT2Config()) (12 layers, 12 heads, d 768, vocab 50257) and GPT-2's

@@ -1,5 +1,5 @@
 """Benchmark: one KD step at GPT-2-small shape, fp32 and bf16 autocast, beside this machine's
-fp32 and bf16 matmul peaks measured in the same run (issue 14 item 2).
+fp32 and bf16 matmul peaks measured in the same run.
 
 Teacher GPT2LMHeadModel(GPT2Config()) with random weights (12 layers, 12 heads, d 768, vocab
 50,257); student `build_student(teacher, CapacitySpec(depth=0.5))` (6 layers); batch 8 × 128.

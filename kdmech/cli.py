@@ -148,7 +148,7 @@ def _main(argv: list[str] | None, interrupts: _Interrupts) -> int:
         where = f" {e.filename!r}" if e.filename else ""
         print(f"kdmech: error: cannot write or read{where}: {_one_line(e.strerror or e)}", file=sys.stderr)
         return 2
-    except Exception as e:  # noqa: BLE001 - a damaged weights file the checks did not see
+    except Exception as e:
         if type(e).__name__ != "SafetensorError":
             raise
         print(f"kdmech: error: a model's weights file is damaged ({_one_line(e)}); copy it again "

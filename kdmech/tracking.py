@@ -31,7 +31,7 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from kdmech.errors import KdmechError
-from kdmech.wandb_offline import (offline_folders, offline_history, wait_for_offline_run,  # noqa: F401 (re-exported)
+from kdmech.wandb_offline import (offline_folders, offline_history, wait_for_offline_run,
                                   wandb_records)
 
 __all__ = ["STEP_KEY", "WandbMode", "WandbSink", "begin_run", "finish", "make_logger", "offline_folders",

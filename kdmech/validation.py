@@ -87,7 +87,8 @@ def _check_safetensors(path: Path, folder: str) -> None:
         except (UnicodeDecodeError, ValueError):
             raise KdmechError(f"{bad} (its header is not JSON); copy it again or save the model anew") from None
     ends = [t["data_offsets"][1] for k, t in header.items()
-            if k != "__metadata__" and isinstance(t, dict) and "data_offsets" in t] if isinstance(header, dict) else None
+            if k != "__metadata__" and isinstance(t, dict) and "data_offsets" in t] \
+        if isinstance(header, dict) else None
     if ends is None or 8 + n + max(ends, default=0) > size:
         raise KdmechError(f"{bad} ({size} bytes, fewer than its header announces); copy it again or "
                           f"save the model anew")

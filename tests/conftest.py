@@ -9,8 +9,8 @@ os.environ.setdefault("WANDB_MODE", "offline")  # tests never reach for a networ
 # the teacher-side cache of this session only (never the user's ~/.cache; CLI subprocesses inherit it)
 os.environ["KDMECH_CACHE"] = tempfile.mkdtemp(prefix="kdmech-test-cache-")
 
-from kdmech.models import TinyGPT2Spec, build_word_tokenizer  # noqa: E402
-from kdmech.tasks import NumeralTask, tokenize_prompts  # noqa: E402
+from kdmech.models import TinyGPT2Spec, build_word_tokenizer
+from kdmech.tasks import NumeralTask, tokenize_prompts
 
 
 @pytest.fixture(scope="session")

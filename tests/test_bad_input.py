@@ -1,4 +1,4 @@
-"""Bad input, refused early and briefly (issue 12 item 4): every case exits 2 with exactly one
+"""Bad input, refused early and briefly: every case exits 2 with exactly one
 stderr line `kdmech: error: ...`, no traceback, and `--out` is not created (or, when it was an
 existing file, left as it was). Everything runs in-process and nothing is trained: the checks
 come before any model is loaded."""

@@ -1,4 +1,4 @@
-"""BERT on the bridge (issue 4 groundwork): a single head's mean ablation at [MASK] equals a
+"""BERT on the bridge: a single head's mean ablation at [MASK] equals a
 hand-written Hugging Face hook on BertSelfAttention's per-head context (before the output
 projection); an MLP's ablation equals a hook on BertOutput's dense layer."""
 

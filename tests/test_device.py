@@ -1,4 +1,4 @@
-"""Device-correct analyses and training step (issue 13 item 1), proven without a GPU.
+"""Device-correct analyses and training step, proven without a GPU.
 
 On a GPU, a tensor an analysis makes without an explicit device (``torch.arange(n)``, an index
 ``torch.tensor``...) lands on the CPU while the model and prompts sit on CUDA. Here the

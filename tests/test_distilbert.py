@@ -1,4 +1,4 @@
-"""DistilBERT → BertForMaskedLM conversion keeps the logits (issue 4's first building block)."""
+"""DistilBERT → BertForMaskedLM conversion keeps the logits."""
 
 import torch
 from transformers import DistilBertConfig, DistilBertForMaskedLM

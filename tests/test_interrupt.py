@@ -1,4 +1,4 @@
-"""Ctrl-C during a real run (issue 12 item 4): a `kdmech distill` process sent SIGINT after its
+"""Ctrl-C during a real run: a `kdmech distill` process sent SIGINT after its
 first checkpoint ends with exit 130 and one stderr line, no traceback, and `--resume` carries
 it on from that checkpoint to the end."""
 

@@ -182,7 +182,7 @@ def test_distill_shared_with_one_capacity_is_distill(trained_teacher, tmp_path):
     assert all(torch.equal(sb[k], sc[k]) for k in sb)
     run_id = (tmp_path / "shared" / "checkpoints" / "shared" / "wandb_run_id").read_text().strip()
     runs = sorted((tmp_path / "shared" / "wandb").glob("offline-run-*"))
-    # One offline run folder holds the resumed run (issue 12: the earlier folder of that id is
+    # One offline run folder holds the resumed run (the earlier folder of that id is
     # moved to wandb/superseded/ once the resumed run, which replays its history, has finished).
     # Two offline runs in the same second share a folder name and W&B suffixes the second "-1".
     superseded = sorted((tmp_path / "shared" / "wandb" / "superseded").glob("offline-run-*"))

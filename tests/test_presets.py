@@ -1,4 +1,4 @@
-"""The `authors` preset (issue 10 item 5): it changes exactly what it should, each change checked
+"""The `authors` preset: it changes exactly what it should, each change checked
 against an independent computation, and every result records the preset."""
 
 import json

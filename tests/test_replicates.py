@@ -1,4 +1,4 @@
-"""Seeds as replicates (issue 15 item 5): across-seed statistics per capacity, the rule that
+"""Seeds as replicates: across-seed statistics per capacity, the rule that
 names a difference between capacities only where it exceeds the seed spread, and the report
 over a small real sweep (two capacities × two seeds)."""
 

@@ -1,4 +1,4 @@
-"""Nothing lost, nothing doubled (issue 12 items 1-3): a `kdmech distill` killed with SIGKILL and
+"""Nothing lost, nothing doubled: a `kdmech distill` killed with SIGKILL and
 resumed ends with an uninterrupted run's weights, analyses and W&B history; the same command
 twice gives the same bits; distill-shared, train-teacher and the BERT masker resume exactly;
 a damaged checkpoint is detected. Two other ways of running the same distillation must give the

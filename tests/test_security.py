@@ -1,4 +1,4 @@
-"""Security basics (issue 12 item 5): no code from a model folder runs, and no API key or token
+"""Security basics: no code from a model folder runs, and no API key or token
 ever lands in a file a run writes."""
 
 import json

@@ -1,4 +1,4 @@
-"""Distillation on real text (issue 13 item 2): `--data.files` (.txt, .jsonl, .csv, .parquet)
+"""Distillation on real text: `--data.files` (.txt, .jsonl, .csv, .parquet)
 tokenized with the teacher's tokenizer and packed into blocks, with a held-out split, mixed
 with the task corpus on request, streamed on request; the training batches are the files'
 blocks; a hub corpus that cannot be reached is one line."""

@@ -1,4 +1,4 @@
-"""One vocabulary (issue 15 item 3): an option means the same in every command. `--teacher` is
+"""One vocabulary: an option means the same in every command. `--teacher` is
 always a model (a folder or hub name), the tiny teacher's sizes are `--tiny.*` wherever they
 are taken, and `distill-shared` takes every option `distill` takes."""
 

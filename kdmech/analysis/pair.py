@@ -56,7 +56,8 @@ class PairAnalysis:
             alignment["normalization"] = alignment.pop("normalisation")
         return cls(d["step"], d["task"], d["ablation"], d["logit_diff"], d["influence"],
                    [Match(**m) for m in d["matching"]], Alignment(**alignment),
-                   WorstDrop.from_json(d["worst_drop"]), d.get("options", {}), d.get("merges", {}), d.get("similarity", {}),
+                   WorstDrop.from_json(d["worst_drop"]), d.get("options", {}), d.get("merges", {}),
+                   d.get("similarity", {}),
                    d.get("teacher_competence", {}))
 
     def save(self, path: str | Path) -> None:

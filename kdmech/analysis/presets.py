@@ -121,6 +121,7 @@ def realign(pair: PairAnalysis, preset: Preset, teacher_lds: tuple | None = None
             raise ValueError("teacher and student alignment LDs use different ablations")
         align = alignment(pair.matching, influence_from_lds(*student_lds).influence,
                           influence_from_lds(*teacher_lds).influence,
-                          pair.options.get("normalization", pair.options.get("normalisation", "sum")))  # older runs: British spelling
+                          # older runs: British spelling
+                          pair.options.get("normalization", pair.options.get("normalisation", "sum")))
     options = {**pair.options, **preset.to_json(pair.ablation), "alignment_ablation": kind}
     return replace(pair, alignment=align, options=options)

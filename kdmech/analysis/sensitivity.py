@@ -129,7 +129,7 @@ def sensitivity(teacher: Influence, student: Influence, teacher_params: int,
     delta = {g: s[g].mean - t[g].mean for g in groups}
     ci = {}
     for g, h in groups.items():
-        pick = lambda infl: [v for k, v in infl.influence.items() if (".H" in k) == h]  # noqa: E731
+        pick = lambda infl, h=h: [v for k, v in infl.influence.items() if (".H" in k) == h]  # noqa: E731
         ci[g] = bootstrap_diff_ci(pick(student), pick(teacher), n_boot, seed)
     worst_t, worst_s = teacher.worst[1], student.worst[1]
     ratio = worst_s / worst_t if worst_t > 0 else float("inf")

@@ -113,7 +113,7 @@ def load(key: str) -> dict | None:
         return None
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # a torn or foreign file: recompute and rewrite it
+    except Exception:  # noqa: BLE001 - a torn or foreign file (any error): recompute and rewrite it
         return None
     return payload if isinstance(payload, dict) and payload.get("format") == FORMAT else None
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from kdmech.report.collect import StudentRecord  # noqa: E402
-from kdmech.report.replicates import CapacityGroup, group_by_capacity, has_replicates, metric_values  # noqa: E402
+from kdmech.report.collect import StudentRecord
+from kdmech.report.replicates import CapacityGroup, group_by_capacity, has_replicates, metric_values
 
 
 def _save(fig, path) -> None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from kdmech.analysis.nodes import Node  # noqa: E402
+from kdmech.analysis.nodes import Node
 
 
 def influence_grid(influence: dict[str, float]) -> np.ndarray:

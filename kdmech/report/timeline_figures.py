@@ -5,13 +5,13 @@ from __future__ import annotations
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.patches import Rectangle  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.patches import Rectangle
 
-from kdmech.analysis.nodes import Node  # noqa: E402
-from kdmech.analysis.restructuring import Event, RunHistory  # noqa: E402
-from kdmech.wandb_restructuring import shown_kind  # noqa: E402
+from kdmech.analysis.nodes import Node
+from kdmech.analysis.restructuring import Event, RunHistory
+from kdmech.wandb_restructuring import shown_kind
 
 
 def _save(fig, path) -> None:

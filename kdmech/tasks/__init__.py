@@ -36,5 +36,5 @@ def get_task(name: str, cloze: bool = False, **kwargs):
     return TASKS[name](**kwargs)
 
 
-__all__ = ["CLOZE_TASKS", "GreaterThanTask", "IOITask", "NumeralTask", "PromptSet", "PromptTexts", "TASKS", "check_same_tokenization",
-           "get_task", "tokenize_prompts"]
+__all__ = ["CLOZE_TASKS", "GreaterThanTask", "IOITask", "NumeralTask", "PromptSet", "PromptTexts", "TASKS",
+           "check_same_tokenization", "get_task", "tokenize_prompts"]

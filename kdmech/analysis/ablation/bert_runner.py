@@ -4,7 +4,8 @@ The reference (`ablation.ablated_metric`) runs one full bridge forward per ablat
 ablation at layer l cannot change what enters layers 0..l, so this runner caches the clean
 hidden states entering every layer and starts each ablated forward at the first ablated
 layer, running Hugging Face's own modules (the bridge wraps the same modules: its logits equal
-Hugging Face's bit for bit, both in eager attention, which the bridge sets). Ablations replace what the bridge's hooks see:
+Hugging Face's bit for bit, both in eager attention, which the bridge sets). Ablations replace what
+the bridge's hooks see:
 `blocks.{l}.attn.hook_z` is the input of `attention.output.dense` (heads concatenated) and
 `blocks.{l}.hook_mlp_out` the output of `output.dense`, before the residual sum and the
 block's LayerNorm. Forwards take the reference's batches (64 prompt rows, fewer under a
