@@ -8,7 +8,7 @@ TORCH  ?= torch==2.13.0
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.kdmech-installed
 
-.PHONY: quickstart quickstart-bert test test-slow bench install clean browser
+.PHONY: lint quickstart quickstart-bert test test-slow bench install clean browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,9 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] \
 	  && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) ; } \
 	  || echo "chromium is not installed: the report rendering test will be skipped"
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
 
 test: $(STAMP) browser
 	$(BIN)/python -m pytest -q

@@ -5,6 +5,7 @@ write: the pair analysis' analysis.json beside the run's recorded options."""
 import json
 from dataclasses import fields
 
+import pytest
 import yaml
 
 from kdmech.commands import sweep as sweep_command
@@ -74,6 +75,7 @@ def _presets(value) -> list[str]:
     return []
 
 
+@pytest.mark.slow  # a whole quickstart with its pair analysis: minutes
 def test_quickstart_authors_preset_reaches_every_json(trained_teacher, tmp_path):
     teacher, _ = trained_teacher
     out = tmp_path / "qs"
