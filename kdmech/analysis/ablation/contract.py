@@ -1,4 +1,4 @@
-"""The ablation engine's contract with a family's fast runner (docs/method.md §3.3).
+"""The ablation engine's contract with a family's fast runner (docs/method.md §3.1).
 
 A runner is exact: every number it gives equals the reference (one full forward per ablation
 set, `reference.ablated_metric`) to float rounding, which its family's tests check. The

@@ -1,4 +1,4 @@
-"""The registry of fast ablation runners, keyed by model-family name (docs/method.md §3.3).
+"""The registry of fast ablation runners, keyed by model-family name (docs/method.md §3.1).
 
 A family needs no runner: without one the engine uses the bridge reference. A registered
 factory takes `(model, clean ids, batch_rows)` and returns a runner obeying `contract.Runner`
