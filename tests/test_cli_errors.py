@@ -17,7 +17,7 @@ from kdmech.cli import main
     (["train-teacher", "--config", "{missing}", "--out", "{out}"], "does not exist"),
     (["train-teacher", "--out", "{out}", "--tiny.n_embd", "30"], "n_embd 30 is not divisible by n_head 4"),
     (["nonsense"], "invalid choice: 'nonsense'"),
-    (["quickstart", "--out", "{out}", "--family", "gpt3"], "Expected a typing.Literal['gpt2', 'bert']. Got value: gpt3"),
+    (["quickstart", "--out", "{out}", "--family", "gpt3"], "Expected a typing.Literal['gpt2', 'bert', 'llama']. Got value: gpt3"),
 ])
 def test_bad_input_is_one_line(tmp_path, capsys, args, needle):
     bad = tmp_path / "bad.yaml"
