@@ -16,7 +16,6 @@ from kdmech.analysis.attribution.verified import verified_circuit
 from kdmech.analysis.circuit import Circuit, discover, require_positive_metric
 from kdmech.analysis.influence import Influence
 
-DISCOVERY = ("exact", "eap", "eap-ig", "auto")
 AUTO_EXACT_FORWARDS = 1000
 """`auto` takes eap-ig above this many estimated exact forwards."""
 
@@ -53,6 +52,12 @@ class CircuitFinder:
         self.influence = influence or {}
         """id(engine) → its exact `Influence`."""
         self._scores: dict = {}
+
+    @classmethod
+    def of(cls, options, *profiles) -> "CircuitFinder":
+        """The finder of an `AnalysisOptions`, with the exact influence of `profiles`' engines."""
+        return cls(options.discovery, options.ig_steps, options.attribution_dtype,
+                   {id(p.engine): p.influence for p in profiles if p.engine is not None})
 
     def scores(self, engine: AblationEngine, method: str):
         """(adapter, node scores) of `engine`, kept for the two latest engines (teacher, student)."""
