@@ -13,7 +13,7 @@ from typing import Callable, NamedTuple
 import torch
 
 from kdmech.analysis import teacher_cache
-from kdmech.analysis.circuit import discover
+from kdmech.analysis.attribution.discovery import CircuitFinder
 from kdmech.analysis.circuit import REFERENCE_THRESHOLD
 from kdmech.analysis.options import AnalysisOptions
 from kdmech.analysis.pair import compare
@@ -91,7 +91,7 @@ class TeacherSide:
         if threshold not in self._circuits:
             if self.profile.engine is None:  # read from the cache: the engine is needed now
                 self.profile = self._rebuild()
-            self._circuits[threshold] = (discover(self.profile.engine, threshold),
+            self._circuits[threshold] = (CircuitFinder.of(self.options, self.profile)(self.profile.engine, threshold),
                                          run_probes(self.profile, self.tokenizer))
             self._store()
         return self._circuits[threshold]
@@ -123,7 +123,8 @@ def shared_teacher_side(teacher, prompts: PromptSet, options: AnalysisOptions) -
     circuit and probes are computed once, not once per run. Only the latest key is kept."""
     key = (_fingerprint(teacher.parameters(), prompts), type(options).__name__, repr(options.compare_options()),
            options.ablation, options.preset, getattr(options, "circuits", False), prompts.task,
-           options.max_batch_tokens)  # the teacher engine's later forwards keep the run's budget
+           options.max_batch_tokens,  # the teacher engine's later forwards keep the run's budget
+           options.discovery, options.ig_steps, options.attribution_dtype)
     if key not in _SHARED:
         _SHARED.clear()
         _SHARED[key] = {}
@@ -176,7 +177,7 @@ def circuit_record(teacher: TeacherSide, student: ModelProfile, tokenizer, step:
     task (no positive LD) yields a record saying so."""
     try:
         t_circuit, t_probes = teacher.circuit_and_probes(threshold)
-        s_circuit = discover(student.engine, threshold)
+        s_circuit = CircuitFinder.of(teacher.options, student)(student.engine, threshold)
     except KdmechError as e:
         return CircuitRecord(step, threshold, error=str(e), teacher_weak=teacher.weak)
     return CircuitRecord(step, threshold, t_circuit, s_circuit,

@@ -65,6 +65,9 @@ class Circuit:
     edges_note: str = ""
     """Why edges were not pruned when they were asked for (the family's residual stream is
     not additive, e.g. BERT's post-LayerNorm)."""
+    discovery: dict = field(default_factory=lambda: {"method": "exact"})
+    """How the circuit was found: exact pruning, or attribution verified exactly (method,
+    ig_steps, exact forwards, agreement with exact; `kdmech.analysis.attribution`)."""
 
     @property
     def empty(self) -> bool:
@@ -117,7 +120,7 @@ def forward_order(nodes: list[Node]) -> list[Node]:
     return out
 
 
-def _check_ld(engine: AblationEngine) -> float:
+def require_positive_metric(engine: AblationEngine) -> float:
     ld = engine.full_metric
     if ld <= 0:
         raise KdmechError(f"the model does not solve the task (LD_full = {ld:.3f} ≤ 0); circuit "
@@ -132,11 +135,12 @@ def retained_with_only(engine: AblationEngine, keep: set[Node]) -> float:
 
 
 def prune_nodes(engine: AblationEngine, threshold: float = 0.20, max_passes: int = 50,
-                progress=None) -> tuple[set[Node], int]:
-    """The node circuit and the number of passes it took (see module docstring)."""
-    _check_ld(engine)
+                progress=None, start: set[Node] | None = None) -> tuple[set[Node], int]:
+    """The node circuit and the number of passes it took (see module docstring); `start`: the
+    candidate circuit pruning starts from (default: the whole model)."""
+    require_positive_metric(engine)
     all_nodes = list(engine.bridged.nodes)
-    circuit = set(all_nodes)
+    circuit = set(all_nodes) if start is None else set(start)
     keep_percent = 100.0 * (1 - threshold)
     passes = 0
     while passes < max_passes:
@@ -165,8 +169,9 @@ class EdgeScores:
     """Edge → mean metric with that one path patched."""
 
 
-def path_patching(engine: AblationEngine, circuit: set[Node], progress=None) -> EdgeScores:
-    """Every edge of the node circuit scored by path patching (see module docstring)."""
+def path_patching(engine: AblationEngine, circuit: set[Node], progress=None,
+                  only: set[Edge] | None = None) -> EdgeScores:
+    """Every edge of the node circuit (or of `only`) scored by path patching (see module docstring)."""
     runner = engine.residual_runner(EDGES)
     p = engine.prompts
     state = engine.ablated_state([n for n in engine.bridged.nodes if n not in circuit])
@@ -183,7 +188,7 @@ def path_patching(engine: AblationEngine, circuit: set[Node], progress=None) -> 
         deltas = [runner.sender_delta(sender, z_corrupted, mlp_corrupted, st)
                   for _, st, z_corrupted, mlp_corrupted in slices]
         for receiver in runner.receivers(circuit):
-            if not upstream(sender, receiver):
+            if not upstream(sender, receiver) or (only is not None and Edge(sender, receiver) not in only):
                 continue
             lds = [runner.metric(runner.patched_path_resid(delta, receiver, p.positions[sl], st), p, rows=sl)
                    for (sl, st, _, _), delta in zip(slices, deltas)]
@@ -197,7 +202,7 @@ def prune_edges(engine: AblationEngine, circuit: set[Node], threshold: float = 0
                 progress=None) -> list[Edge]:
     """The edges kept: patching one alone leaves the metric below (1 − T)·LD_full."""
     engine.residual_runner(EDGES)  # refused before any work when the family cannot
-    limit = (1 - threshold) * _check_ld(engine)
+    limit = (1 - threshold) * require_positive_metric(engine)
     scored = path_patching(engine, circuit, progress)
     return [edge for edge, ld in scored.scores.items() if ld < limit]
 
@@ -239,7 +244,10 @@ class ThresholdSweep:
 
 
 def threshold_sweep(engine: AblationEngine, thresholds=THRESHOLDS, edges: bool = True,
-                    progress=None) -> ThresholdSweep:
+                    progress=None, finder=None) -> ThresholdSweep:
+    """A circuit per threshold; `finder(engine, threshold, edges, progress)` finds each
+    (default: exact pruning, `discover`)."""
     if not any(abs(t - 0.20) < 1e-9 for t in thresholds):
         thresholds = (*thresholds, 0.20)
-    return ThresholdSweep([discover(engine, t, edges, progress) for t in sorted(thresholds)])
+    finder = finder or discover
+    return ThresholdSweep([finder(engine, t, edges, progress) for t in sorted(thresholds)])

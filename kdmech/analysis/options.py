@@ -10,7 +10,8 @@ from dataclasses import dataclass, fields, replace
 from kdmech.analysis.circuit import THRESHOLDS
 from kdmech.analysis.noise import SIGMAS
 from kdmech.analysis.presets import get_preset
-from kdmech.analysis.vocabulary import Ablation, Direction, MlpSimilarity, Normalization, PresetName, check_choice
+from kdmech.analysis.vocabulary import (Ablation, AttributionDtype, Direction, Discovery, MlpSimilarity, Normalization,
+                                       PresetName, check_choice)
 from kdmech.errors import KdmechError
 
 
@@ -47,6 +48,14 @@ class AnalysisOptions:
     N > 0: no analysis forward (the competence gate, profiles, influence, circuits and edges,
     noise validation, distribution shift) takes more than max(1, N // seq_len) prompt rows, stacked copies
     counted. The same numbers, up to float rounding."""
+    discovery: Discovery = "exact"
+    """How circuits are found: exact (greedy exact pruning), eap or eap-ig (gradient attribution,
+    its circuit verified and pruned by exact ablation), auto (eap-ig when exact would take more
+    than 1,000 forwards by the estimate of docs/method.md §5.5, else exact)."""
+    ig_steps: int = 5
+    """Points of EAP-IG's path integral (midpoint rule)."""
+    attribution_dtype: AttributionDtype = "float32"
+    """float32, or bfloat16: attribution's forward-backward in bf16 (the exact checks stay as they are)."""
 
     def __post_init__(self):
         # The preset's MLP similarity replaces "auto" (and is recorded); a clash is an error.
@@ -55,6 +64,10 @@ class AnalysisOptions:
         check_choice("matching direction", self.matching_direction, Direction)
         check_choice("MLP similarity", self.mlp_similarity, MlpSimilarity)
         check_choice("normalization", self.normalization, Normalization)
+        check_choice("discovery", self.discovery, Discovery)
+        check_choice("attribution dtype", self.attribution_dtype, AttributionDtype)
+        if isinstance(self.ig_steps, bool) or not isinstance(self.ig_steps, int) or self.ig_steps < 1:
+            raise KdmechError(f"ig_steps must be an integer ≥ 1, got {self.ig_steps!r}")
         if self.per_type < 1 or self.min_prompts < 0:
             raise KdmechError(f"per_type must be ≥ 1 and min_prompts ≥ 0, got {self.per_type}, "
                               f"{self.min_prompts}")

@@ -65,7 +65,8 @@ def cache_key(weights_fingerprint: str, prompts: PromptSet, options, device) -> 
     differ in the last bits between them)."""
     parts = (FORMAT, weights_fingerprint, prompts.task, options.ablation, options.preset,
              getattr(options, "max_batch_tokens", 0), _code_hash(), torch.__version__,
-             torch.device(device).type, torch.get_num_threads())
+             torch.device(device).type, torch.get_num_threads(), getattr(options, "discovery", "exact"),
+             getattr(options, "ig_steps", 5), getattr(options, "attribution_dtype", "float32"))
     return hashlib.blake2b(repr(parts).encode(), digest_size=16).hexdigest()
 
 

@@ -21,6 +21,10 @@ Normalization = Literal["sum", "max"]
 """How influence is normalised inside A (`alignment`)."""
 PresetName = Literal["kdmech", "authors"]
 """Whose conventions (`presets.PRESETS`)."""
+Discovery = Literal["exact", "eap", "eap-ig", "auto"]
+"""How circuits are found: exact pruning, or attribution verified exactly (`attribution.discovery`)."""
+AttributionDtype = Literal["float32", "bfloat16"]
+"""The dtype attribution's forward-backward runs in (scores are summed in float32)."""
 
 
 def choices(vocabulary) -> tuple[str, ...]:

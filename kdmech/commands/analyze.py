@@ -14,6 +14,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from kdmech.analysis.alignment import alignment_ci
+from kdmech.analysis.attribution.discovery import CircuitFinder
 from kdmech.analysis.checkpoint import TeacherSide, analyze_checkpoint, run_probes, shared_teacher_side
 from kdmech.analysis.circuit import REFERENCE_THRESHOLD, threshold_sweep
 from kdmech.analysis.noise import noise_curve
@@ -186,7 +187,9 @@ def _optional_analyses(wanted: set, p: _Pair, tp, sp, pair, a_lds, options: Anal
         result["circuit"] = {}
         for who, prof in (("teacher", tp), ("student", sp)):
             bar.set_postfix_str(f"{who} circuits")
-            result["circuit"][who] = threshold_sweep(prof.engine, options.thresholds, options.edges).to_json()
+            finder = CircuitFinder.of(options, prof)
+            result["circuit"][who] = threshold_sweep(prof.engine, options.thresholds, options.edges,
+                                                     finder=finder).to_json()
             bar.update(len(options.thresholds))
     if "noise" in wanted:
         bar.set_postfix_str("noise validation")
