@@ -58,5 +58,7 @@ def test_results_round_trip_through_json():
     assert Sensitivity.from_json(json.loads(json.dumps(s.to_json()))) == s
     n = summarise([0.0, 0.1, 1.0], [0, 1], [[0.9, 0.8], [0.7, 0.6], [0.5, 0.5]])
     assert NoiseCurve.from_json(json.loads(json.dumps(n.to_json()))) == n
-    c = Circuit(0.2, ["L0.H1", "L1.MLP"], [["L0.H1", "L1.MLP"]], 85.0, 10.0, 2, "mean", True, ["L0.H1", "L1.MLP"])
+    from kdmech.analysis.edges import Edge
+    c = Circuit(0.2, ["L0.H1", "L1.MLP"], [Edge.from_json(["L0.H1", "L1.MLP"])], 85.0, 10.0, 2, "mean", True,
+                ["L0.H1", "L1.MLP"])
     assert Circuit.from_json(json.loads(json.dumps(c.to_json()))) == c
