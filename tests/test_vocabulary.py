@@ -42,7 +42,8 @@ def test_tiny_sizes_have_one_name():
     q, t = options(quickstart), options(train_teacher)
     tiny_q = {k for k in q if k.startswith("tiny.")}
     tiny_t = {k for k in t if k.startswith("tiny.")}
-    assert tiny_q == tiny_t == {f"tiny.{f}" for f in ("n_layer", "n_head", "n_embd", "n_positions")}
+    assert tiny_q == tiny_t == {f"tiny.{f}" for f in ("n_layer", "n_head", "n_embd", "n_positions", "n_kv_head",
+                                                        "model_type")}
     for opts in (q, t):
         assert not any(k.startswith(("model.", "teacher.")) for k in opts)
 
