@@ -89,7 +89,7 @@ def _given_teacher(teacher: str, family: str) -> dict:
     net, tokenizer, kind = load_lm(teacher)
     _check_given_teacher(teacher, family, kind)
     task = NumeralTask(seed=HELD_OUT_SEED, cloze=fam.cloze, renumber=False)
-    scores = accuracy_and_ld(net, tokenize_prompts(task.prompts(), tokenizer, fam.kind))
+    scores = accuracy_and_ld(net, tokenize_prompts(task.fit_to(tokenizer).prompts(), tokenizer, fam.kind))
     print(f"== using the teacher {teacher} (held-out top-1 {scores['top1']:.3f}); no tiny teacher trained")
     return {**scores, "family": family, "given": True}
 
