@@ -109,7 +109,7 @@ def logit_attribution(engine: AblationEngine) -> LogitAttribution:
 
     def share(x: torch.Tensor) -> float:
         """Mean over prompts of the LD share of a residual write x [N, d]."""
-        return float((normalise(x) * direction).sum(-1).mean())
+        return float((normalise(x).float() * direction.float()).sum(-1).mean())  # float32 under bf16
 
     per_node, mlp_norms, biases = {}, {}, 0.0
     for l in range(runner.n_layers):

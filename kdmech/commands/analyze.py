@@ -141,8 +141,8 @@ def _load_pair(teacher: str, student: str, task: str, options: AnalyzeOptions, p
                device="cpu") -> _Pair:
     """Both models (one family), the task's prompts as both tokenize them, filtered by the
     teacher's competence (the gate refuses a weak teacher here)."""
-    t_model, t_tok, kind = load_lm(teacher)
-    s_model, s_tok, s_kind = load_lm(student)
+    t_model, t_tok, kind = load_lm(teacher, options.dtype)
+    s_model, s_tok, s_kind = load_lm(student, options.dtype)
     if s_kind != kind:
         raise KdmechError(f"teacher {teacher!r} is a {t_model.config.model_type} and student "
                           f"{student!r} a {s_model.config.model_type}; a pair must be one family")
