@@ -15,7 +15,7 @@ import pytest
 import torch
 import transformers as tf
 
-from kdmech.analysis import boot, corrupted_activations, Node
+from kdmech.analysis import Node, boot
 from kdmech.analysis.ablation.contract import readout_at
 from kdmech.analysis.ablation.engine import AblationEngine
 from kdmech.commands.analyze import AnalyzeOptions, analyze

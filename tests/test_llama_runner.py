@@ -188,5 +188,5 @@ def test_profile_ld_and_influence_equal_hooked_hf_forwards(tokenizer, prompts):
             ablated = ld(hf_run(model, prompts.clean, [(layer.self_attn.o_proj, True, patch)])[1])
             assert got.influence.influence[f"L{l}.H{h}"] == pytest.approx(abs(100 * (1 - ablated / full)), abs=1e-3)
         mean_mlp = mean_of(model, layer.mlp, prompts.corrupted, pre=False)
-        ablated = ld(hf_run(model, prompts.clean, [(layer.mlp, False, lambda m, a, out: mean_mlp.expand_as(out))])[1])
+        ablated = ld(hf_run(model, prompts.clean, [(layer.mlp, False, lambda m, a, out, mean_mlp=mean_mlp: mean_mlp.expand_as(out))])[1])
         assert got.influence.influence[f"L{l}.MLP"] == pytest.approx(abs(100 * (1 - ablated / full)), abs=1e-3)

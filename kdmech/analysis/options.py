@@ -10,8 +10,8 @@ from dataclasses import dataclass, fields, replace
 from kdmech.analysis.circuit import THRESHOLDS
 from kdmech.analysis.noise import SIGMAS
 from kdmech.analysis.presets import get_preset
-from kdmech.analysis.vocabulary import (Ablation, AnalysisDtype, AttributionDtype, Direction, Discovery, MlpSimilarity, Normalization,
-                                       PresetName, check_choice)
+from kdmech.analysis.vocabulary import (Ablation, AnalysisDtype, AttributionDtype, Direction, Discovery, MlpSimilarity,
+                                       Normalization, PresetName, check_choice)
 from kdmech.errors import KdmechError
 
 
