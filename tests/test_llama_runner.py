@@ -190,3 +190,18 @@ def test_profile_ld_and_influence_equal_hooked_hf_forwards(tokenizer, prompts):
         mean_mlp = mean_of(model, layer.mlp, prompts.corrupted, pre=False)
         ablated = ld(hf_run(model, prompts.clean, [(layer.mlp, False, lambda m, a, out, mean_mlp=mean_mlp: mean_mlp.expand_as(out))])[1])
         assert got.influence.influence[f"L{l}.MLP"] == pytest.approx(abs(100 * (1 - ablated / full)), abs=1e-3)
+
+
+def test_patterns_are_per_query_head_as_hugging_face_computes_them(tokenizer, prompts):
+    """The profile's mean attention patterns (what head matching compares) have one [T, T]
+    pattern per query head, equal to Hugging Face's own attention weights averaged over prompts."""
+    from kdmech.analysis import profile
+
+    model = random_llama(tokenizer, "qwen3", layers=2, seed=5)
+    got = profile(model, tokenizer, prompts).patterns
+    with torch.no_grad():
+        attentions = model(input_ids=prompts.clean, output_attentions=True).attentions
+    expected = torch.stack([a.mean(0) for a in attentions])  # [L, n_heads, T, T]
+    assert got.shape == expected.shape and got.shape[1] == model.config.num_attention_heads == 4
+    assert torch.allclose(got, expected, atol=1e-6)
+    assert not torch.allclose(got[:, 0], got[:, 1], atol=1e-3)  # heads of one KV group differ

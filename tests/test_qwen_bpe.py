@@ -112,3 +112,14 @@ def test_ioi_over_wang_et_als_templates(qwen_tokenizer):
     for i in range(len(ps)):
         assert ids(qwen_tokenizer, texts.answers[i]) == [int(ps.answers[i])]
         assert len(ids(qwen_tokenizer, texts.clean[i])) == len(ids(qwen_tokenizer, texts.corrupted[i])) == ps.positions[i] + 1
+
+
+def test_a_prompt_that_cannot_end_in_the_space_token_is_refused(qwen_tokenizer):
+    """A prompt already ending in a space would end in Qwen's two-space token, not in the space
+    token the answer " 5" splits off: refused in one line, not read at the wrong token."""
+    from kdmech.tasks import PromptTexts
+
+    texts = PromptTexts("t", ["Van done in 3. Hat done in 4. Sun done in "], ["Van done in 2. Hat done in 7. Sun done in "],
+                        [" 5"], [" 4"])
+    with pytest.raises(KdmechError, match="splits the space from answer ' 5', but prompt .* does not end in that space"):
+        check_same_tokenization(qwen_tokenizer, qwen_tokenizer, texts)
