@@ -158,3 +158,17 @@ def test_a_qwen3_analysed_against_itself_scores_one(folders, tmp_path, dtype):
                       progress=False, wandb="disabled")
         ld, ld32 = r["logit_diff"]["teacher"], r32["logit_diff"]["teacher"]
         assert isinstance(ld, float) and ld == pytest.approx(ld32, rel=0.05, abs=0.05)
+
+
+@pytest.mark.parametrize("model_type", ["qwen2", "qwen3"])
+def test_a_saved_word_tokenizer_loads_as_it_was_saved(tokenizer, tmp_path, model_type):
+    """A tiny Qwen teacher's folder holds kdmech's word tokenizer: loading it must not swap in
+    Qwen's own tokenizer class, whose pre-tokenizer splits "10" into "1" "0"."""
+    from kdmech.models import TinySpec, tiny_spec
+
+    tiny_spec("llama", TinySpec(n_layer=1, n_head=2, n_embd=16, model_type=model_type)).build(tokenizer).save_pretrained(
+        tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    _, loaded, _ = load_lm(tmp_path)
+    text = "Van done in 9. Hat done in 10. Sun done in"
+    assert loaded.encode(text) == tokenizer.encode(text) and loaded.tokenize(" 10.") == ["10", "."]

@@ -21,7 +21,8 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import torch
-from transformers import AutoConfig, AutoTokenizer
+from transformers import AutoConfig, AutoTokenizer, PreTrainedTokenizerFast
+from transformers.models.auto.tokenization_auto import get_tokenizer_config
 
 from kdmech.errors import KdmechError
 from kdmech.models.family import family_of, model_types
@@ -89,10 +90,24 @@ def _load(name_or_path: str | Path, types: set[str], role: str, dtype: str = "fl
     try:
         model = family.auto_model.from_pretrained(name_or_path, attn_implementation="eager", dtype=DTYPES[dtype],
                                                    local_files_only=local, trust_remote_code=False)
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path, local_files_only=local, trust_remote_code=False)
+        tokenizer = _tokenizer(name_or_path, local)
     except (OSError, ValueError) as e:
         raise KdmechError(f"cannot load model {name_or_path!r}: {_first_line(e)}") from None
     return family.convert(model), tokenizer
+
+
+GENERIC_TOKENIZERS = ("TokenizersBackend", "PreTrainedTokenizerFast")
+"""tokenizer_config classes of a plain tokenizer.json (kdmech's word tokenizer saves as one)."""
+
+
+def _tokenizer(name_or_path: str, local: bool):
+    """The checkpoint's tokenizer. A plain tokenizer.json is read as it is: AutoTokenizer would
+    pick the model type's own class (Qwen2Tokenizer for a qwen2 model), whose pre-tokenizer
+    replaces the saved one (kdmech's word tokenizer then splits "10" into "1" "0")."""
+    config = get_tokenizer_config(name_or_path, local_files_only=local)
+    if config.get("tokenizer_class") in GENERIC_TOKENIZERS:
+        return PreTrainedTokenizerFast.from_pretrained(name_or_path, local_files_only=local)
+    return AutoTokenizer.from_pretrained(name_or_path, local_files_only=local, trust_remote_code=False)
 
 
 def _first_line(e: Exception) -> str:
