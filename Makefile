@@ -8,7 +8,7 @@ TORCH  ?= torch==2.13.0
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.kdmech-installed
 
-.PHONY: lint quickstart quickstart-bert test test-slow bench install clean browser
+.PHONY: lint quickstart quickstart-bert quickstart-llama test test-slow bench install clean browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,9 @@ quickstart: $(STAMP)
 
 quickstart-bert: $(STAMP)
 	$(BIN)/kdmech quickstart --config configs/quickstart-bert.yaml
+
+quickstart-llama: $(STAMP)
+	$(BIN)/kdmech quickstart --config configs/quickstart-llama.yaml
 
 # The report test renders in headless Chromium (Debian's package); install it when we can.
 browser:

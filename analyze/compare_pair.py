@@ -17,7 +17,7 @@ def run(teacher_path: str, student_path: str) -> dict:
     teacher, t_tok, kind = load_lm(teacher_path)
     student, s_tok, _ = load_lm(student_path)
     # BERT reads the cloze form at [MASK] (starts kept, as in the BERT quickstart)
-    task = get_task("numerals-any-start", cloze=kind == "masked").prompts()
+    task = get_task("numerals-any-start", cloze=kind == "masked", tokenizer=t_tok).prompts()
     prompts = check_same_tokenization(t_tok, s_tok, task, kind)
     result = compare(profile(teacher, t_tok, prompts), profile(student, s_tok, prompts),
                      step=0, task=prompts.task)

@@ -1,4 +1,4 @@
-"""Replicate "Distilled Circuits" (arXiv 2505.10822): GPT-2 → DistilGPT2 or BERT → DistilBERT on the numeral task.
+"""Replicate "Distilled Circuits" (arXiv 2505.10822): GPT-2 → DistilGPT2, BERT → DistilBERT or Llama 3.1 → Minitron.
 
 Exactly as docs/method.md describes: 128 prompts per type, the teacher filter, mean ablation, node
 circuits at T = 20% (with path-patched edges), sensitivity over heads and MLPs, and the
@@ -9,6 +9,8 @@ side by side. Needs the hub weights (or local folders of the same kind):
 
     python analyze/replicate_paper.py                       # gpt2 vs distilgpt2 from the hub
     python analyze/replicate_paper.py --family bert         # bert-base-uncased vs distilbert-base-uncased
+    python analyze/replicate_paper.py --family llama        # Llama-3.1-8B vs Llama-3.1-Minitron-4B-Depth-Base
+                                                            # (in bf16: --dtype float32 for float32)
     python analyze/replicate_paper.py --teacher DIR --student DIR --out runs/replicate
     python analyze/replicate_paper.py --preset kdmech       # one preset only (kdmech or authors)
 
@@ -40,7 +42,27 @@ REFERENCE_POOLED = {"teacher": (3.06, (1.71, 4.66), 71.3), "student": (12.24, (6
                     "delta": (9.12, (3.12, 15.76))}
 # BERT → DistilBERT (docs/method.md §8, §11): cloze numerals read at [MASK]; post-LayerNorm, so no edges.
 REFERENCE_BERT = {"A": "0.821 (numerals), 0.853 (IOI)", "C": 0.39}
-PAIRS = {"gpt2": ("gpt2", "distilgpt2"), "bert": ("bert-base-uncased", "distilbert-base-uncased")}
+REFERENCES = {"gpt2": REFERENCE, "bert": REFERENCE_BERT,
+              "llama": {"A": "– (not quoted here)", "C": "–"}}  # Llama: REFERENCE_LLAMA's drop-one scores
+# Llama 3.1 8B → Llama-3.1-Minitron-4B-Depth-Base: the authors' drop-one scores, summarised from
+# Reih02/distilled_circuits Llama_experiments/{lh,mlp}_scores_{teacher,student}.json (the retained
+# percentage of the logit difference with one head or MLP zeroed, over their 64 numeral prompts;
+# their heads are zeroed on a slice of o_proj's *output*, i.e. of the residual stream — kdmech
+# ablates the head's own slice of o_proj's input, docs/method.md §3 — so the two need not agree).
+# Per model: the MLPs' mean |100 − retained| and the nodes with the largest |100 − retained|
+# (name, retained %); for the heads only their largest drops.
+REFERENCE_LLAMA = {
+    "teacher": {"mlp_mean_drop": 13.52,
+                "mlps": [("L0.MLP", -10.40), ("L1.MLP", -9.08), ("L31.MLP", 147.82), ("L6.MLP", 84.15)],
+                "heads": [("L22.H15", 82.08), ("L18.H30", 89.46), ("L30.H31", 89.78), ("L31.H14", 90.60),
+                          ("L16.H30", 108.09), ("L16.H29", 92.00)]},
+    "student": {"mlp_mean_drop": 32.92,
+                "mlps": [("L1.MLP", -8.34), ("L0.MLP", -7.13), ("L15.MLP", 19.39), ("L14.MLP", 52.94)],
+                "heads": [("L15.H22", 25.65), ("L13.H27", 35.52), ("L14.H1", 54.36), ("L4.H16", 132.66),
+                          ("L0.H1", 119.02), ("L2.H30", 118.58)]},
+}
+PAIRS = {"gpt2": ("gpt2", "distilgpt2"), "bert": ("bert-base-uncased", "distilbert-base-uncased"),
+         "llama": ("meta-llama/Llama-3.1-8B", "nvidia/Llama-3.1-Minitron-4B-Depth-Base")}
 
 
 def jaccard(a, b) -> float:
@@ -52,9 +74,33 @@ def _ref(value, fmt: str) -> str:
     return format(value, fmt) if value is not None else format("–", fmt.split(".")[0])
 
 
+def _nodes(pairs) -> str:
+    return ", ".join(f"{n} {v:.1f}%" for n, v in pairs)
+
+
+def llama_drop_one(r: dict) -> str:
+    """kdmech's drop-one numbers (its influence, `ablation` of the run) beside the authors' Llama
+    scores: per model the MLPs' mean drop and largest drops, and the heads' largest drops."""
+    lines = [f"drop-one, |100 − retained| ({r['influence']['ablation']}-ablation in kdmech; zero in the "
+             f"authors' code, heads zeroed on o_proj's output) — kdmech beside the authors' Llama scores"]
+    for who in ("teacher", "student"):
+        infl, ref = r["influence"][who], REFERENCE_LLAMA[who]
+        retained = r["influence"]["retained"][who]
+        heads = sorted((n for n in infl if ".H" in n), key=lambda n: -infl[n])[:6]
+        mlps = sorted((n for n in infl if n.endswith(".MLP")), key=lambda n: -infl[n])[:4]
+        mlp_mean = sum(infl[n] for n in infl if n.endswith(".MLP")) / max(1, sum(n.endswith(".MLP") for n in infl))
+        lines += [f"{who}: MLP mean drop {mlp_mean:.2f} (authors {ref['mlp_mean_drop']:.2f})",
+                  f"  MLPs  kdmech  {_nodes((n, retained[n]) for n in mlps)}", f"        authors {_nodes(ref['mlps'])}",
+                  f"  heads kdmech  {_nodes((n, retained[n]) for n in heads)}",
+                  f"        authors {_nodes(ref['heads'])}"]
+    return "\n".join(lines)
+
+
 def report(r: dict, family: str = "gpt2") -> str:
-    ref = REFERENCE if family == "gpt2" else REFERENCE_BERT
+    ref = REFERENCES[family]
     lines = []
+    if family == "llama":
+        lines += [llama_drop_one(r), ""]
     if "circuit" in r:
         lines += _circuits(r, family) + [""]
     lines += _sensitivity(r, ref) + [""]
@@ -106,7 +152,7 @@ def _ci(mean: float, ci, fmt: str = ".2f") -> str:
 def side_by_side(results: dict, family: str = "gpt2") -> str:
     """Both presets' A (pooled, heads, MLPs) and sensitivity mean/worst beside the paper's
     numbers. `results`: {"kdmech": analysis, "authors": analysis}."""
-    ref = REFERENCE if family == "gpt2" else REFERENCE_BERT
+    ref = REFERENCES[family]
     k, a = results["kdmech"], results["authors"]
     col = lambda v: f"{v:>12}"  # noqa: E731
     num = lambda v: col(f"{v:.3f}")  # noqa: E731
@@ -152,6 +198,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=Path("runs/replicate_paper"))
     ap.add_argument("--preset", choices=["both", *PRESETS], default="both",
                     help="analysis conventions: kdmech's, the authors', or both side by side")
+    ap.add_argument("--dtype", choices=["float32", "bfloat16"], default=None,
+                    help="dtype of both models (default: bfloat16 for llama, float32 otherwise)")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
     teacher, student = args.teacher or PAIRS[args.family][0], args.student or PAIRS[args.family][1]
@@ -160,7 +208,8 @@ def main(argv=None) -> int:
     for i, preset in enumerate(presets):
         # Circuits do not depend on the preset: the first run finds them.
         analyses = ["influence", "sensitivity", "matching"] + (["circuit"] if i == 0 else [])
-        options = AnalyzeOptions(per_type=128, filter_prompts=True, thresholds=(0.2,), preset=preset)
+        dtype = args.dtype or ("bfloat16" if args.family == "llama" else "float32")
+        options = AnalyzeOptions(per_type=128, filter_prompts=True, thresholds=(0.2,), preset=preset, dtype=dtype)
         try:
             results[preset] = analyze(teacher, student, args.out / preset if i else args.out, "numerals",
                                       analyses, options, progress=not args.no_progress)

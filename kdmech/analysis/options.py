@@ -10,8 +10,8 @@ from dataclasses import dataclass, fields, replace
 from kdmech.analysis.circuit import THRESHOLDS
 from kdmech.analysis.noise import SIGMAS
 from kdmech.analysis.presets import get_preset
-from kdmech.analysis.vocabulary import (Ablation, AttributionDtype, Direction, Discovery, MlpSimilarity, Normalization,
-                                       PresetName, check_choice)
+from kdmech.analysis.vocabulary import (Ablation, AnalysisDtype, AttributionDtype, Direction, Discovery, MlpSimilarity,
+                                       Normalization, PresetName, check_choice)
 from kdmech.errors import KdmechError
 
 
@@ -123,6 +123,14 @@ class AnalyzeOptions(AnalysisOptions):
     n_boot: int = 1000
     """Bootstrap resamples for the alignment CI (the sensitivity CIs use 10,000)."""
     seed: int = 0
+    dtype: AnalysisDtype = "float32"
+    """The dtype both models are loaded and run in: float32, or bfloat16 for models too large
+    for float32 (e.g. 8B); the metric read-out, patterns and every score stay float32
+    (docs/method.md §3.2)."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_choice("analysis dtype", self.dtype, AnalysisDtype)
 
 
 LIGHT_PAIR_OPTIONS = AnalyzeOptions(noise_sigmas=(0.0, 0.05, 0.2, 0.5, 1.0), noise_seeds=2, n_boot=500)

@@ -28,6 +28,7 @@ from kdmech.analysis.matching import Match, linear_cka
 from kdmech.analysis.nodes import Node
 from kdmech.analysis.profile import ModelProfile
 from kdmech.errors import KdmechError
+from kdmech.tasks.split_digits import numeral_text
 
 
 def member_positions(engine: AblationEngine) -> list[int]:
@@ -57,7 +58,8 @@ def similar_member_from_items(profile: ModelProfile) -> dict[str, float]:
 @torch.no_grad()
 def successor_scores(engine: AblationEngine, tokenizer, values=range(1, 31)) -> dict[str, float]:
     runner = engine.residual_runner("the successor probe")
-    ids = [tokenizer.encode(f" {v}", add_special_tokens=False) for v in values]
+    # " v", or the bare "v" where the tokenizer splits the space off (what such a model predicts)
+    ids = [tokenizer.encode(numeral_text(tokenizer, v), add_special_tokens=False) for v in values]
     usable = [(v, i[0]) for v, i in zip(values, ids) if len(i) == 1 and i[0] != tokenizer.unk_token_id]
     if len(usable) < 3:
         raise KdmechError("the successor probe needs at least 3 single-token numerals")
@@ -107,7 +109,7 @@ def logit_attribution(engine: AblationEngine) -> LogitAttribution:
 
     def share(x: torch.Tensor) -> float:
         """Mean over prompts of the LD share of a residual write x [N, d]."""
-        return float((normalise(x) * direction).sum(-1).mean())
+        return float((normalise(x).float() * direction.float()).sum(-1).mean())  # float32 under bf16
 
     per_node, mlp_norms, biases = {}, {}, 0.0
     for l in range(runner.n_layers):

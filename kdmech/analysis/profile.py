@@ -53,7 +53,7 @@ def clean_run(bridged: Bridged, prompts: PromptSet, batch_size: int = 64):
                                                       **bridged.forward_kwargs(prompts.clean[sl]))
         at = logits[torch.arange(logits.shape[0], device=logits.device), prompts.positions[sl]]
         lds.append(task_metric(at, prompts, rows=sl))
-        pats = torch.stack([cache[f"blocks.{l}.attn.hook_pattern"].sum(0)
+        pats = torch.stack([cache[f"blocks.{l}.attn.hook_pattern"].float().sum(0)  # float32 under bf16
                             for l in range(bridged.n_layers)])
         pattern_sum = pats if pattern_sum is None else pattern_sum + pats
         for l in range(bridged.n_layers):

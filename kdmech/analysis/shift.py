@@ -46,6 +46,7 @@ def distribution_shift(teacher, student, teacher_tok, student_tok, per_type: int
         task = NumeralTask(per_type=per_type if "types" not in settings else per_type * 3 // 2,
                            seed=seed, cloze=prompt_form(kind).cloze, renumber=False, **settings)
         try:
+            task = task.fit_to(teacher_tok)  # digits kept to single tokens where the tokenizer splits them
             prompts = check_same_tokenization(teacher_tok, student_tok, task.prompts(), kind)
         except KdmechError as e:
             rows.append(ShiftRow(name, _jsonable(settings), 0, {}, {}, str(e)))

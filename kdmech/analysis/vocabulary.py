@@ -25,6 +25,9 @@ Discovery = Literal["exact", "eap", "eap-ig", "auto"]
 """How circuits are found: exact pruning, or attribution verified exactly (`attribution.discovery`)."""
 AttributionDtype = Literal["float32", "bfloat16"]
 """The dtype attribution's forward-backward runs in (scores are summed in float32)."""
+AnalysisDtype = Literal["float32", "bfloat16"]
+"""The dtype `kdmech analyze` loads both models in (docs/method.md §3.2: the read-out, metrics
+and every score from them stay float32)."""
 
 
 def choices(vocabulary) -> tuple[str, ...]:

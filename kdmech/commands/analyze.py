@@ -141,13 +141,14 @@ def _load_pair(teacher: str, student: str, task: str, options: AnalyzeOptions, p
                device="cpu") -> _Pair:
     """Both models (one family), the task's prompts as both tokenize them, filtered by the
     teacher's competence (the gate refuses a weak teacher here)."""
-    t_model, t_tok, kind = load_lm(teacher)
-    s_model, s_tok, s_kind = load_lm(student)
+    t_model, t_tok, kind = load_lm(teacher, options.dtype)
+    s_model, s_tok, s_kind = load_lm(student, options.dtype)
     if s_kind != kind:
         raise KdmechError(f"teacher {teacher!r} is a {t_model.config.model_type} and student "
                           f"{student!r} a {s_model.config.model_type}; a pair must be one family")
     t_model, s_model = t_model.to(device), s_model.to(device)  # prompts follow (for_model)
-    texts = get_task(task, cloze=prompt_form(kind).cloze, **preset.task_options(task, options.per_type)).prompts()
+    texts = get_task(task, cloze=prompt_form(kind).cloze, tokenizer=t_tok,
+                     **preset.task_options(task, options.per_type)).prompts()
     prompts = check_same_tokenization(t_tok, s_tok, texts, kind)
     prompts, competence = competent_prompts(t_model, prompts, options.min_teacher_top1,
                                             options.min_prompts, options.allow_weak_teacher,

@@ -88,7 +88,7 @@ def analysis_prompts(teacher, tokenizer, schedule: AnalysisSchedule):
     """The analysis prompts (cloze form, read at [MASK], for masked LMs), filtered by the teacher,
     and the teacher's competence on them (the gate refuses a weak teacher here)."""
     family = family_of(teacher)
-    texts = get_task(schedule.task, cloze=family.cloze,
+    texts = get_task(schedule.task, cloze=family.cloze, tokenizer=tokenizer,
                      **get_preset(schedule.preset).task_options(schedule.task, schedule.per_type)).prompts()
     prompts = check_same_tokenization(tokenizer, tokenizer, texts, family.kind)
     return competent_prompts(teacher, prompts, schedule.min_teacher_top1, schedule.min_prompts,

@@ -1,10 +1,11 @@
 """`kdmech quickstart`: tiny teacher → students at three depths → analysis → summary.
 
 Everything runs offline in a few minutes on two CPU cores, for a GPT-2 (`--family gpt2`,
-into runs/quickstart) or a BERT (`--family bert`, into runs/quickstart-bert) teacher of the
-sizes `--tiny.*`. A teacher of the same family already in `out/teacher` is reused unless
-`fresh` is set; `--teacher` (a folder or hub name, as in `distill`) uses that model instead
-and trains none. Students are always trained anew.
+into runs/quickstart), a BERT (`--family bert`, into runs/quickstart-bert) or a Llama-layout
+(`--family llama`: Llama, Mistral, Qwen2 or Qwen3 by `--tiny.model_type`, into
+runs/quickstart-llama) teacher of the sizes `--tiny.*`. A teacher of the same family already in
+`out/teacher` is reused unless `fresh` is set; `--teacher` (a folder or hub name, as in
+`distill`) uses that model instead and trains none. Students are always trained anew.
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ def _given_teacher(teacher: str, family: str) -> dict:
     net, tokenizer, kind = load_lm(teacher)
     _check_given_teacher(teacher, family, kind)
     task = NumeralTask(seed=HELD_OUT_SEED, cloze=fam.cloze, renumber=False)
-    scores = accuracy_and_ld(net, tokenize_prompts(task.prompts(), tokenizer, fam.kind))
+    scores = accuracy_and_ld(net, tokenize_prompts(task.fit_to(tokenizer).prompts(), tokenizer, fam.kind))
     print(f"== using the teacher {teacher} (held-out top-1 {scores['top1']:.3f}); no tiny teacher trained")
     return {**scores, "family": family, "given": True}
 
@@ -138,15 +139,17 @@ def quickstart(out: Path | None = None, family: Literal["gpt2", "bert", "llama"]
 
     Args:
         out: Run folder (teacher/, students/, analysis/, wandb/, summary.json); default
-            runs/quickstart (gpt2) or runs/quickstart-bert (bert).
-        family: Tiny teacher: gpt2 (next-token) or bert (masked LM, masked-LM distillation,
+            runs/quickstart (gpt2), runs/quickstart-bert (bert) or runs/quickstart-llama (llama).
+        family: Tiny teacher: gpt2 (next-token), bert (masked LM, masked-LM distillation,
             cloze prompts read at [MASK]; the task numerals becomes the family's tiny_task,
-            numerals-any-start).
+            numerals-any-start) or llama (next-token; 4 query heads in 2 KV groups, untied
+            embeddings; `--tiny.model_type` llama, mistral, qwen2 or qwen3).
         depths: Student depth ratios, each in (0, 1].
         teacher: An existing teacher to use instead of training the tiny one: a hub name or a
             save_pretrained folder, as in `distill` (of the family `family` names); default:
             train the tiny teacher into out/teacher.
-        tiny: Tiny teacher sizes (for either family; unused with `teacher`).
+        tiny: Tiny teacher sizes (every family; `n_kv_head`, `model_type` for llama only;
+            unused with `teacher`).
         teacher_training: Tiny teacher optimisation (unused with `teacher`).
         student_training: Student optimisation.
         analysis: Checkpoint analysis settings.

@@ -3,6 +3,10 @@
 The same code path serves `gpt2` from the hub and the tiny teachers kdmech trains itself; the
 tests exercise it on folders they write. Failures are `KdmechError`s naming the value.
 
+Models load in float32 unless a dtype is asked for (`kdmech analyze --analysis.dtype
+bfloat16`): transformers 5 would otherwise keep a checkpoint's own dtype (bf16 for Llama 3.1
+and Qwen), and analyses must not depend on how a checkpoint was saved.
+
 No code from a model folder or the hub ever runs: every family is an architecture built into
 transformers, so `trust_remote_code` is passed as False everywhere (a config's `auto_map`
 pointing at Python files is ignored) and there is no flag to turn it on.
@@ -16,7 +20,9 @@ import socket
 from pathlib import Path
 from urllib.parse import urlparse
 
-from transformers import AutoConfig, AutoTokenizer
+import torch
+from transformers import AutoConfig, AutoTokenizer, PreTrainedTokenizerFast
+from transformers.models.auto.tokenization_auto import get_tokenizer_config
 
 from kdmech.errors import KdmechError
 from kdmech.models.family import family_of, model_types
@@ -66,7 +72,10 @@ def _local_only(name_or_path: str) -> bool:
     return False
 
 
-def _load(name_or_path: str | Path, types: set[str], role: str):
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def _load(name_or_path: str | Path, types: set[str], role: str, dtype: str = "float32"):
     name_or_path = str(name_or_path)
     _check_source(name_or_path)
     local = _local_only(name_or_path)
@@ -79,12 +88,26 @@ def _load(name_or_path: str | Path, types: set[str], role: str):
                           f"and students must be one of {sorted(types)}")
     family = family_of(config)
     try:
-        model = family.auto_model.from_pretrained(name_or_path, attn_implementation="eager",
+        model = family.auto_model.from_pretrained(name_or_path, attn_implementation="eager", dtype=DTYPES[dtype],
                                                    local_files_only=local, trust_remote_code=False)
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path, local_files_only=local, trust_remote_code=False)
+        tokenizer = _tokenizer(name_or_path, local)
     except (OSError, ValueError) as e:
         raise KdmechError(f"cannot load model {name_or_path!r}: {_first_line(e)}") from None
     return family.convert(model), tokenizer
+
+
+GENERIC_TOKENIZERS = ("TokenizersBackend", "PreTrainedTokenizerFast")
+"""tokenizer_config classes of a plain tokenizer.json (kdmech's word tokenizer saves as one)."""
+
+
+def _tokenizer(name_or_path: str, local: bool):
+    """The checkpoint's tokenizer. A plain tokenizer.json is read as it is: AutoTokenizer would
+    pick the model type's own class (Qwen2Tokenizer for a qwen2 model), whose pre-tokenizer
+    replaces the saved one (kdmech's word tokenizer then splits "10" into "1" "0")."""
+    config = get_tokenizer_config(name_or_path, local_files_only=local)
+    if config.get("tokenizer_class") in GENERIC_TOKENIZERS:
+        return PreTrainedTokenizerFast.from_pretrained(name_or_path, local_files_only=local)
+    return AutoTokenizer.from_pretrained(name_or_path, local_files_only=local, trust_remote_code=False)
 
 
 def _first_line(e: Exception) -> str:
@@ -93,7 +116,7 @@ def _first_line(e: Exception) -> str:
 
 
 def load_causal_lm(name_or_path: str | Path):
-    """(model in eval mode, tokenizer) for a GPT-2-family causal LM."""
+    """(model in eval mode, tokenizer) for a causal LM (GPT-2 or Llama family)."""
     model, tokenizer = _load(name_or_path, model_types("causal"), "causal ")
     return model.eval(), tokenizer
 
@@ -106,13 +129,16 @@ def load_masked_lm(name_or_path: str | Path):
     return model.eval(), tokenizer
 
 
-def load_lm(name_or_path: str | Path):
-    """(model in eval mode, tokenizer, kind): a GPT-2 ("causal") or a BERT/DistilBERT
-    ("masked", DistilBERT converted as in `load_masked_lm`), whichever the config names."""
-    model, tokenizer = _load(name_or_path, model_types(), "")
+def load_lm(name_or_path: str | Path, dtype: str = "float32"):
+    """(model in eval mode, tokenizer, kind): a causal LM (GPT-2, Llama, Mistral, Qwen2, Qwen3)
+    or a BERT/DistilBERT ("masked", DistilBERT converted as in `load_masked_lm`), whichever the
+    config names, in `dtype` (float32 or bfloat16)."""
+    if dtype not in DTYPES:
+        raise KdmechError(f"dtype {dtype!r} is unknown; accepted: {list(DTYPES)}")
+    model, tokenizer = _load(name_or_path, model_types(), "", dtype)
     return model.eval(), tokenizer, model_kind(model)
 
 
 def model_kind(model) -> str:
-    """The kind of the model's family: "masked" for BERT, "causal" for GPT-2."""
+    """The kind of the model's family: "masked" for BERT, "causal" for GPT-2 and Llama."""
     return family_of(model).kind

@@ -23,9 +23,10 @@ TASKS = {
 CLOZE_TASKS = ("numerals", "numerals-any-start", "numerals-words", "numerals-months", "numerals-days", "ioi")
 
 
-def get_task(name: str, cloze: bool = False, **kwargs):
-    """A task generator by name (its cloze form for masked LMs when `cloze`); a one-line
-    error lists the accepted names."""
+def get_task(name: str, cloze: bool = False, tokenizer=None, **kwargs):
+    """A task generator by name (its cloze form for masked LMs when `cloze`; fitted to
+    `tokenizer` where the task has a form for tokenizers that split digits, docs/method.md
+    §2.8); a one-line error lists the accepted names."""
     if name not in TASKS:
         raise KdmechError(f"task {name!r} is unknown; accepted: {sorted(TASKS)}")
     if cloze:
@@ -33,7 +34,8 @@ def get_task(name: str, cloze: bool = False, **kwargs):
             raise KdmechError(f"task {name!r} has no cloze ([MASK]) form for masked-LM (BERT) "
                               f"models; accepted: {list(CLOZE_TASKS)}")
         kwargs["cloze"] = True
-    return TASKS[name](**kwargs)
+    task = TASKS[name](**kwargs)
+    return task.fit_to(tokenizer) if tokenizer is not None and hasattr(task, "fit_to") else task
 
 
 __all__ = ["CLOZE_TASKS", "GreaterThanTask", "IOITask", "NumeralTask", "PromptSet", "PromptTexts", "TASKS",

@@ -26,4 +26,5 @@ def task_metric(logits: torch.Tensor, prompts: PromptSet, rows: slice | None = N
         above = torch.arange(100, device=logits.device)[None, :] > thresholds[:, None]
         return (p * above).sum(-1) - (p * ~above).sum(-1)
     idx = torch.arange(logits.shape[0], device=logits.device)
-    return logits[idx, answers.repeat(reps)] - logits[idx, wrongs.repeat(reps)]
+    # float32 from bf16 logits (kdmech analyze --analysis.dtype bfloat16); a no-op in float32
+    return logits[idx, answers.repeat(reps)].float() - logits[idx, wrongs.repeat(reps)].float()

@@ -13,11 +13,12 @@ three templates above (other formats, ranges, lengths and templates stay unseen)
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from kdmech.errors import KdmechError
 from kdmech.tasks.prompt_set import PromptTexts
+from kdmech.tasks.split_digits import ids, largest_single_value, single, splits_space
 
 NOUNS = ["Van", "Hat", "Ring", "Desk", "Sun", "Ice", "Snow", "Watch", "Queen", "Oil", "Rose",
          "Car", "Moon", "Book", "Key", "Star", "Road", "Box", "Apple", "Chair", "Gate", "Flag",
@@ -106,6 +107,10 @@ class NumeralTask:
     """In the cloze form, renumber to 1..n_items as docs/method.md §2.3 does (the answer is then always
     n_items + 1). False keeps the drawn starts, so the answer varies and a model must read the
     sequence: the form kdmech's tiny BERT teachers are analysed on."""
+    corrupt_max: int = CORRUPT_RANGE[1]
+    """Corrupted values are drawn from 1..corrupt_max (capped by the format's range)."""
+    exclude_subjects: tuple[str, ...] = ()
+    """Subjects left out of the pools (`fit_to`: those a tokenizer splits)."""
 
     def __post_init__(self):
         known = {**TEMPLATES, **UNSEEN_TEMPLATES}
@@ -119,19 +124,56 @@ class NumeralTask:
         if self.n_items < 2 or self.start_min < 1 or self.start_max < self.start_min:
             raise KdmechError(f"need n_items ≥ 2 and 1 ≤ start_min ≤ start_max, got {self.n_items}, "
                               f"{self.start_min}..{self.start_max}")
+        if self.corrupt_max < 2:
+            raise KdmechError(f"corrupt_max must be ≥ 2, got {self.corrupt_max}")
+        for kind in self.types:
+            left = [w for w in known[kind][0] if w not in self.exclude_subjects]
+            if len(left) <= self.n_items:
+                raise KdmechError(f"numeral prompt type {kind!r} keeps {len(left)} subjects after leaving out "
+                                  f"{list(self.exclude_subjects)}; it needs more than n_items = {self.n_items}")
         top = self.start_max + self.n_items
         if top > FORMAT_MAX[self.fmt]:
             raise KdmechError(f"format {self.fmt!r} counts to {FORMAT_MAX[self.fmt]}, but starts up to "
                               f"{self.start_max} with {self.n_items} items reach {top}")
 
+    def fit_to(self, tokenizer) -> "NumeralTask":
+        """This task as `tokenizer` can read it (docs/method.md §2.8); itself where it already can,
+        as for GPT-2's BPE and kdmech's word tokenizer:
+        - subjects that are not one token both as a prompt's first word and after a space are left
+          out of the pools (Qwen's BPE: "Sword" is "S" "word");
+        - where the tokenizer splits the space from digits, the digits are kept to single bare
+          tokens (Qwen: values 1..9, so starts up to 9 − n_items and corruptions 1..9). Refused in
+          one line when even the smallest answer is several tokens."""
+        task = self
+        pools = {**TEMPLATES, **UNSEEN_TEMPLATES}
+        split = tuple(w for t in self.types for w in pools[t][0]
+                      if not (single(tokenizer, w) and single(tokenizer, " " + w)))
+        if split:
+            task = replace(task, exclude_subjects=tuple(sorted(set(split) | set(self.exclude_subjects))))
+        if self.fmt != "digits" or self.cloze or not splits_space(tokenizer, " 5"):
+            return task
+        top = max(self.start_max + self.n_items, self.corrupt_max)
+        k = largest_single_value(tokenizer, top)
+        if k >= top:
+            return task
+        if k - self.n_items < self.start_min:
+            answer = str(self.start_min + self.n_items)
+            raise KdmechError(f"answer {answer!r} is {len(ids(tokenizer, answer))} tokens "
+                              f"{tokenizer.convert_ids_to_tokens(ids(tokenizer, answer))} for tokenizer "
+                              f"{tokenizer.name_or_path!r}, which splits digits from the space before "
+                              f"them; its single-token numerals end at {k}, and the smallest answer of "
+                              f"numerals from {self.start_min} with {self.n_items} items is {answer}")
+        return replace(task, start_max=min(self.start_max, k - self.n_items), corrupt_max=min(self.corrupt_max, k))
+
     def prompts(self) -> PromptTexts:
         rng = random.Random(self.seed)
         known = {**TEMPLATES, **UNSEEN_TEMPLATES}
         k, fmt = self.n_items, self.fmt
-        corrupt_hi = min(CORRUPT_RANGE[1], FORMAT_MAX[fmt])
+        corrupt_hi = min(self.corrupt_max, FORMAT_MAX[fmt])
         clean, corrupted, answers, wrongs, groups = [], [], [], [], []
         for kind in self.types:
             pool, phrase = known[kind]
+            pool = [w for w in pool if w not in self.exclude_subjects]
             for _ in range(self.per_type):
                 n = 1 if self.cloze and self.renumber else rng.randint(self.start_min, self.start_max)
                 subjects = rng.sample(pool, k + 1)

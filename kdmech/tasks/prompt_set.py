@@ -19,6 +19,7 @@ import torch
 
 from kdmech.errors import KdmechError
 from kdmech.tasks.forms import ModelKind, prompt_form
+from kdmech.tasks.split_digits import space_before_answers
 
 
 @dataclass(frozen=True)
@@ -196,9 +197,14 @@ def _encode_prompt(tokenizer, text: str, kind: ModelKind) -> list[int]:
 
 
 def tokenize_prompts(texts: PromptTexts, tokenizer, kind: ModelKind = "causal") -> PromptSet:
-    """Tokenize and validate a task's prompts for one tokenizer (see module docstring)."""
+    """Tokenize and validate a task's prompts for one tokenizer (see module docstring). For a
+    tokenizer that splits the space before an answer from it (Qwen, Llama 3: " 5" is " " "5"),
+    the causal form ends each prompt in that space and reads the bare answer
+    (`split_digits.space_before_answers`); the set's texts say so."""
     clean, corrupted, answers, wrongs, positions = [], [], [], [], []
     length, form = None, prompt_form(kind)
+    if not form.cloze:
+        texts = space_before_answers(texts, tokenizer)
     for c, r, a, w in zip(texts.clean, texts.corrupted, texts.answers, texts.wrong_answers):
         ci, ri = _encode_prompt(tokenizer, c, kind), _encode_prompt(tokenizer, r, kind)
         if len(ci) != len(ri):

@@ -310,7 +310,8 @@ class GPT2Runner:
         if prompts.metric == "logit_diff":
             answers = prompts.answers if rows is None else prompts.answers[rows]
             wrongs = prompts.wrong_answers if rows is None else prompts.wrong_answers[rows]
-            return (x * (w[answers] - w[wrongs])).sum(-1)
+            # read out in float32 from a bf16 model (docs/method.md §3.2); no-ops in float32
+            return (x.float() * (w[answers].float() - w[wrongs].float())).sum(-1)
         return task_metric(x @ w.T, prompts, rows=rows)
 
 

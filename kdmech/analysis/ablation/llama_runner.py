@@ -19,7 +19,7 @@ or v input of a KV group (shared by the group's query heads: one receiver per gr
 MLP's input or the final residual. The receiving projection's columns of that head or group
 are recomputed from (the layer's input norm of) state residual + sender change, everything
 else of the layer from the state's residual; downstream the forward reruns with the state's
-ablations in place (docs/method.md §5.3).
+ablations in place (docs/method.md §5.2, §3.2).
 """
 
 from __future__ import annotations
@@ -329,5 +329,6 @@ class LlamaRunner:
             answers = prompts.answers if rows is None else prompts.answers[rows]
             wrongs = prompts.wrong_answers if rows is None else prompts.wrong_answers[rows]
             w = self.model.lm_head.weight
-            return (x * (w[answers] - w[wrongs])).sum(-1)
+            # read out in float32 from a bf16 model (docs/method.md §3.2); no-ops in float32
+            return (x.float() * (w[answers].float() - w[wrongs].float())).sum(-1)
         return task_metric(self.model.lm_head(x), prompts, rows=rows)
