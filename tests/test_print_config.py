@@ -2,7 +2,8 @@
 `kdmech <command> --print_config` shows without it (the defaults), so a run with the config does
 what a run without it does and `--print_config` never shows other numbers than a run uses.
 
-A few defaults are None and resolved when the command runs (the quickstart's `out`, the tiny
+A few defaults are None and resolved when the command runs (the quickstart's `out`, the tiny Llama's
+`n_kv_head` and `model_type`, the tiny
 teacher's `lr`, the BERT quickstart's task); there the config must hold the resolved value.
 students/*.yaml are overlays that choose a capacity: each of their keys must be an option of
 `distill` and land there unchanged."""
@@ -13,7 +14,8 @@ import pytest
 import yaml
 
 from kdmech.cli import main
-from kdmech.models.family import get_family
+from kdmech.models.family import get_family, tiny_spec
+from kdmech.models.tiny import TinySpec
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 FULL = sorted([*CONFIGS.glob("quickstart*.yaml"), *(CONFIGS / "distill").glob("*.yaml"),
@@ -46,9 +48,13 @@ def print_config(capsys, command: str, *args: str) -> dict:
     return flatten(yaml.safe_load(capsys.readouterr().out))
 
 
-def resolved(command: str, key: str, default, family: str):
+def resolved(command: str, key: str, default, family: str, defaults: dict):
     """The value a run uses where the function default is resolved at run time."""
     fam = get_family(family)
+    if key in ("tiny.n_kv_head", "tiny.model_type") and default is None and family == "llama":
+        spec = tiny_spec(family, TinySpec(**{k.split(".", 1)[1]: v for k, v in defaults.items()
+                                             if k.startswith("tiny.")}))
+        return spec.kv_heads if key == "tiny.n_kv_head" else spec.model_type or "llama"
     if command == "quickstart" and key == "out" and default is None:
         return "runs/quickstart" if family == "gpt2" else f"runs/quickstart-{family}"
     if key in ("teacher_training.lr", "training.lr") and command != "distill" and default is None:
@@ -72,8 +78,8 @@ def test_config_equals_the_defaults(capsys, path):
     defaults = print_config(capsys, command, *(["--family", family] if "family" in shipped else []))
     missing = sorted(set(shipped) - set(defaults))
     assert not missing, f"{path.name}: keys that are no option of {command}: {missing}"
-    differ = {k: (v, resolved(command, k, defaults[k], family)) for k, v in shipped.items()
-              if v != resolved(command, k, defaults[k], family)}
+    differ = {k: (v, resolved(command, k, defaults[k], family, defaults)) for k, v in shipped.items()
+              if v != resolved(command, k, defaults[k], family, defaults)}
     assert not differ, f"{path.name} differs from `kdmech {command}`'s defaults (config, default): {differ}"
 
 
