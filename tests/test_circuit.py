@@ -5,8 +5,9 @@ import torch
 
 from kdmech.analysis import AblationKind, Node, ablated_metric_mean, boot, corrupted_activations
 from kdmech.analysis.edges import Edge
-from kdmech.analysis.circuit import (backward_order, discover, forward_order, path_patching,
-                                     threshold_sweep)
+from kdmech.analysis.circuit import (backward_order, discover, forward_order, path_patching, prune_nodes,
+                                     retained_with_only, threshold_sweep)
+from kdmech.analysis.pruning_orders import pruning_orders
 from kdmech.analysis.ablation.engine import AblationEngine
 from kdmech.models import TinyGPT2Spec, load_causal_lm
 from kdmech.tasks import NumeralTask, tokenize_prompts
@@ -139,3 +140,23 @@ def test_threshold_sweep_table(teacher_engine):
         assert r["heads"] + r["mlps"] == r["nodes"]
     for c in sweep.circuits:
         assert c.edges_pruned and all(len(e.to_json()) == 2 for e in c.edges)
+
+
+# --- pruning orders ----------------------------------------------------------------------------
+
+def test_pruning_orders_report_each_circuit_and_their_overlap(teacher_engine):
+    engine = teacher_engine
+    nodes = list(engine.bridged.nodes)
+    default, _ = prune_nodes(engine, 0.2)
+    r = pruning_orders(engine, 0.2, n_orders=4, seed=0, default=[n.name for n in default])
+    sets = [set(c["nodes"]) for c in r["circuits"]]
+    for c, s in zip(r["circuits"], sets):
+        assert c["completeness"] >= 80.0 - 1e-9
+        assert c["completeness"] == pytest.approx(
+            retained_with_only(engine, {n for n in nodes if n.name in s}))
+    assert set(r["union"]) == set.union(*sets) and set(r["intersection"]) == set.intersection(*sets)
+    assert r["node_frequency"] == {n.name: sum(n.name in s for s in sets) / 4 for n in sorted(nodes)}
+    assert r["distinct_circuits"] == len({frozenset(s) for s in sets})
+    assert r["default_order"]["found_by"] == sum(s == {n.name for n in default} for s in sets)
+    again = pruning_orders(engine, 0.2, n_orders=4, seed=0)
+    assert [c["nodes"] for c in again["circuits"]] == [c["nodes"] for c in r["circuits"]]  # seeded

@@ -105,9 +105,11 @@ def receive(model, receiver, delta, d_head):
     return [grab, c_attn.register_forward_hook(swap)]
 
 
-def oracle_path_patching(model, prompts, circuit_names, kind="mean"):
+def oracle_path_patching(model, prompts, circuit_names, kind="mean", senders="intact"):
     """(baseline LD, {(sender, receiver input): LD}) by brute force; the nodes outside the
-    circuit are ablated by `kind` (mean or resample), senders get their paired corrupted output."""
+    circuit are ablated by `kind` (mean or resample), senders get their paired corrupted output
+    from the intact corrupted run or (`senders` circuit_ablated) from the corrupted run with
+    the nodes outside the circuit ablated."""
     circuit = {(n.layer, n.head) for n in map(Node.parse, circuit_names)}
     d_head = model.config.n_embd // model.config.n_head
     corrupted_z, corrupted_mlp = record(model, prompts.corrupted)  # paired rows
@@ -116,6 +118,9 @@ def oracle_path_patching(model, prompts, circuit_names, kind="mean"):
         new_mlp = {l: o.mean(0) for l, o in corrupted_mlp.items()}
     else:
         new_z, new_mlp = corrupted_z, corrupted_mlp
+    if senders == "circuit_ablated":
+        with hooked(*ablate(model, circuit, new_z, new_mlp, d_head)):
+            corrupted_z, corrupted_mlp = record(model, prompts.corrupted)
     key = lambda x: (x[0], x[1] if x[1] is not None else 1 << 30)  # noqa: E731
     heads = sorted((x for x in circuit if x[1] is not None), key=key)
     mlps = sorted(l for l, h in circuit if h is None)
@@ -147,26 +152,28 @@ def teacher(trained_teacher):
     return model.eval(), tok, prompts
 
 
-@pytest.mark.parametrize("case", ["node-circuit", "wider-resample"])
+@pytest.mark.parametrize("case", ["node-circuit", "wider-resample", "circuit-ablated-senders"])
 def test_edges_equal_the_brute_force_oracle(teacher, case):
     """The teacher's node circuit as discovered (mean ablation; its paired corrupted rows are
     computed by the engine, whose source keeps only means); then a wider node set with a head
     in every later layer, so that q, k and v receivers are always exercised, under resample
-    ablation (the source's own paired rows)."""
+    ablation (the source's own paired rows); then the node circuit with its senders taken from
+    the corrupted run with the nodes outside the circuit ablated (the authors' choice)."""
+    senders = "circuit_ablated" if case == "circuit-ablated-senders" else "intact"
     model, tok, prompts = teacher
     bridged = boot(model, tok)
-    kind = "mean" if case == "node-circuit" else "resample"
+    kind = "resample" if case == "wider-resample" else "mean"
     source = corrupted_activations(bridged, prompts, keep_full=kind == "resample")
     engine = AblationEngine(bridged, prompts, kind, source)
     circuit, _ = prune_nodes(engine, THRESHOLD)
     assert len(circuit) >= 3, circuit
-    if case != "node-circuit":
+    if case == "wider-resample":
         n_layers, n_heads = model.config.n_layer, model.config.n_head
         circuit |= {Node(l, (l + 1) % n_heads) for l in range(1, n_layers)} | {Node(n_layers - 1)}
     names = [n.name for n in sorted(circuit)]
 
-    scored = path_patching(engine, circuit)
-    baseline, expected = oracle_path_patching(model, prompts, names, kind)
+    scored = path_patching(engine, circuit, sender_source=senders)
+    baseline, expected = oracle_path_patching(model, prompts, names, kind, senders)
     ld_full = engine.full_metric
     assert ld_full == pytest.approx(mean_ld(model, prompts), abs=1e-5)
 
@@ -179,10 +186,13 @@ def test_edges_equal_the_brute_force_oracle(teacher, case):
     for edge, ld in expected.items():
         assert scores[edge] == pytest.approx(ld, abs=1e-4), edge
     limit = (1 - THRESHOLD) * ld_full
-    kept = {tuple(e.to_json()) for e in prune_edges(engine, circuit, THRESHOLD)}
+    kept = {tuple(e.to_json()) for e in prune_edges(engine, circuit, THRESHOLD, sender_source=senders)}
     assert kept == {e for e, ld in expected.items() if ld < limit}
-    if case == "node-circuit":
+    if case != "wider-resample":
         assert scored.baseline >= limit - 1e-6
         assert kept, "the node circuit keeps some edges"
     else:
         assert {r[-1] for _, r in expected if r.count(".") == 2} == set("qkv")
+    if senders == "circuit_ablated":  # the choice matters: some edge scores otherwise
+        intact = path_patching(engine, circuit).scores
+        assert max(abs(intact[e] - ld) for e, ld in scored.scores.items()) > 1e-3

@@ -227,43 +227,76 @@ def _hf_zero_lds(model, ps: PromptSet) -> dict[str, float]:
     return out
 
 
-def test_authors_preset_feeds_A_with_zero_ablation_influence(tiny_pair, tmp_path):
-    from kdmech.models import load_causal_lm
+def _numpy_A(inputs: dict, only: str = "") -> float:
+    """A from what analysis.json says it was computed from (docs/method.md §8), in numpy:
+    each pair `count` times, influence normalised by its sum over that list."""
+    pairs = [p for p in inputs["pairs"] if only in p["student"] for _ in range(p["count"])]
+    infl = inputs["influence"]
+    sim = np.array([p["similarity"] for p in pairs])
+    i_s = np.array([infl["student"][p["student"]] for p in pairs])
+    i_t = np.array([infl["teacher"][p["teacher"]] for p in pairs])
+    return float(np.mean(sim * (1 - np.abs(i_s / i_s.sum() - i_t / i_t.sum()))))
 
+
+def test_A_is_recomputed_from_analysis_json_and_step_files_with_numpy(tiny_pair, tmp_path):
+    """Numerals under the authors preset (their numeral notebook: the analyses' mean ablation,
+    influence rounded to 2 decimals, heads below similarity 0.95 counted twice) and under
+    kdmech's: A, A_heads and A_mlp from `alignment.inputs` alone, the pairs read off the stored
+    similarity matrices."""
     r = _analyse(tiny_pair, tmp_path / "a", "authors")
     k = _analyse(tiny_pair, tmp_path / "k", "kdmech")
-    ps = PromptSet.load(tmp_path / "a" / "prompts.json")
-    lds = {who: _hf_zero_lds(load_causal_lm(tiny_pair / who)[0], ps) for who in ("teacher", "student")}
-    infl = {who: {n: abs(100 * (1 - v / d["full"])) for n, v in d.items() if n != "full"}
-            for who, d in lds.items()}
-
-    def A(pairs):  # docs/method.md §8 with sum normalization over the matched pairs, counted once each
-        sim = np.array([p["similarity"] for p in pairs])
-        i_s = np.array([infl["student"][p["student"]] for p in pairs])
-        i_t = np.array([infl["teacher"][p["teacher"]] for p in pairs])
-        return float(np.mean(sim * (1 - np.abs(i_s / i_s.sum() - i_t / i_t.sum()))))
-
-    pairs = r["matching"]["pairs"]
-    assert r["alignment"]["A"] == pytest.approx(A(pairs), abs=1e-5)
-    assert r["alignment"]["A_heads"] == pytest.approx(A([p for p in pairs if ".H" in p["student"]]), abs=1e-5)
-    assert r["alignment"]["A_mlp"] == pytest.approx(A([p for p in pairs if ".MLP" in p["student"]]), abs=1e-5)
-    # What the preset records, and what it leaves alone: the influence record stays mean-ablation.
-    assert r["options"]["preset"] == "authors" and r["alignment"]["ablation"] == "zero"
-    assert r["matching"]["options"]["preset"] == "authors"
-    assert r["matching"]["options"]["alignment_ablation"] == "zero"
+    for out in (r, k):
+        inputs = out["alignment"]["inputs"]
+        assert out["alignment"]["A"] == pytest.approx(_numpy_A(inputs), abs=1e-9)
+        assert out["alignment"]["A_heads"] == pytest.approx(_numpy_A(inputs, ".H"), abs=1e-9)
+        assert out["alignment"]["A_mlp"] == pytest.approx(_numpy_A(inputs, ".MLP"), abs=1e-9)
+        for kind in ("heads", "mlps"):  # each student node's pair is its row's argmax
+            m = out["matching"]["similarity"][kind]
+            matrix = np.array(m["matrix"])
+            for p in (p for p in inputs["pairs"] if p["student"] in m["student"]):
+                row = matrix[m["student"].index(p["student"])]
+                assert m["teacher"][int(row.argmax())] == p["teacher"] and row.max() == pytest.approx(p["similarity"])
+    retained = r["influence"]["retained"]
+    for who in ("teacher", "student"):
+        assert r["alignment"]["inputs"]["influence"][who] == {n: abs(round(100 - v, 2)) for n, v in retained[who].items()}
+        assert k["alignment"]["inputs"]["influence"][who] == k["influence"][who]
+    counts = [p["count"] for p in r["alignment"]["inputs"]["pairs"]]
+    assert counts == [2 if ".H" in p["student"] and p["similarity"] < 0.95 else 1
+                      for p in r["alignment"]["inputs"]["pairs"]] and 2 in counts
+    assert {p["count"] for p in k["alignment"]["inputs"]["pairs"]} == {1}
+    assert r["alignment"]["inputs"]["conventions"]["source"] == "seq_alignment_metric.ipynb"
+    sign = r["alignment"]["sign_range"]
+    assert sign["A"][0] <= r["alignment"]["A"] <= sign["A"][1] and k["alignment"]["sign_range"] is None
+    # What the preset records, and what it leaves alone: the influence record is the analyses' own.
+    assert r["options"]["preset"] == "authors" and r["alignment"]["ablation"] == "mean"
+    assert r["matching"]["options"]["alignment_ablation"] == "mean"
     assert r["matching"]["options"]["mlp_similarity"] == "authors"
     assert r["influence"]["ablation"] == "mean" and r["influence"]["student"] == k["influence"]["student"]
     assert r["alignment"]["ci95"]["A"][0] <= r["alignment"]["A"] <= r["alignment"]["ci95"]["A"][1]
-    # The default preset: A from the analyses' own (mean) ablation, recorded as such.
     assert k["options"]["preset"] == "kdmech" and k["alignment"]["ablation"] == "mean"
-    assert k["matching"]["options"]["alignment_ablation"] == "mean"
     assert k["matching"]["options"]["mlp_similarity"] != "authors"
     assert "pooled" not in k.get("sensitivity", {})
 
 
-def test_authors_preset_on_ioi_and_sensitivity(tiny_pair, tmp_path):
+def test_authors_preset_on_ioi_feeds_A_with_their_zero_ablation(tiny_pair, tmp_path):
+    """Their IOI notebook: zero ablation (by Hugging Face hooks here; the tiny pair has no
+    value biases, so keeping them changes nothing), the teacher's MLP retained clamped at 0,
+    2-decimal rounding, raw MLP scores; plus their pooled sensitivity."""
+    from kdmech.models import load_causal_lm
+
     r = _analyse(tiny_pair, tmp_path / "a", "authors", task="ioi", analyses=("sensitivity",))
     assert r["task"] == "ioi-wang" and r["n_prompts"] == 100  # per_type 6 does not apply to IOI here
+    ps = PromptSet.load(tmp_path / "a" / "prompts.json")
+    for who in ("teacher", "student"):
+        lds = _hf_zero_lds(load_causal_lm(tiny_pair / who)[0], ps)
+        retained = {n: 100 * v / lds["full"] for n, v in lds.items() if n != "full"}
+        expected = {n: abs(round(100 - (max(0.0, v) if who == "teacher" and "MLP" in n else v), 2))
+                    for n, v in retained.items()}
+        got = r["alignment"]["inputs"]["influence"][who]
+        assert got == pytest.approx(expected, abs=0.0101)  # a rounding step apart at most
+    assert r["alignment"]["ablation"] == "zero" and r["influence"]["ablation"] == "mean"
+    assert r["alignment"]["inputs"]["conventions"]["mlp_score"] == "raw"
+    assert r["alignment"]["A"] == pytest.approx(_numpy_A(r["alignment"]["inputs"]), abs=1e-9)
     s = r["sensitivity"]
     assert s["convention"] == "authors" and s["pooled"]["student"]["n"] == 1 * 4 + 1
     retained = r["influence"]["retained"]["student"]
@@ -286,7 +319,9 @@ def test_checkpoint_analyses_record_the_preset(tiny_pair, tmp_path):
     for f in steps:
         d = json.loads(f.read_text())
         assert d["ablation"] == "mean" and d["options"]["preset"] == "authors"
-        assert d["options"]["alignment_ablation"] == "zero" and d["options"]["mlp_similarity"] == "authors"
+        assert d["options"]["alignment_ablation"] == "mean" and d["options"]["mlp_similarity"] == "authors"
+        assert d["alignment"]["A"] == pytest.approx(_numpy_A(d["alignment_inputs"]), abs=1e-9)
+        assert d["sign_range"]["A"][0] <= d["alignment"]["A"] <= d["sign_range"]["A"][1]
 
 
 def test_presets_are_the_two_documented():

@@ -17,7 +17,7 @@ from kdmech.analysis.attribution.discovery import CircuitFinder
 from kdmech.analysis.circuit import REFERENCE_THRESHOLD
 from kdmech.analysis.options import AnalysisOptions
 from kdmech.analysis.pair import compare
-from kdmech.analysis.presets import alignment_lds, get_preset, realign
+from kdmech.analysis.presets import alignment_side, get_preset, realign
 from kdmech.analysis.probes import (logit_attribution, mlp_write_norms, similar_member_from_items,
                                     similar_member_scores, successor_scores)
 from kdmech.analysis.profile import ModelProfile, profile
@@ -46,13 +46,14 @@ def run_probes(prof: ModelProfile, tokenizer) -> dict:
 @dataclass
 class TeacherSide:
     """What a checkpoint analysis needs of the teacher, computed once per run and prompt set:
-    its profile, the LDs that feed A under the preset, its circuit and probes (on demand)."""
+    its profile, what A reads of it under the preset (`presets.alignment_side`; None: the
+    profile itself), its circuit and probes (on demand)."""
 
     profile: ModelProfile
     tokenizer: object
     options: AnalysisOptions
     competence: dict = field(default_factory=dict)
-    alignment_lds: tuple | None = None
+    alignment: ModelProfile | None = None
     _circuits: dict = field(default_factory=dict)
     _rebuild: Callable[[], ModelProfile] | None = field(default=None, repr=False)
     """Recomputes the profile with its engine (a side read from the cache has none)."""
@@ -63,8 +64,7 @@ class TeacherSide:
     def build(cls, teacher, tokenizer, prompts: PromptSet, options: AnalysisOptions,
               competence: dict | None = None) -> "TeacherSide":
         prof = _teacher_profile(teacher, tokenizer, prompts, options)
-        return cls(prof, tokenizer, options, competence or {},
-                   alignment_lds(get_preset(options.preset), prof))
+        return cls(prof, tokenizer, options, competence or {}, _alignment_side(prof, tokenizer, prompts, options))
 
     @classmethod
     def load_or_build(cls, teacher, tokenizer, prompts: PromptSet, options: AnalysisOptions,
@@ -83,8 +83,8 @@ class TeacherSide:
             side._cache_key = key
             side._store()
             return side
-        prof, lds, circuits = teacher_cache.from_payload(payload, device)
-        return cls(prof, tokenizer, options, competence or {}, lds, circuits,
+        prof, side, circuits = teacher_cache.from_payload(payload, device)
+        return cls(prof, tokenizer, options, competence or {}, side, circuits,
                    lambda: _teacher_profile(teacher, tokenizer, prompts, options), key)
 
     def circuit_and_probes(self, threshold: float = REFERENCE_THRESHOLD):
@@ -99,11 +99,17 @@ class TeacherSide:
     def _store(self) -> None:
         if self._cache_key is not None:
             teacher_cache.store(self._cache_key, teacher_cache.to_payload(
-                self.profile, self.alignment_lds, self._circuits))
+                self.profile, self.alignment, self._circuits))
 
     @property
     def weak(self) -> bool:
         return bool(self.competence.get("weak", False))
+
+
+def _alignment_side(prof: ModelProfile, tokenizer, prompts: PromptSet, options: AnalysisOptions):
+    """What A reads of a model under the options' preset (`presets.alignment_side`)."""
+    conventions = get_preset(options.preset).conventions(prompts.task)
+    return alignment_side(prof, conventions, options.authors_sampling, tokenizer.bos_token_id)
 
 
 def _teacher_profile(teacher, tokenizer, prompts: PromptSet, options: AnalysisOptions) -> ModelProfile:
@@ -122,7 +128,8 @@ def shared_teacher_side(teacher, prompts: PromptSet, options: AnalysisOptions) -
     the same options — the quickstart's students, a sweep's points: a frozen teacher's profile,
     circuit and probes are computed once, not once per run. Only the latest key is kept."""
     key = (_fingerprint(teacher.parameters(), prompts), type(options).__name__, repr(options.compare_options()),
-           options.ablation, options.preset, getattr(options, "circuits", False), prompts.task,
+           options.ablation, options.preset, options.authors_sampling, options.sender_source,
+           getattr(options, "circuits", False), prompts.task,
            options.max_batch_tokens,  # the teacher engine's later forwards keep the run's budget
            options.discovery, options.ig_steps, options.attribution_dtype)
     if key not in _SHARED:
@@ -150,8 +157,8 @@ class CheckpointResult(NamedTuple):
     record: CheckpointRecord
     profile: ModelProfile
     """The student's profile, for further analyses on the same prompts."""
-    alignment_lds: tuple | None
-    """The student's per-prompt LDs that fed A under the preset (None: the profile's own)."""
+    alignment: ModelProfile | None
+    """What A read of the student under the preset (`presets.alignment_side`; None: `profile`)."""
 
 
 def analyze_checkpoint(teacher: TeacherSide, student, tokenizer, prompts: PromptSet, step: int,
@@ -163,12 +170,12 @@ def analyze_checkpoint(teacher: TeacherSide, student, tokenizer, prompts: Prompt
     prof = profile(student, tokenizer, prompts, options.ablation, keep_corrupted=circuits,
                    max_batch_tokens=options.max_batch_tokens)
     pair = compare(teacher.profile, prof, step, prompts.task, **options.compare_options())
-    student_lds = alignment_lds(preset, prof)
-    pair = realign(pair, preset, teacher.alignment_lds, student_lds)
+    student_side = _alignment_side(prof, tokenizer, prompts, options)
+    pair = realign(pair, preset, teacher.profile, prof, teacher.alignment, student_side, options.authors_sampling)
     record = CheckpointRecord(replace(pair, teacher_competence=teacher.competence))
     if circuits:
         record = replace(record, circuits=circuit_record(teacher, prof, tokenizer, step, threshold))
-    return CheckpointResult(record, prof, student_lds)
+    return CheckpointResult(record, prof, student_side)
 
 
 def circuit_record(teacher: TeacherSide, student: ModelProfile, tokenizer, step: int,

@@ -7,25 +7,28 @@ heads 0..H−1) and forward (first layer to last; heads, then the MLP) until a p
 nothing (at most 50 passes). When it stops that way, every kept node is necessary: removing
 any one of them drops the circuit below the threshold.
 
-Edge pruning by path patching on the node circuit. Throughout, every node
-outside the node circuit stays ablated with the engine's kind (mean by default), exactly as in
-node pruning, so the starting point is the circuit's own metric (its completeness × LD_full,
-≈ 80–85% of it), not the full model's. One forward with those ablations is cached (residuals,
-head outputs before W_O, MLP outputs: the circuit state). Senders are the circuit's heads and
+Edge pruning by path patching on the node circuit. Throughout, every node outside the node
+circuit stays ablated with the engine's kind (mean by default), exactly as in node pruning,
+so the starting point is the circuit's own metric (its completeness × LD_full, ≈ 80–85% of
+it), not the full model's. One forward with those ablations is cached (residuals, head
+outputs before W_O, MLP outputs: the circuit state). Senders are the circuit's heads and
 MLPs; a sender's change is its *paired* corrupted output (the same prompt row of the
-corrupted set, from the intact corrupted run) minus its output in the circuit state; for a
-head that is (z_corrupted,h − z_circuit,h)·W_O,h. Receivers are a circuit head's q, k and v
-inputs (each separately), a circuit MLP's input and the final residual stream; a sender
-feeds every receiver of a later layer, and a head also feeds its own layer's MLP. For each
-sender→receiver edge only that receiver input sees the change (its LayerNorm input becomes
-circuit-state residual + change; the head's other two inputs, the layer's other heads and
-everything upstream keep their circuit-state values: a direct path, as Wang et al. define
-path patching); downstream of the receiver the forward is recomputed with the non-circuit
-nodes still ablated. The edge is kept if patching it alone leaves the metric below
-(1 − T)·LD_full. Receivers left with no incoming edge are dropped; a node with no kept edge
-in or out leaves the edge-level circuit. Path patching assumes an additive residual stream
-(pre-LayerNorm models), so it runs only for families that declare one
-(`ModelFamily.additive_residual`); post-LayerNorm encoders (BERT) refuse it.
+corrupted set) minus its output in the circuit state; for a head that is (z_corrupted,h −
+z_circuit,h)·W_O,h. The corrupted output comes from the intact corrupted run
+(`sender_source` "intact", kdmech's) or from the corrupted run with the nodes outside the
+circuit ablated ("circuit_ablated", as the authors' upstream edge pruning caches it).
+Receivers are a circuit head's q, k and v inputs (each separately), a circuit MLP's input
+and the final residual stream; a sender feeds every receiver of a later layer, and a head
+also feeds its own layer's MLP. For each sender→receiver edge only that receiver input sees
+the change (its LayerNorm input becomes circuit-state residual + change; the head's other
+two inputs, the layer's other heads and everything upstream keep their circuit-state values:
+a direct path, as Wang et al. define path patching); downstream of the receiver the forward
+is recomputed with the non-circuit nodes still ablated. The edge is kept if patching it
+alone leaves the metric below (1 − T)·LD_full. Receivers left with no incoming edge are
+dropped; a node with no kept edge in or out leaves the edge-level circuit. Path patching
+assumes an additive residual stream (pre-LayerNorm models), so it runs only for families
+that declare one (`ModelFamily.additive_residual`); post-LayerNorm encoders (BERT) refuse
+it.
 """
 
 from __future__ import annotations
@@ -65,6 +68,8 @@ class Circuit:
     edges_note: str = ""
     """Why edges were not pruned when they were asked for (the family's residual stream is
     not additive, e.g. BERT's post-LayerNorm)."""
+    sender_source: str = "intact"
+    """Where path patching took a sender's corrupted activation (`path_patching`)."""
     discovery: dict = field(default_factory=lambda: {"method": "exact"})
     """How the circuit was found: exact pruning, or attribution verified exactly (method,
     ig_steps, exact forwards, agreement with exact; `kdmech.analysis.attribution`)."""
@@ -135,16 +140,21 @@ def retained_with_only(engine: AblationEngine, keep: set[Node]) -> float:
 
 
 def prune_nodes(engine: AblationEngine, threshold: float = 0.20, max_passes: int = 50,
-                progress=None, start: set[Node] | None = None) -> tuple[set[Node], int]:
+                progress=None, start: set[Node] | None = None,
+                order: list[Node] | None = None) -> tuple[set[Node], int]:
     """The node circuit and the number of passes it took (see module docstring); `start`: the
-    candidate circuit pruning starts from (default: the whole model)."""
+    candidate circuit pruning starts from (default: the whole model); `order`: the visiting
+    order of the first pass, the passes alternating it and its reverse (default: backward,
+    then forward)."""
     require_positive_metric(engine)
     all_nodes = list(engine.bridged.nodes)
     circuit = set(all_nodes) if start is None else set(start)
     keep_percent = 100.0 * (1 - threshold)
+    orders = ((backward_order(all_nodes), forward_order(all_nodes)) if order is None
+              else (list(order), list(reversed(order))))
     passes = 0
     while passes < max_passes:
-        order = backward_order(all_nodes) if passes % 2 == 0 else forward_order(all_nodes)
+        order = orders[passes % 2]
         removed = False
         for node in order:
             if node not in circuit:
@@ -169,20 +179,34 @@ class EdgeScores:
     """Edge → mean metric with that one path patched."""
 
 
+def _sender_activations(engine: AblationEngine, outside: list[Node], sender_source: str):
+    """(layer → corrupted head outputs [N, T, d] (heads concatenated), layer → corrupted MLP
+    outputs [N, T, d]) of the senders, paired row by row with the prompts."""
+    if sender_source == "circuit_ablated":
+        corrupted = engine.ablated_state(outside, ids=engine.prompts.corrupted)
+        return (lambda layer: corrupted.z[layer]), (lambda layer: corrupted.mlp_out[layer])
+    if sender_source != "intact":
+        raise KdmechError(f"sender source {sender_source!r} is unknown; accepted: intact, circuit_ablated")
+    paired = engine.paired_corrupted().full
+    return (lambda layer: paired[Node(layer, 0).hook].flatten(2)), (lambda layer: paired[Node(layer).hook])
+
+
 def path_patching(engine: AblationEngine, circuit: set[Node], progress=None,
-                  only: set[Edge] | None = None) -> EdgeScores:
-    """Every edge of the node circuit (or of `only`) scored by path patching (see module docstring)."""
+                  only: set[Edge] | None = None, sender_source: str = "intact") -> EdgeScores:
+    """Every edge of the node circuit (or of `only`) scored by path patching (see module
+    docstring), senders from `sender_source` (intact or circuit_ablated)."""
     runner = engine.residual_runner(EDGES)
     p = engine.prompts
-    state = engine.ablated_state([n for n in engine.bridged.nodes if n not in circuit])
-    paired = engine.paired_corrupted().full
+    outside = [n for n in engine.bridged.nodes if n not in circuit]
+    state = engine.ablated_state(outside)
+    z_of, mlp_of = _sender_activations(engine, outside, sender_source)
     baseline = chunked_metric(runner, lambda sl: readout_at(
         state.resid_final if sl is None else state.resid_final[sl], p.positions if sl is None else p.positions[sl]),
         p, engine.row_chunks).mean().item()
     # each patched forward runs on one slice of prompt rows (the engine's memory budget; one
     # slice without it); an edge's score is the mean over every prompt
-    slices = [(sl, state.rows(sl), lambda layer, sl=sl: paired[Node(layer, 0).hook][sl].flatten(2),
-               lambda layer, sl=sl: paired[Node(layer).hook][sl]) for sl in engine.row_chunks]
+    slices = [(sl, state.rows(sl), lambda layer, sl=sl: z_of(layer)[sl],
+               lambda layer, sl=sl: mlp_of(layer)[sl]) for sl in engine.row_chunks]
     scores = {}
     for sender in sorted(circuit):
         deltas = [runner.sender_delta(sender, z_corrupted, mlp_corrupted, st)
@@ -199,19 +223,19 @@ def path_patching(engine: AblationEngine, circuit: set[Node], progress=None,
 
 
 def prune_edges(engine: AblationEngine, circuit: set[Node], threshold: float = 0.20,
-                progress=None) -> list[Edge]:
+                progress=None, sender_source: str = "intact") -> list[Edge]:
     """The edges kept: patching one alone leaves the metric below (1 − T)·LD_full."""
     engine.residual_runner(EDGES)  # refused before any work when the family cannot
     limit = (1 - threshold) * require_positive_metric(engine)
-    scored = path_patching(engine, circuit, progress)
+    scored = path_patching(engine, circuit, progress, sender_source=sender_source)
     return [edge for edge, ld in scored.scores.items() if ld < limit]
 
 
 def discover(engine: AblationEngine, threshold: float = 0.20, edges: bool = True,
-             progress=None) -> Circuit:
+             progress=None, sender_source: str = "intact") -> Circuit:
     nodes, passes = prune_nodes(engine, threshold, progress=progress)
     refused = engine.residual_refusal(EDGES) if edges else ""
-    edge_list = prune_edges(engine, nodes, threshold, progress) if edges and not refused else []
+    edge_list = prune_edges(engine, nodes, threshold, progress, sender_source) if edges and not refused else []
     everything = set(engine.bridged.nodes)
     return Circuit(
         threshold=threshold, nodes=[n.name for n in sorted(nodes)], edges=edge_list,
@@ -219,7 +243,7 @@ def discover(engine: AblationEngine, threshold: float = 0.20, edges: bool = True
         faithfulness=retained_with_only(engine, everything - nodes),
         passes=passes, ablation=engine.kind.value,
         edges_pruned=edges and not refused, edge_nodes=[n.name for n in edge_nodes(edge_list)],
-        edges_note=f"{refused}; the node-level circuit stands" if refused else "")
+        edges_note=f"{refused}; the node-level circuit stands" if refused else "", sender_source=sender_source)
 
 
 @dataclass(frozen=True)

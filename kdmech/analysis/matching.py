@@ -28,6 +28,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
+import numpy as np
+import scipy.linalg
 import torch
 from scipy.optimize import linear_sum_assignment
 
@@ -59,16 +61,35 @@ def head_similarity(student_patterns: torch.Tensor, teacher_patterns: torch.Tens
     return torch.einsum("aqk,bqk->abq", s, t).mean(-1)
 
 
-def top_directions(x: torch.Tensor, k: int = 3) -> torch.Tensor:
+def top_directions(x: torch.Tensor, k: int = 3, signs: str = "pinned") -> torch.Tensor:
     """Top-k eigenvectors [k, d] (float64, orthonormal rows, by decreasing eigenvalue) of the
-    uncentred covariance xᵀx/n. An eigenvector's sign is arbitrary; each is flipped so that its
-    largest-magnitude entry is positive, which makes sign-sensitive scores (``authors``)
-    reproducible. Principal angles (``svd3``) do not depend on signs or on the basis."""
+    uncentred covariance xᵀx/n. An eigenvector's sign is arbitrary; with `signs` "pinned" each
+    is flipped so that its largest-magnitude entry is positive, which makes sign-sensitive
+    scores (``authors``) reproducible; "lapack" takes them as the authors' notebooks get them
+    (`lapack_directions`). Principal angles (``svd3``) do not depend on signs or on the basis."""
+    if signs == "lapack":
+        return lapack_directions(x, k)
     cov = (x.T.double() @ x.double()) / x.shape[0]
     _, vecs = torch.linalg.eigh(cov)  # ascending eigenvalues
     dirs = vecs[:, -k:].flip(-1).T
     pivot = dirs.gather(1, dirs.abs().argmax(1, keepdim=True))
     return dirs * torch.where(pivot < 0, -1.0, 1.0).to(dirs)
+
+
+def lapack_directions(x: torch.Tensor, k: int = 3) -> torch.Tensor:
+    """Top-k eigenvectors [k, d] as the authors' notebooks compute them: `scipy.linalg.svd` of
+    the float32 covariance `np.dot(Xᵀ, X) / n`, the first k left singular vectors with the
+    signs LAPACK gives them (float64 rows of those float32 vectors)."""
+    a = x.detach().float().cpu().numpy()
+    cov = np.dot(a.T, a) / a.shape[0]
+    u, _, _ = scipy.linalg.svd(cov)
+    return torch.from_numpy(np.ascontiguousarray(u[:, :k].T)).double()
+
+
+def centred(x: torch.Tensor) -> torch.Tensor:
+    """`x` minus its mean over the last dimension (d_model): the MLP output of a model whose
+    writing weights are centred (TransformerLens' `center_writing_weights`)."""
+    return x - x.mean(-1, keepdim=True)
 
 
 def svd3_similarity(student_dirs: torch.Tensor, teacher_dirs: torch.Tensor) -> float:
@@ -120,7 +141,8 @@ def authors_rescale(raw: torch.Tensor, head_sim: torch.Tensor) -> torch.Tensor:
 
 
 def authors_mlp_similarity(student_out: torch.Tensor, teacher_out: torch.Tensor,
-                           head_sim: torch.Tensor) -> torch.Tensor:
+                           head_sim: torch.Tensor, signs: str = "pinned", centre: bool = False,
+                           rescale: bool = True, directions: tuple | None = None) -> torch.Tensor:
     """[Ls, Lt] MLP similarity of the authors' notebooks (docs/method.md §12), re-implemented.
 
     Source: Reih02/distilled_circuits, alignment_metric_expms/task_comparisons/
@@ -134,14 +156,25 @@ def authors_mlp_similarity(student_out: torch.Tensor, teacher_out: torch.Tensor,
        (`mean_cosine`; the mean is over signed cosines, so it depends on the eigenvectors'
        arbitrary signs — here pinned by `top_directions`).
     2. `authors_rescale(r, head_sim)`: z-scored against the head similarities and divided by
-       the maximum, so the best MLP pair scores 1.
+       the maximum, so the best MLP pair scores 1 (with `rescale` False: r itself, as their
+       IOI notebook matches and scores).
+
+    `signs` and `centre`: `authors_directions`; `directions`: those already computed.
     """
-    _check_equal_widths("authors", student_out, teacher_out)
-    sd = [top_directions(x) for x in student_out]
-    td = [top_directions(x) for x in teacher_out]
+    sd, td = directions or authors_directions(student_out, teacher_out, signs, centre)
     raw = torch.tensor([[mean_cosine(a, b) for b in td] for a in sd], dtype=torch.float64,
                        device=head_sim.device)
-    return authors_rescale(raw, head_sim)
+    return authors_rescale(raw, head_sim) if rescale else raw.float()
+
+
+def authors_directions(student_out: torch.Tensor, teacher_out: torch.Tensor, signs: str = "pinned",
+                       centre: bool = False) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Each layer's top-3 covariance eigenvectors for the authors' score (`top_directions`
+    with `signs`), from MLP outputs centred over d_model first when `centre`."""
+    _check_equal_widths("authors", student_out, teacher_out)
+    prep = centred if centre else (lambda x: x)
+    return ([top_directions(prep(x), signs=signs) for x in student_out],
+            [top_directions(prep(x), signs=signs) for x in teacher_out])
 
 
 def _check_equal_widths(method: str, student_out: torch.Tensor, teacher_out: torch.Tensor) -> None:
@@ -175,11 +208,12 @@ def resolve_mlp_method(method: str, widths: Iterable[float] | None) -> str:
 
 def mlp_similarity(student_out: torch.Tensor, teacher_out: torch.Tensor,
                    method: MlpSimilarity = "auto",
-                   head_sim: torch.Tensor | None = None) -> tuple[torch.Tensor, str]:
+                   head_sim: torch.Tensor | None = None, **authors) -> tuple[torch.Tensor, str]:
     """[Ls, Lt] similarity from MLP outputs [L, N·T, d] and the method actually used.
 
     `head_sim` ([Hs_total, Ht_total], `head_similarity`) is read only by ``authors``, which
     scales the MLP scores against the head similarities; the other methods ignore it.
+    `authors`: `signs`, `centre`, `rescale` of `authors_mlp_similarity` (``authors`` only).
     """
     if method not in MLP_METHODS:
         raise KdmechError(f"MLP similarity {method!r} is unknown; accepted: {', '.join(MLP_METHODS)}")
@@ -191,7 +225,7 @@ def mlp_similarity(student_out: torch.Tensor, teacher_out: torch.Tensor,
         if head_sim is None:
             raise KdmechError("MLP similarity 'authors' scales MLP scores against the head "
                               "similarities: pass head_sim")
-        return authors_mlp_similarity(student_out, teacher_out, head_sim), used
+        return authors_mlp_similarity(student_out, teacher_out, head_sim, **authors), used
     sim = torch.zeros(student_out.shape[0], teacher_out.shape[0], device=student_out.device)
     if used == "svd3":
         sd = [top_directions(x) for x in student_out]

@@ -79,8 +79,10 @@ def summarise(sigmas, seeds, A) -> NoiseCurve:
 
 def noise_curve(teacher_profile: ModelProfile, student, tokenizer, prompts: PromptSet,
                 sigmas=SIGMAS, seeds=(0, 1, 2), ablation="mean", progress=None,
-                max_batch_tokens: int = 0, **compare_options) -> NoiseCurve:
-    """`max_batch_tokens`: the memory budget of each noisy student's profile (`profile`)."""
+                max_batch_tokens: int = 0, side=None, **compare_options) -> NoiseCurve:
+    """`max_batch_tokens`: the memory budget of each noisy student's profile (`profile`).
+    `side(profile)`: what A reads of a noisy student (`presets.alignment_side`; None or a
+    None result: the profile itself); `compare_options` may carry the A `conventions`."""
     A = []
     for sigma in sigmas:
         row = []
@@ -90,6 +92,7 @@ def noise_curve(teacher_profile: ModelProfile, student, tokenizer, prompts: Prom
             else:
                 noisy = profile(add_weight_noise(student, sigma, seed), tokenizer, prompts, ablation,
                                 max_batch_tokens=max_batch_tokens)
+                noisy = (side(noisy) if side else None) or noisy
                 row.append(compare(teacher_profile, noisy, 0, prompts.task, **compare_options).alignment.A)
             if progress:
                 progress(1)

@@ -11,7 +11,7 @@ from kdmech.analysis.circuit import THRESHOLDS
 from kdmech.analysis.noise import SIGMAS
 from kdmech.analysis.presets import get_preset
 from kdmech.analysis.vocabulary import (Ablation, AnalysisDtype, AttributionDtype, Direction, Discovery, MlpSimilarity,
-                                       Normalization, PresetName, check_choice)
+                                       Normalization, PresetName, SenderSource, check_choice)
 from kdmech.errors import KdmechError
 
 
@@ -39,10 +39,22 @@ class AnalysisOptions:
     normalization: Normalization = "sum"
     """Influence normalization inside A: sum (the authors') or max (min-max)."""
     preset: PresetName = "kdmech"
-    """kdmech, or authors: the paper authors' conventions where they differ (A from
-    zero-ablation influence, their MLP similarity, pooled clamped sensitivity with their
-    bootstrap, IOI over Wang et al.'s 15 templates and mirrors with N = 100); see
-    kdmech.analysis.presets."""
+    """kdmech, or authors: the paper authors' conventions where they differ (A computed as
+    their notebook for the task computes it — numerals: mean ablation, heads below similarity
+    0.95 counted twice; IOI and others: zero ablation with the value bias kept, MLP clamp;
+    rounding, centred MLP outputs and LAPACK eigenvector signs everywhere —, their MLP
+    similarity with its range over eigenvector signs, pooled clamped sensitivity with their
+    bootstrap, IOI over Wang et al.'s 15 templates and mirrors with N = 100, path patching from
+    circuit-ablated corrupted senders); see kdmech.analysis.presets and
+    kdmech.analysis.conventions."""
+    authors_sampling: bool = False
+    """Preset authors only: A on the authors' prompt samples (random.seed(42); 100 prompts for
+    patterns and MLP outputs, another 100 for the influence, read without BOS, and another 100
+    corrupted prompts for its means); see kdmech.analysis.sampling."""
+    sender_source: SenderSource = "auto"
+    """Path patching's sender activation: intact (from the intact corrupted run, kdmech's),
+    circuit_ablated (from the corrupted run with the nodes outside the circuit ablated, the
+    authors'), or auto (the preset's: intact under kdmech, circuit_ablated under authors)."""
     max_batch_tokens: int = 0
     """Memory budget of the analysis forwards, in tokens: 0 = no budget (today's batching);
     N > 0: no analysis forward (the competence gate, profiles, influence, circuits and edges,
@@ -60,6 +72,12 @@ class AnalysisOptions:
     def __post_init__(self):
         # The preset's MLP similarity replaces "auto" (and is recorded); a clash is an error.
         object.__setattr__(self, "mlp_similarity", get_preset(self.preset).mlp_method(self.mlp_similarity))
+        check_choice("sender source", self.sender_source, SenderSource)
+        if self.sender_source == "auto":  # the preset's choice, recorded
+            object.__setattr__(self, "sender_source", get_preset(self.preset).sender_source)
+        if self.authors_sampling and self.preset != "authors":
+            raise KdmechError(f"authors_sampling is the authors' prompt sampling of the authors preset; "
+                              f"set preset authors or drop authors_sampling (preset is {self.preset!r})")
         check_choice("ablation", self.ablation, Ablation)
         check_choice("matching direction", self.matching_direction, Direction)
         check_choice("MLP similarity", self.mlp_similarity, MlpSimilarity)
@@ -127,10 +145,17 @@ class AnalyzeOptions(AnalysisOptions):
     """The dtype both models are loaded and run in: float32, or bfloat16 for models too large
     for float32 (e.g. 8B); the metric read-out, patterns and every score stay float32
     (docs/method.md §3.2)."""
+    pruning_orders: int = 0
+    """Node pruning rerun with this many random visiting orders (seeded) at T = 0.20, reporting
+    how often each node is kept, the union, the intersection and each circuit's completeness;
+    0 = off (docs/method.md §5.1)."""
 
     def __post_init__(self):
         super().__post_init__()
         check_choice("analysis dtype", self.dtype, AnalysisDtype)
+        if isinstance(self.pruning_orders, bool) or not isinstance(self.pruning_orders, int) \
+                or self.pruning_orders < 0:
+            raise KdmechError(f"pruning_orders must be an integer ≥ 0 (0 = off), got {self.pruning_orders!r}")
 
 
 LIGHT_PAIR_OPTIONS = AnalyzeOptions(noise_sigmas=(0.0, 0.05, 0.2, 0.5, 1.0), noise_seeds=2, n_boot=500)

@@ -28,7 +28,7 @@ from kdmech.analysis.circuit import Circuit
 from kdmech.analysis.influence import Influence
 from kdmech.tasks.prompt_set import PromptSet
 
-FORMAT = 1
+FORMAT = 2
 """Bumped when the payload's layout changes."""
 _SOURCES = ("analysis", "models", "tasks")
 """kdmech's subpackages whose code decides the teacher's numbers."""
@@ -64,6 +64,7 @@ def cache_key(weights_fingerprint: str, prompts: PromptSet, options, device) -> 
     the analysis code, torch, the device type and the CPU thread count (float reductions
     differ in the last bits between them)."""
     parts = (FORMAT, weights_fingerprint, prompts.task, options.ablation, options.preset,
+             getattr(options, "authors_sampling", False), getattr(options, "sender_source", "intact"),
              getattr(options, "max_batch_tokens", 0), _code_hash(), torch.__version__,
              torch.device(device).type, torch.get_num_threads(), getattr(options, "discovery", "exact"),
              getattr(options, "ig_steps", 5), getattr(options, "attribution_dtype", "float32"))
@@ -79,7 +80,31 @@ def _lds(payload, device):
             (payload[0], list(payload[1]), payload[2].to(device), payload[3].to(device)))
 
 
-def to_payload(profile, alignment_lds, circuits: dict) -> dict:
+def _side_payload(profile, side):
+    """What A reads of the teacher (`presets.alignment_side`): its LDs, and its patterns and MLP
+    outputs where they are not the profile's (the authors' sampling)."""
+    if side is None:
+        return None
+    own = side.patterns is profile.patterns
+    return {"lds": _lds_payload(side.lds), "patterns": None if own else side.patterns.cpu(),
+            "mlp_out": None if own else side.mlp_out.cpu()}
+
+
+def _side(prof, payload, device):
+    from dataclasses import replace
+
+    from kdmech.analysis.influence import influence_from_lds
+
+    if payload is None:
+        return None
+    lds = _lds(payload["lds"], device)
+    side = replace(prof, influence=influence_from_lds(*lds), lds=lds)
+    if payload["patterns"] is not None:
+        side = replace(side, patterns=payload["patterns"].to(device), mlp_out=payload["mlp_out"].to(device))
+    return side
+
+
+def to_payload(profile, alignment_side, circuits: dict) -> dict:
     """What a teacher side keeps, in plain types and tensors (loadable with weights_only)."""
     inf = profile.influence
     return {"format": FORMAT,
@@ -87,14 +112,14 @@ def to_payload(profile, alignment_lds, circuits: dict) -> dict:
                           "retained": dict(inf.retained), "influence": dict(inf.influence)},
             "patterns": profile.patterns.cpu(), "mlp_out": profile.mlp_out.cpu(),
             "nodes": [n.name for n in profile.nodes], "lds": _lds_payload(profile.lds),
-            "alignment_lds": _lds_payload(alignment_lds),
+            "alignment": _side_payload(profile, alignment_side),
             "circuits": {repr(float(t)): {"circuit": c.to_json(), "probes": probes}
                          for t, (c, probes) in circuits.items()}}
 
 
 def from_payload(payload: dict, device):
-    """(ModelProfile without an engine, alignment LDs, {threshold: (Circuit, probes)}), the
-    tensors on `device` (the teacher's)."""
+    """(ModelProfile without an engine, its alignment side or None, {threshold: (Circuit,
+    probes)}), the tensors on `device` (the teacher's)."""
     from kdmech.analysis.nodes import Node
     from kdmech.analysis.profile import ModelProfile
 
@@ -104,7 +129,7 @@ def from_payload(payload: dict, device):
                         [Node.parse(n) for n in payload["nodes"]], None, _lds(payload["lds"], device))
     circuits = {float(t): (Circuit.from_json(c["circuit"]), c["probes"])
                 for t, c in payload["circuits"].items()}
-    return prof, _lds(payload["alignment_lds"], device), circuits
+    return prof, _side(prof, payload["alignment"], device), circuits
 
 
 def load(key: str) -> dict | None:

@@ -23,6 +23,10 @@ PresetName = Literal["kdmech", "authors"]
 """Whose conventions (`presets.PRESETS`)."""
 Discovery = Literal["exact", "eap", "eap-ig", "auto"]
 """How circuits are found: exact pruning, or attribution verified exactly (`attribution.discovery`)."""
+SenderSource = Literal["auto", "intact", "circuit_ablated"]
+"""Where path patching takes a sender's corrupted activation: the intact corrupted run
+(kdmech's), the corrupted run with the nodes outside the circuit ablated (the authors'), or
+auto: the preset's choice (`circuit.path_patching`)."""
 AttributionDtype = Literal["float32", "bfloat16"]
 """The dtype attribution's forward-backward runs in (scores are summed in float32)."""
 AnalysisDtype = Literal["float32", "bfloat16"]

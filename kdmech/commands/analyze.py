@@ -19,7 +19,9 @@ from kdmech.analysis.checkpoint import TeacherSide, analyze_checkpoint, run_prob
 from kdmech.analysis.circuit import REFERENCE_THRESHOLD, threshold_sweep
 from kdmech.analysis.noise import noise_curve
 from kdmech.analysis.options import AnalyzeOptions
-from kdmech.analysis.presets import alignment_profile, get_preset
+from kdmech.analysis.conventions import alignment_influence
+from kdmech.analysis.presets import alignment_side, get_preset
+from kdmech.analysis.pruning_orders import pruning_orders
 from kdmech.analysis.probes import first_token_divergence
 from kdmech.analysis.sensitivity import pooled_sensitivity, sensitivity
 from kdmech.analysis.shift import distribution_shift, rows_to_json
@@ -116,11 +118,11 @@ def analyze(teacher: str, student: str, out: Path, task: str = "numerals",
     tp = side.profile
     bar.update()
     bar.set_postfix_str("student profile")
-    record, sp, student_lds = analyze_checkpoint(side, pair.s_model, pair.s_tok, pair.prompts, step=0)
-    a_lds = (side.alignment_lds, student_lds)  # None: the profiles' own
+    record, sp, student_side = analyze_checkpoint(side, pair.s_model, pair.s_tok, pair.prompts, step=0)
+    sides = (side.alignment or tp, student_side or sp)  # what A read of each model
     bar.update()
-    result.update(_pair_results(record.pair, tp, sp, a_lds, analysis))
-    result.update(_optional_analyses(wanted, pair, tp, sp, record.pair, a_lds, analysis, preset, bar))
+    result.update(_pair_results(record.pair, tp, sp, sides, analysis, preset))
+    result.update(_optional_analyses(wanted, pair, tp, sp, record.pair, sides, analysis, preset, bar))
     bar.close()
     result["wall_seconds"] = time.perf_counter() - start
 
@@ -128,11 +130,13 @@ def analyze(teacher: str, student: str, out: Path, task: str = "numerals",
         pair.prompts.save(tmp / "prompts.json")
         (tmp / "analysis.json").write_text(json.dumps(result, indent=1))
         _plots(tmp, result, tp, sp)
+    signs = record.pair.sign_range
     print(f"analysis of {student} against {teacher} on {pair.prompts.task} ({len(pair.prompts)} "
           f"prompts) written to {out} in {result['wall_seconds']:.0f}s: A "
           f"{record.pair.alignment.A:.3f} [{result['alignment']['ci95']['A'][0]:.3f}, "
-          f"{result['alignment']['ci95']['A'][1]:.3f}], worst drop student/teacher "
-          f"{record.pair.worst_drop.ratio:.2f}")
+          f"{result['alignment']['ci95']['A'][1]:.3f}]"
+          + (f" (over eigenvector signs {signs['A'][0]:.3f}–{signs['A'][1]:.3f})" if signs else "")
+          + f", worst drop student/teacher {record.pair.worst_drop.ratio:.2f}")
     log_analysis(out, result, options, wandb, project, entity, tags)
     return result
 
@@ -157,22 +161,27 @@ def _load_pair(teacher: str, student: str, task: str, options: AnalyzeOptions, p
     return _Pair(t_model, t_tok, s_model, s_tok, kind, prompts, competence)
 
 
-def _pair_results(pair, tp, sp, a_lds, options: AnalyzeOptions) -> dict:
-    """What every analysis holds: metric, influence, matching, alignment (with its bootstrap
-    interval over prompts) and the worst single-node drops."""
+def _pair_results(pair, tp, sp, sides, options: AnalyzeOptions, preset) -> dict:
+    """What every analysis holds: metric, influence, matching (with both similarity matrices),
+    alignment (with what it was computed from, its bootstrap interval over prompts and, under
+    the authors' MLP score, its range over eigenvector signs) and the worst single-node drops."""
+    conventions = preset.conventions(pair.task)
+    ci = alignment_ci(pair.matching, sides[1].lds, sides[0].lds, options.normalization, options.n_boot,
+                      options.seed, lambda inf, who: alignment_influence(inf, conventions, who),
+                      conventions.double_count_below)
     return {
         "logit_diff": pair.logit_diff,
         "influence": {"ablation": pair.ablation, **pair.influence,
                       "retained": {"teacher": tp.influence.retained, "student": sp.influence.retained}},
         "matching": {"pairs": [m.to_json() for m in pair.matching], "merges": pair.merges,
-                     "options": pair.options},
+                     "options": pair.options, "similarity": pair.similarity},
         "alignment": {**pair.alignment.to_json(), "ablation": pair.options["alignment_ablation"],
-                      "ci95": alignment_ci(pair.matching, a_lds[1] or sp.lds, a_lds[0] or tp.lds,
-                                           options.normalization, options.n_boot, options.seed)},
+                      "ci95": ci, "inputs": pair.alignment_inputs, "sign_range": pair.sign_range,
+                      "logit_diff": {"teacher": sides[0].metric, "student": sides[1].metric}},
         "worst_drop": pair.worst_drop.to_json()}
 
 
-def _optional_analyses(wanted: set, p: _Pair, tp, sp, pair, a_lds, options: AnalyzeOptions,
+def _optional_analyses(wanted: set, p: _Pair, tp, sp, pair, sides, options: AnalyzeOptions,
                        preset, bar) -> dict:
     """Sensitivity, circuits, noise validation, distribution shift and probes, as asked."""
     result = {}
@@ -192,15 +201,24 @@ def _optional_analyses(wanted: set, p: _Pair, tp, sp, pair, a_lds, options: Anal
             result["circuit"][who] = threshold_sweep(prof.engine, options.thresholds, options.edges,
                                                      finder=finder).to_json()
             bar.update(len(options.thresholds))
+            if options.pruning_orders:
+                bar.set_postfix_str(f"{who} pruning orders")
+                default = next(c["nodes"] for c in result["circuit"][who]["circuits"]
+                               if abs(c["threshold"] - REFERENCE_THRESHOLD) < 1e-9)
+                result["circuit"][who]["pruning_orders"] = pruning_orders(
+                    prof.engine, REFERENCE_THRESHOLD, options.pruning_orders, options.seed, default)
     if "noise" in wanted:
         bar.set_postfix_str("noise validation")
-        curve = noise_curve(alignment_profile(tp, a_lds[0]), p.s_model, p.s_tok, p.prompts,
+        conventions = preset.conventions(p.prompts.task)
+        curve = noise_curve(sides[0], p.s_model, p.s_tok, p.prompts,
                             options.noise_sigmas, tuple(range(options.noise_seeds)),
                             pair.options["alignment_ablation"], bar.update,
                             max_batch_tokens=options.max_batch_tokens,
+                            side=lambda prof: alignment_side(prof, conventions, options.authors_sampling,
+                                                             p.s_tok.bos_token_id),
                             direction=options.matching_direction,
                             mlp_method=preset.mlp_method(options.mlp_similarity),
-                            normalization=options.normalization)
+                            normalization=options.normalization, conventions=conventions)
         result["noise"] = curve.to_json()
     if "shift" in wanted:
         bar.set_postfix_str("distribution shift")

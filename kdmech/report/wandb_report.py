@@ -159,6 +159,8 @@ def analysis_summary(result: dict) -> dict:
            "logit_diff_teacher": result["logit_diff"]["teacher"], "logit_diff_student": result["logit_diff"]["student"],
            "worst_drop_student": wd["student"]["value"], "worst_drop_teacher": wd["teacher"]["value"],
            "worst_drop_ratio": wd["ratio"], "n_prompts": result["n_prompts"], "teacher_weak": result["teacher_weak"]}
+    if a.get("sign_range"):  # the authors' MLP score: A over the eigenvector sign choices
+        out["A_sign_range_low"], out["A_sign_range_high"] = a["sign_range"]["A"]
     for who, sweep in result.get("circuit", {}).items():
         ref = next((c for c in sweep["circuits"] if abs(c["threshold"] - sweep["reference_threshold"]) < 1e-9), None)
         if ref is not None:

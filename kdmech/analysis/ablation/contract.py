@@ -58,8 +58,9 @@ class ResidualRunner(Runner, Protocol):
     """The clean forward; `resid_pre`, `resid_mid`, `z` and `resid_final` alias its fields."""
 
     def ablated_state(self, nodes: list[Node], z_new: Replacement | None = None,
-                      mlp_new: Replacement | None = None) -> RunState:
-        """A cached forward over the clean prompts with `nodes` ablated."""
+                      mlp_new: Replacement | None = None, ids: torch.Tensor | None = None) -> RunState:
+        """A cached forward over the clean prompts (or `ids` of their shape: the corrupted
+        prompts, for path patching's circuit-ablated senders) with `nodes` ablated."""
 
     def sender_delta(self, node: Node, z_new: Replacement, mlp_new: Replacement,
                      state: RunState | None = None) -> torch.Tensor:

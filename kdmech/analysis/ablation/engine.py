@@ -45,7 +45,7 @@ import torch
 
 from kdmech.analysis.ablation.contract import ResidualRunner, Runner
 from kdmech.analysis.ablation.reference import (AblationKind, CorruptedActivations, ablated_metric,
-                                                corrupted_activations, row_chunks)
+                                                corrupted_activations, row_chunks, zero_replacement)
 from kdmech.analysis.ablation.run_state import RunState
 from kdmech.analysis.ablation.runners import runner_for
 from kdmech.analysis.bridge import Bridged
@@ -73,8 +73,11 @@ class AblationEngine:
     def __init__(self, bridged: Bridged, prompts: PromptSet,
                  kind: AblationKind = AblationKind.MEAN,
                  source: CorruptedActivations | None = None, max_rows: int | None = None,
-                 fast_path: bool = True, max_batch_tokens: int = 0):
+                 fast_path: bool = True, max_batch_tokens: int = 0, value_bias: list | None = None):
         self.bridged, self.prompts = bridged, prompts.for_model(bridged.bridge)
+        self.value_bias = value_bias
+        """Zero ablation writes each head's value bias, per layer [heads, d_head]
+        (`ablation.value_bias`); None: zeros."""
         prompts = self.prompts
         self.kind, self.source = AblationKind(kind), source
         self._paired: CorruptedActivations | None = None
@@ -160,7 +163,7 @@ class AblationEngine:
             t = self.prompts.seq_len
             shape = ((t, self.bridged.n_heads, self.bridged.d_model // self.bridged.n_heads)
                      if hook_name.endswith("hook_z") else (t, self.bridged.d_model))
-        return torch.zeros(n, *shape, device=self.prompts.device)
+        return zero_replacement(torch.empty(n, *shape, device=self.prompts.device), hook_name, self.value_bias)
 
     def _hooks(self, sets: list[list[Node]], rows: slice | None = None) -> list:
         """Hooks that ablate sets[j] in rows j·N … (j+1)·N of a stacked batch (N: the prompts,
@@ -232,15 +235,17 @@ class AblationEngine:
             raise KdmechError(reason)
         return self._residual_runner
 
-    def ablated_state(self, nodes: list[Node]) -> RunState:
-        """The runner's cached forward with `nodes` ablated (this engine's kind)."""
+    def ablated_state(self, nodes: list[Node], ids: torch.Tensor | None = None) -> RunState:
+        """The runner's cached forward over the clean prompts (or `ids`, e.g. the corrupted
+        ones) with `nodes` ablated (this engine's kind)."""
         runner = self.residual_runner("path patching")
-        return runner.ablated_state(nodes, self._z_new, self._mlp_new)
+        return runner.ablated_state(nodes, self._z_new, self._mlp_new, ids=ids)
 
     def _intact(self) -> torch.Tensor:
         """Per-prompt metric of the intact model."""
         if self.strategy is Strategy.REFERENCE:
-            return ablated_metric(self.bridged, self.prompts, [], self.kind, self.source, self.batch_size)
+            return ablated_metric(self.bridged, self.prompts, [], self.kind, self.source, self.batch_size,
+                                  self.value_bias)
         if self.strategy is Strategy.RUNNER:
             positions = self.prompts.positions
             return chunked_metric(self.runner, lambda sl: self.runner.clean_readout(
@@ -252,7 +257,8 @@ class AblationEngine:
     def _ablated(self, nodes: list[Node]) -> torch.Tensor:
         """Per-prompt metric with `nodes` (non-empty) ablated, by the runner or the reference."""
         if self.strategy is Strategy.REFERENCE:
-            return ablated_metric(self.bridged, self.prompts, nodes, self.kind, self.source, self.batch_size)
+            return ablated_metric(self.bridged, self.prompts, nodes, self.kind, self.source, self.batch_size,
+                                  self.value_bias)
         positions = self.prompts.positions
         return chunked_metric(self.runner, lambda sl: self.runner.ablated_readout(
             nodes, positions if sl is None else positions[sl], self._z_new, self._mlp_new, rows=sl),

@@ -76,16 +76,18 @@ class GPT2Runner:
         self.resid_final = self.clean.resid_final
 
     @torch.no_grad()
-    def ablated_state(self, nodes: list[Node], z_new=None, mlp_new=None) -> RunState:
-        """A full forward over the clean prompts with `nodes` ablated (replacements as in
-        `ablated_readout`), every activation path patching needs cached (see `RunState`);
-        computed `self.chunks` rows at a time."""
+    def ablated_state(self, nodes: list[Node], z_new=None, mlp_new=None, ids=None) -> RunState:
+        """A full forward over the clean prompts (or `ids` of the same shape, e.g. the
+        corrupted ones) with `nodes` ablated (replacements as in `ablated_readout`), every
+        activation path patching needs cached (see `RunState`); computed `self.chunks` rows at
+        a time."""
+        all_ids = self.clean_ids if ids is None else ids
         heads_at, mlps = _ablation_plan(nodes)
         state = RunState([], [], [], [], None, heads_at, mlps, z_new, mlp_new)
         n = self.clean_ids.shape[0]
         final = []
         for sl in self.chunks:
-            ids = self.clean_ids[sl]
+            ids = all_ids[sl]
             zs, ms = rows_of(z_new, sl), rows_of(mlp_new, sl)
             h = self.model.transformer.wte(ids) + self.model.transformer.wpe(
                 torch.arange(ids.shape[1], device=ids.device))[None]

@@ -201,16 +201,18 @@ class LlamaRunner:
         return h
 
     @torch.no_grad()
-    def ablated_state(self, nodes: list[Node], z_new=None, mlp_new=None) -> RunState:
-        """One forward of the model's own over the clean prompts with `nodes` ablated, every
-        activation path patching needs cached (`RunState`), a reference batch at a time."""
+    def ablated_state(self, nodes: list[Node], z_new=None, mlp_new=None, ids=None) -> RunState:
+        """One forward of the model's own over the clean prompts (or `ids` of the same shape,
+        e.g. the corrupted ones) with `nodes` ablated, every activation path patching needs
+        cached (`RunState`), a reference batch at a time."""
+        ids = self.clean_ids if ids is None else ids
         heads_at, mlps = ablation_plan(nodes)
         state = RunState([], [], [], [], None, heads_at, mlps, z_new, mlp_new)
         n, final = self.clean_ids.shape[0], []
         for sl in self._pieces(slice(0, n)):
             plan = _Plan(heads_at, mlps, rows_of(z_new, sl), rows_of(mlp_new, sl), record={})
             with self._planned(plan):
-                self.model.model(input_ids=self.clean_ids[sl], use_cache=False)
+                self.model.model(input_ids=ids[sl], use_cache=False)
             rec = plan.record
             for l in range(self.n_layers):
                 for cache, what in ((state.resid_pre, "resid_pre"), (state.resid_mid, "resid_mid"),

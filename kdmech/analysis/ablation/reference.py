@@ -68,8 +68,20 @@ def corrupted_activations(bridged: Bridged, prompts: PromptSet, keep_full: bool 
     return CorruptedActivations(means, {k: torch.cat(v) for k, v in full.items()} if keep_full else None)
 
 
-def ablation_hooks(nodes: list[Node], kind: AblationKind, source: CorruptedActivations | None):
-    """Hook factories for `logits_at`: each takes the batch slice and returns a TL hook."""
+def zero_replacement(act: torch.Tensor, hook_name: str, value_bias: list | None) -> torch.Tensor:
+    """What zero ablation writes: zeros, or for a head (`hook_z`, [..., heads, d_head]) its
+    value bias when `value_bias` (per layer [heads, d_head]; `ablation.value_bias`) is given."""
+    new = torch.zeros_like(act)
+    if value_bias is not None and hook_name.endswith("attn.hook_z"):
+        layer = int(hook_name.split(".")[1])
+        new[:] = value_bias[layer].to(new)
+    return new
+
+
+def ablation_hooks(nodes: list[Node], kind: AblationKind, source: CorruptedActivations | None,
+                   value_bias: list | None = None):
+    """Hook factories for `logits_at`: each takes the batch slice and returns a TL hook.
+    `value_bias`: zero ablation keeps each head's value bias (`zero_replacement`)."""
     kind = AblationKind(kind)
     by_hook: dict[str, list[Node]] = defaultdict(list)
     for node in nodes:
@@ -81,7 +93,7 @@ def ablation_hooks(nodes: list[Node], kind: AblationKind, source: CorruptedActiv
         def make(sl: slice):
             def hook(act, hook):
                 if kind is AblationKind.ZERO:
-                    new = torch.zeros_like(act)
+                    new = zero_replacement(act, hook_name, value_bias)
                 elif kind is AblationKind.MEAN:
                     new = source.means[hook_name].expand_as(act)
                 else:
@@ -100,11 +112,12 @@ def ablation_hooks(nodes: list[Node], kind: AblationKind, source: CorruptedActiv
 
 def ablated_metric(bridged: Bridged, prompts: PromptSet, nodes: list[Node],
                    kind: AblationKind = AblationKind.MEAN,
-                   source: CorruptedActivations | None = None, batch_size: int = 64) -> torch.Tensor:
+                   source: CorruptedActivations | None = None, batch_size: int = 64,
+                   value_bias: list | None = None) -> torch.Tensor:
     """Per-prompt task metric (LD for most tasks) with every node in `nodes` ablated at once:
     one plain full forward (`batch_size` prompts at a time), the reference every faster path
-    is tested against."""
-    hooks = ablation_hooks(nodes, kind, source) if nodes else []
+    is tested against. `value_bias`: zero ablation keeps each head's value bias."""
+    hooks = ablation_hooks(nodes, kind, source, value_bias) if nodes else []
     return task_metric(logits_at(bridged, prompts.clean, prompts.positions, hooks, batch_size), prompts)
 
 

@@ -47,8 +47,10 @@ class CircuitFinder:
     agreement."""
 
     def __init__(self, method: str = "exact", ig_steps: int = 5, dtype: str = "float32",
-                 influence: dict | None = None):
+                 influence: dict | None = None, sender_source: str = "intact"):
         self.method, self.ig_steps, self.dtype = method, ig_steps, dtype
+        self.sender_source = sender_source
+        """Path patching's sender activations (`circuit.path_patching`)."""
         self.influence = influence or {}
         """id(engine) → its exact `Influence`."""
         self._scores: dict = {}
@@ -57,7 +59,8 @@ class CircuitFinder:
     def of(cls, options, *profiles) -> "CircuitFinder":
         """The finder of an `AnalysisOptions`, with the exact influence of `profiles`' engines."""
         return cls(options.discovery, options.ig_steps, options.attribution_dtype,
-                   {id(p.engine): p.influence for p in profiles if p.engine is not None})
+                   {id(p.engine): p.influence for p in profiles if p.engine is not None},
+                   options.sender_source)
 
     def scores(self, engine: AblationEngine, method: str):
         """(adapter, node scores) of `engine`, kept for the two latest engines (teacher, student)."""
@@ -74,10 +77,10 @@ class CircuitFinder:
         b = engine.bridged
         method = resolve(self.method, b.n_layers, b.n_heads, edges)
         if method == "exact":
-            return discover(engine, threshold, edges, progress)
+            return discover(engine, threshold, edges, progress, self.sender_source)
         require_positive_metric(engine)
         adapter, scores = self.scores(engine, method)
-        circuit = verified_circuit(engine, scores, threshold, edges, progress, adapter)
+        circuit = verified_circuit(engine, scores, threshold, edges, progress, adapter, self.sender_source)
         circuit.discovery["dtype"] = self.dtype
         circuit.discovery["requested"] = self.method
         exact: Influence | None = self.influence.get(id(engine))

@@ -58,7 +58,7 @@ def shortest_prefix(engine: AblationEngine, order: list[Node], threshold: float)
 
 
 def verify_edges(engine: AblationEngine, circuit: set[Node], scores: AttributionScores,
-                 threshold: float) -> tuple[list[Edge], int]:
+                 threshold: float, sender_source: str = "intact") -> tuple[list[Edge], int]:
     """Edges kept by exact path patching, checked in attribution order (module docstring, 4),
     and how many were checked."""
     limit = (1 - threshold) * engine.full_metric
@@ -68,7 +68,7 @@ def verify_edges(engine: AblationEngine, circuit: set[Node], scores: Attribution
     kept, checked = [], 0
     for i in range(0, len(order), EDGE_ROUND):
         batch = set(order[i:i + EDGE_ROUND])
-        exact = path_patching(engine, circuit, only=batch).scores
+        exact = path_patching(engine, circuit, only=batch, sender_source=sender_source).scores
         checked += len(batch)
         new = [e for e in order[i:i + EDGE_ROUND] if exact[e] < limit]
         kept += new
@@ -78,7 +78,7 @@ def verify_edges(engine: AblationEngine, circuit: set[Node], scores: Attribution
 
 
 def verified_circuit(engine: AblationEngine, scores: AttributionScores, threshold: float = 0.20,
-                     edges: bool = True, progress=None, adapter=None) -> Circuit:
+                     edges: bool = True, progress=None, adapter=None, sender_source: str = "intact") -> Circuit:
     """The verified circuit from node scores (module docstring); its `discovery` records the
     method, the candidate size and the exact checks it took."""
     candidate, prefix_checks = shortest_prefix(engine, ranked(scores), threshold)
@@ -96,7 +96,7 @@ def verified_circuit(engine: AblationEngine, scores: AttributionScores, threshol
     edge_list, edges_checked = [], 0
     if edges and not refused:
         e_scores = edge_attribution(engine, nodes, scores.method, scores.ig_steps, adapter)
-        edge_list, edges_checked = verify_edges(engine, nodes, e_scores, threshold)
+        edge_list, edges_checked = verify_edges(engine, nodes, e_scores, threshold, sender_source)
     everything = set(engine.bridged.nodes)
     record = {"method": scores.method, "ig_steps": scores.ig_steps, "candidate_nodes": len(candidate),
               "prefix_checks": prefix_checks, "pruning_checks": visited[0], "edges_checked": edges_checked}
@@ -106,4 +106,5 @@ def verified_circuit(engine: AblationEngine, scores: AttributionScores, threshol
         faithfulness=retained_with_only(engine, everything - nodes),
         passes=passes, ablation=engine.kind.value,
         edges_pruned=edges and not refused, edge_nodes=[n.name for n in edge_nodes(edge_list)],
-        edges_note=f"{refused}; the node-level circuit stands" if refused else "", discovery=record)
+        edges_note=f"{refused}; the node-level circuit stands" if refused else "", discovery=record,
+        sender_source=sender_source)
