@@ -87,7 +87,7 @@ def authors_conventions(task: str) -> AlignmentConventions:
     """The conventions of the authors' notebook for `task` (see the module docstring)."""
     if task.startswith("numerals"):
         return AUTHORS_NUMERALS
-    if task == "ioi":
+    if task == "ioi" or task.startswith("ioi-"):  # ioi-wang: the task under its template set
         return AUTHORS_IOI
     return AUTHORS_OTHER
 
