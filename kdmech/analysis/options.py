@@ -98,6 +98,10 @@ class AnalysisSchedule(AnalysisOptions):
     """Run checkpoint analyses at all (off: plain distillation, e.g. for timing)."""
     task: str = "numerals"
     """The task the circuits are read on (kdmech.tasks.TASKS)."""
+    attribution_scores: bool = False
+    """Record every checkpoint's node attribution scores of the student (the step record, the
+    timeline's attribution_over_steps, W&B): by `discovery`'s method when it is eap or eap-ig,
+    else eap-ig; `ig_steps` forward-backward passes per checkpoint (docs/method.md §5.5)."""
     background: bool = False
     """Analyse a copy of the student in a background thread while training goes on (the final
     analysis waits): the same numbers, less waiting where training leaves the device idle; the
@@ -123,6 +127,10 @@ class AnalyzeOptions(AnalysisOptions):
     n_boot: int = 1000
     """Bootstrap resamples for the alignment CI (the sensitivity CIs use 10,000)."""
     seed: int = 0
+    exact_agreement: bool = False
+    """With discovery eap, eap-ig (or auto choosing eap-ig): also run exact pruning at each
+    threshold and record the Jaccard index of the two circuits (nodes, edges) in the circuit's
+    discovery.agreement (docs/method.md §5.5). Costs what exact discovery costs."""
 
 
 LIGHT_PAIR_OPTIONS = AnalyzeOptions(noise_sigmas=(0.0, 0.05, 0.2, 0.5, 1.0), noise_seeds=2, n_boot=500)
