@@ -239,3 +239,16 @@ def test_discovery_options_and_auto_rule():
     assert resolve("auto", 2, 4, True) == "exact"
     assert estimated_exact_forwards(12, 12, True) > 1000 and resolve("auto", 12, 12, True) == "eap-ig"
     assert resolve("eap", 12, 12, True) == "eap"
+
+
+def test_exact_agreement_is_the_jaccard_with_exact_pruning(gpt2_engine):
+    from kdmech.analysis.circuit import discover
+
+    exact = discover(gpt2_engine, 0.2, edges=True)
+    c = CircuitFinder("eap-ig", exact_agreement=True)(gpt2_engine, 0.2, edges=True)
+    agreement = c.discovery["agreement"]
+    a, b = set(c.nodes), set(exact.nodes)
+    assert agreement["jaccard_nodes"] == pytest.approx(len(a & b) / len(a | b))
+    e, f = ({tuple(x.to_json()) for x in circuit.edges} for circuit in (c, exact))
+    assert agreement["jaccard_edges"] == pytest.approx(len(e & f) / len(e | f) if e | f else 1.0)
+    assert agreement["exact_nodes"] == exact.nodes and agreement["exact_edges"] == len(exact.edges)

@@ -1,4 +1,4 @@
-"""Edge pruning under grouped-query attention against a brute-force oracle (docs/method.md §5.3).
+"""Edge pruning under grouped-query attention against a brute-force oracle (docs/method.md §5.2).
 
 The oracle hooks a trained tiny Llama's own modules (4 query heads in 2 KV groups) and runs one
 full forward per edge; it uses no kdmech runner or engine code. A query head's output is its

@@ -19,7 +19,7 @@ or v input of a KV group (shared by the group's query heads: one receiver per gr
 MLP's input or the final residual. The receiving projection's columns of that head or group
 are recomputed from (the layer's input norm of) state residual + sender change, everything
 else of the layer from the state's residual; downstream the forward reruns with the state's
-ablations in place (docs/method.md §5.3).
+ablations in place (docs/method.md §5.2).
 """
 
 from __future__ import annotations
