@@ -188,3 +188,18 @@ def test_verified_llama_circuit_meets_the_pruning_definition(tokenizer, prompts)
     whole, chunked = (node_attribution(x, "eap-ig", 2, edges=True) for x in (e, budget))
     assert torch.allclose(chunked.node_scores, whole.node_scores, atol=1e-5)
     assert torch.allclose(chunked.edge_scores, whole.edge_scores, atol=1e-5)
+
+
+def test_bfloat16_attribution_follows_float32(tokenizer, prompts):
+    """--analysis.attribution_dtype bfloat16: the passes run on a bf16 copy (the engine's model
+    untouched), node and edge scores within bf16 rounding of the fp32 ones."""
+    from kdmech.analysis.attribution.paths import engine_adapter
+
+    model = random_llama(tokenizer, "llama", layers=2)
+    e = engine_of(model, tokenizer, prompts)
+    half = engine_adapter(e, "bfloat16")
+    assert next(half.model.parameters()).dtype == torch.bfloat16
+    assert next(e.bridged.model.parameters()).dtype == torch.float32
+    full, low = (node_attribution(e, "eap-ig", 2, a, edges=True) for a in (engine_adapter(e), half))
+    for a, b in ((low.node_scores, full.node_scores), (low.edge_scores, full.edge_scores)):
+        assert torch.allclose(a, b, atol=0.03 * b.abs().max().item(), rtol=0.05)
