@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from kdmech.analysis.ablation.engine import AblationEngine
-from kdmech.analysis.attribution.paths import node_attribution, engine_adapter
+from kdmech.analysis.attribution.paths import engine_adapter, node_attribution
 from kdmech.errors import KdmechError
 
 WATCH_METHODS = ("eap", "eap-ig")
