@@ -301,8 +301,8 @@ def _replay(logger: JournaledWandbLogger, step: int, row: dict) -> None:
 
 class WandbSink:
     """Logs checkpoint records to a Lightning logger (any: scalars) and, for a W&B logger, the
-    restructuring as W&B data (kdmech.wandb_restructuring: per-node influence and circuit
-    membership scalars, the matching per step, a run-wide incremental nodes table, the events),
+    restructuring as W&B data (kdmech.wandb_restructuring: per-node influence, attribution and
+    circuit membership scalars, the matching per step, a run-wide incremental nodes table, the events),
     an influence heatmap per checkpoint and a versioned circuit artifact per circuit step. Keys
     carry `prefix` when several students share a run."""
 
@@ -330,13 +330,17 @@ class WandbSink:
                    "worst_drop_ratio": r.worst_drop.ratio}
         self.nodes = {who: list(r.influence[who]) for who in ("student", "teacher")}
         self.logger.log_metrics({f"analysis/{self.prefix}{k}": v for k, v in metrics.items()}
-                                | wr.influence_scalars(r, self.prefix), step=r.step)
+                                | wr.influence_scalars(r, self.prefix)
+                                | wr.attribution_scalars(record, self.prefix), step=r.step)
         if not self._wandb:
             return
         self.logger.log_table(f"analysis/{self.prefix}matching", wr.MATCHING_COLUMNS, wr.matching_rows(r), r.step)
         # One table for the whole run, grown at every checkpoint (W&B incremental mode): W&B's
         # charts can then follow any node over steps.
         self.logger.log_table_rows(f"analysis/{self.prefix}nodes", wr.NODES_COLUMNS, wr.node_rows(record), r.step)
+        if attribution := wr.attribution_rows(record):
+            self.logger.log_table_rows(f"analysis/{self.prefix}attribution", wr.ATTRIBUTION_COLUMNS, attribution,
+                                       r.step)
         if influence_png is not None:
             self.logger.log_image(f"analysis/{self.prefix}influence", images=[influence_png], step=r.step)
 

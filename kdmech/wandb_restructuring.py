@@ -9,6 +9,9 @@ Keys (`prefix` is "" for one student per run, "<student>/" when several share on
                                    absent (a gap in the line) where no circuit was computed
   analysis/<prefix>matching        table per checkpoint: MATCHING_COLUMNS
   analysis/<prefix>nodes           incremental table over the run: NODES_COLUMNS
+  attribution/<prefix>student/<node> the student's estimated drop by attribution (%), at every
+                                   checkpoint of a run that records attribution scores
+  analysis/<prefix>attribution     incremental node × step table over such a run: ATTRIBUTION_COLUMNS
   timeline/<prefix>event_table     table at the end: EVENT_COLUMNS (timeline/<prefix>events is the picture)
 """
 
@@ -18,6 +21,7 @@ MATCHING_COLUMNS = ["step", "student_node", "matched_teacher_node", "similarity"
 NODES_COLUMNS = ["step", "student_node", "influence_student", "in_circuit", "matched_teacher_node",
                  "influence_teacher", "similarity"]
 EVENT_COLUMNS = ["kind", "nodes", "first_step", "persists", "detail"]
+ATTRIBUTION_COLUMNS = ["step", "student_node", "method", "score", "estimated_drop", "influence_student"]
 NOT_COMPUTED = "not computed"
 """`in_circuit` of a node at a step where no circuit was computed (else yes or no)."""
 
@@ -65,6 +69,26 @@ def node_rows(record) -> list[list]:
     t_inf, s_inf, circuit = r.influence["teacher"], r.influence["student"], student_circuit(record)
     return [[r.step, m.student, s_inf[m.student], membership(m.student, circuit), m.teacher, t_inf[m.teacher],
              m.similarity] for m in r.matching]
+
+
+def attribution_scalars(record, prefix: str = "") -> dict:
+    """attribution/<prefix>student/<node>: the estimated drop (%) of a record's attribution
+    scores (nothing when the record has none, or they failed)."""
+    a = record.attribution
+    if a is None or a.error:
+        return {}
+    return {f"attribution/{prefix}student/{node}": value for node, value in a.estimated_drop().items()}
+
+
+def attribution_rows(record) -> list[list]:
+    """ATTRIBUTION_COLUMNS rows of one checkpoint: each student node's score, estimated drop
+    and exact influence."""
+    a = record.attribution
+    if a is None or a.error:
+        return []
+    influence, drops = record.pair.influence["student"], a.estimated_drop()
+    return [[record.step, node, a.method, score, drops[node], influence.get(node, float("nan"))]
+            for node, score in a.scores.items()]
 
 
 def shown_kind(event: dict) -> str:

@@ -2,8 +2,9 @@
 
 - a planted linear micro-model (plain torch): every node's EAP score equals the exact effect of
   replacing it, computed by one plain hooked forward per node;
-- EAP node scores of GPT-2 and BERT equal (a_corr − a_clean)·∂metric/∂a from plain autograd with
-  one Hugging Face hook per node (no kdmech code but the prompts and the corrupted means);
+- EAP node scores of GPT-2 (mean, resample and zero ablation) and BERT equal
+  (a_corr − a_clean)·∂metric/∂a from plain autograd with one Hugging Face hook per node (no
+  kdmech code but the prompts), a_corr what the ablation kind patches in;
 - EAP-IG with many steps, its path restricted to one node, approaches the exact effect of
   ablating that node; node scores sum to the exact effect of ablating all (completeness);
 - each sender's edges sum to its node score; scores do not depend on the memory budget;
@@ -35,9 +36,15 @@ def gpt2_engine(tiny_gpt2, tokenizer, prompts):
     return profile(tiny_gpt2, tokenizer, solving(prompts), "mean", keep_corrupted=True).engine
 
 
-def hooked_eap(model, prompts, z_module, mlp_module, n_layers, n_heads, logits_fn):
-    """EAP by plain autograd, one hooked forward per node: (mean over corrupted rows of the
-    node's activation − its clean activation) · ∂(mean LD)/∂activation."""
+TARGETS = {"mean": lambda corrupted: corrupted.mean(0), "resample": lambda corrupted: corrupted,
+           "zero": torch.zeros_like}
+"""What each ablation kind patches in, from the node's activations on the corrupted prompts."""
+
+
+def hooked_eap(model, prompts, z_module, mlp_module, n_layers, n_heads, logits_fn, kind="mean"):
+    """EAP by plain autograd, one hooked forward per node: (the activation the ablation kind
+    patches in — the corrupted mean, the paired corrupted row, zero — minus the node's clean
+    activation) · ∂(mean LD)/∂activation."""
     rows = torch.arange(len(prompts))
 
     def record(ids):
@@ -51,24 +58,24 @@ def hooked_eap(model, prompts, z_module, mlp_module, n_layers, n_heads, logits_f
             h.remove()
         return acts
 
-    corrupted = {k: v.mean(0) for k, v in record(prompts.corrupted).items()}
+    corrupted = {k: TARGETS[kind](v) for k, v in record(prompts.corrupted).items()}
     out = {}
     d_head = corrupted[("z", 0)].shape[-1] // n_heads
-    for (kind, l), mean in corrupted.items():
+    for (where, l), target in corrupted.items():
         seen = {}
 
         def grab(act, seen=seen):
             seen["a"] = act.detach().requires_grad_(True)
             return seen["a"]
-        h = (z_module(l).register_forward_pre_hook(lambda m, a: (grab(a[0]),)) if kind == "z" else
+        h = (z_module(l).register_forward_pre_hook(lambda m, a: (grab(a[0]),)) if where == "z" else
              mlp_module(l).register_forward_hook(lambda m, a, o: grab(o)))
         with torch.enable_grad():
             at = logits_fn(prompts.clean)[rows, prompts.positions]
             ld = (at[rows, prompts.answers] - at[rows, prompts.wrong_answers]).mean()
             (grad,) = torch.autograd.grad(ld, seen["a"])
         h.remove()
-        product = ((mean - seen["a"]) * grad).detach()
-        if kind == "mlp":
+        product = ((target - seen["a"]) * grad).detach()
+        if where == "mlp":
             out[f"L{l}.MLP"] = product.sum().item()
         else:
             for head in range(n_heads):
@@ -76,11 +83,13 @@ def hooked_eap(model, prompts, z_module, mlp_module, n_layers, n_heads, logits_f
     return out
 
 
-def test_eap_nodes_equal_hooked_autograd_gpt2(tiny_gpt2, gpt2_engine):
+@pytest.mark.parametrize("kind", ["mean", "resample", "zero"])
+def test_eap_nodes_equal_hooked_autograd_gpt2(tiny_gpt2, tokenizer, prompts, gpt2_engine, kind):
     m = tiny_gpt2
-    oracle = hooked_eap(m, gpt2_engine.prompts, lambda l: m.transformer.h[l].attn.c_proj,
-                        lambda l: m.transformer.h[l].mlp, 2, 4, lambda ids: m(input_ids=ids).logits)
-    scores = node_attribution(gpt2_engine, "eap").by_node()
+    engine = gpt2_engine if kind == "mean" else profile(m, tokenizer, solving(prompts), kind).engine
+    oracle = hooked_eap(m, engine.prompts, lambda l: m.transformer.h[l].attn.c_proj,
+                        lambda l: m.transformer.h[l].mlp, 2, 4, lambda ids: m(input_ids=ids).logits, kind)
+    scores = node_attribution(engine, "eap").by_node()
     assert scores.keys() == oracle.keys()
     for name in oracle:
         assert scores[name] == pytest.approx(oracle[name], rel=1e-4, abs=1e-5), name
@@ -230,3 +239,16 @@ def test_discovery_options_and_auto_rule():
     assert resolve("auto", 2, 4, True) == "exact"
     assert estimated_exact_forwards(12, 12, True) > 1000 and resolve("auto", 12, 12, True) == "eap-ig"
     assert resolve("eap", 12, 12, True) == "eap"
+
+
+def test_exact_agreement_is_the_jaccard_with_exact_pruning(gpt2_engine):
+    from kdmech.analysis.circuit import discover
+
+    exact = discover(gpt2_engine, 0.2, edges=True)
+    c = CircuitFinder("eap-ig", exact_agreement=True)(gpt2_engine, 0.2, edges=True)
+    agreement = c.discovery["agreement"]
+    a, b = set(c.nodes), set(exact.nodes)
+    assert agreement["jaccard_nodes"] == pytest.approx(len(a & b) / len(a | b))
+    e, f = ({tuple(x.to_json()) for x in circuit.edges} for circuit in (c, exact))
+    assert agreement["jaccard_edges"] == pytest.approx(len(e & f) / len(e | f) if e | f else 1.0)
+    assert agreement["exact_nodes"] == exact.nodes and agreement["exact_edges"] == len(exact.edges)

@@ -23,7 +23,8 @@ def study(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("w") / "study"
     quickstart(out, depths=[0.5], student_training=DistillTraining(steps=20, n_train=2000),
-               analysis=AnalysisSchedule(every_n_steps=10, circuit_every_n_steps=20, per_type=16, min_prompts=16),
+               analysis=AnalysisSchedule(every_n_steps=10, circuit_every_n_steps=20, per_type=16, min_prompts=16,
+                                         attribution_scores=True),
                wandb="offline", progress=False)
     runs = {}
     for folder in sorted((out / "wandb").glob("offline-run-*")):
@@ -86,6 +87,23 @@ def test_per_node_influence_and_circuit_membership_are_scalars(study):
         for who in ("student", "teacher"):
             for node in record["influence"][who]:
                 assert members[f"in_circuit/{who}/{node}"] == int(node in c[who]["nodes"]), (step, who, node)
+
+
+def test_attribution_per_node_as_scalars_and_a_node_by_step_table(study):
+    out, runs = study
+    folder = runs["student"]["folder"]
+    history = offline_history(folder)
+    for step, record in _steps(out).items():
+        a = record["attribution"]
+        assert a["method"] == "eap-ig" and not a["error"]
+        row = _rows_at(history, step)
+        for node, score in a["scores"].items():
+            assert row[f"attribution/student/{node}"] == pytest.approx(-100 * score / a["metric"]), (step, node)
+        table = _table(folder, row["analysis/attribution"])
+        assert table["columns"] == ["step", "student_node", "method", "score", "estimated_drop", "influence_student"]
+        assert [(r[0], r[1], r[3]) for r in table["data"]] == [
+            (step, node, pytest.approx(score)) for node, score in a["scores"].items()]
+    assert (out / "timeline" / STUDENT / "attribution_over_steps.png").exists()
 
 
 def _table(run_folder: Path, value: dict) -> dict:

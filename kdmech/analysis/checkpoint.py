@@ -14,6 +14,7 @@ import torch
 
 from kdmech.analysis import teacher_cache
 from kdmech.analysis.attribution.discovery import CircuitFinder
+from kdmech.analysis.attribution.watch import checkpoint_attribution
 from kdmech.analysis.circuit import REFERENCE_THRESHOLD
 from kdmech.analysis.options import AnalysisOptions
 from kdmech.analysis.pair import compare
@@ -163,8 +164,9 @@ class CheckpointResult(NamedTuple):
 
 def analyze_checkpoint(teacher: TeacherSide, student, tokenizer, prompts: PromptSet, step: int,
                        circuits: bool = False, threshold: float = REFERENCE_THRESHOLD) -> CheckpointResult:
-    """The record of one checkpoint: profile, comparison with the teacher, the preset's A and,
-    with `circuits`, both circuits at `threshold` and the probes."""
+    """The record of one checkpoint: profile, comparison with the teacher, the preset's A,
+    with `circuits` both circuits at `threshold` and the probes, and with the options'
+    `attribution_scores` the student's node attribution scores."""
     options = teacher.options
     preset = get_preset(options.preset)
     prof = profile(student, tokenizer, prompts, options.ablation, keep_corrupted=circuits,
@@ -173,6 +175,9 @@ def analyze_checkpoint(teacher: TeacherSide, student, tokenizer, prompts: Prompt
     student_side = _alignment_side(prof, tokenizer, prompts, options)
     pair = realign(pair, preset, teacher.profile, prof, teacher.alignment, student_side, options.authors_sampling)
     record = CheckpointRecord(replace(pair, teacher_competence=teacher.competence))
+    if getattr(options, "attribution_scores", False):
+        record = replace(record, attribution=checkpoint_attribution(
+            prof.engine, options.discovery, options.ig_steps, options.attribution_dtype))
     if circuits:
         record = replace(record, circuits=circuit_record(teacher, prof, tokenizer, step, threshold))
     return CheckpointResult(record, prof, student_side)

@@ -1,4 +1,4 @@
-"""Edges of a circuit (docs/method.md §5.3): a sender node and the input of a receiver.
+"""Edges of a circuit (docs/method.md §5.2): a sender node and the input of a receiver.
 
 A receiver is one input of a downstream component: the query, key or value input of a head,
 an MLP's input, or the final residual stream the unembedding reads. Under grouped-query

@@ -116,6 +116,10 @@ class AnalysisSchedule(AnalysisOptions):
     """Run checkpoint analyses at all (off: plain distillation, e.g. for timing)."""
     task: str = "numerals"
     """The task the circuits are read on (kdmech.tasks.TASKS)."""
+    attribution_scores: bool = False
+    """Record every checkpoint's node attribution scores of the student (the step record, the
+    timeline's attribution_over_steps, W&B): by `discovery`'s method when it is eap or eap-ig,
+    else eap-ig; `ig_steps` forward-backward passes per checkpoint (docs/method.md §5.5)."""
     background: bool = False
     """Analyse a copy of the student in a background thread while training goes on (the final
     analysis waits): the same numbers, less waiting where training leaves the device idle; the
@@ -149,6 +153,10 @@ class AnalyzeOptions(AnalysisOptions):
     """Node pruning rerun with this many random visiting orders (seeded) at T = 0.20, reporting
     how often each node is kept, the union, the intersection and each circuit's completeness;
     0 = off (docs/method.md §5.1)."""
+    exact_agreement: bool = False
+    """With discovery eap, eap-ig (or auto choosing eap-ig): also run exact pruning at each
+    threshold and record the Jaccard index of the two circuits (nodes, edges) in the circuit's
+    discovery.agreement (docs/method.md §5.5). Costs what exact discovery costs."""
 
     def __post_init__(self):
         super().__post_init__()

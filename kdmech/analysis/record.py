@@ -1,8 +1,10 @@
 """The typed record of one analysed checkpoint, and the only code that reads or writes it.
 
 A `CheckpointRecord` is a `PairAnalysis` (influence, matching, A, worst drop, options) plus,
-at circuit steps, a `CircuitRecord` (teacher and student circuits at T = 0.20 and the probes).
-On disk they are `step_<N>.json` and `circuit_step_<N>.json` in the student's analysis folder
+at circuit steps, a `CircuitRecord` (teacher and student circuits at T = 0.20 and the probes)
+and, when asked for, the student's node attribution scores (`attribution.watch`, the key
+"attribution" of the step file). On disk they are `step_<N>.json` and `circuit_step_<N>.json`
+in the student's analysis folder
 (`RunLayout`); the timeline, the report, the history CSVs and W&B all go through this module.
 """
 
@@ -12,6 +14,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kdmech.analysis.attribution.watch import NodeAttribution
 from kdmech.analysis.circuit import REFERENCE_THRESHOLD, Circuit
 from kdmech.analysis.pair import PairAnalysis
 from kdmech.run_layout import RunLayout
@@ -62,22 +65,28 @@ class CircuitRecord:
 class CheckpointRecord:
     pair: PairAnalysis
     circuits: CircuitRecord | None = None
+    attribution: NodeAttribution | None = None
+    """The student's node attribution scores at this step (`AnalysisSchedule.attribution_scores`)."""
 
     @property
     def step(self) -> int:
         return self.pair.step
 
     def save(self, layout: RunLayout, name: str) -> None:
-        _write_json(layout.step_json(name, self.step), self.pair.to_json())
+        step = self.pair.to_json()
+        if self.attribution is not None:
+            step["attribution"] = self.attribution.to_json()
+        _write_json(layout.step_json(name, self.step), step)
         if self.circuits is not None:
             self.circuits.save(layout, name)
 
     @classmethod
     def load(cls, layout: RunLayout, name: str, step: int) -> "CheckpointRecord":
-        pair = PairAnalysis.from_json(json.loads(layout.step_json(name, step).read_text()))
+        data = json.loads(layout.step_json(name, step).read_text())
         path = layout.circuit_json(name, step)
         circuits = CircuitRecord.from_json(json.loads(path.read_text())) if path.exists() else None
-        return cls(pair, circuits)
+        attribution = NodeAttribution.from_json(data["attribution"]) if "attribution" in data else None
+        return cls(PairAnalysis.from_json(data), circuits, attribution)
 
     @classmethod
     def load_all(cls, layout: RunLayout, name: str) -> list["CheckpointRecord"]:

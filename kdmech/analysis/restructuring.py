@@ -1,7 +1,8 @@
 """Restructuring during distillation: a per-run history and the events found in it.
 
 History: every checkpoint's analysis in one long table (a row per step and student node:
-influence, circuit membership, matched teacher node, similarity, and the step's A parts).
+influence, circuit membership, matched teacher node, similarity, the node's attribution score
+and estimated drop when the run records them, and the step's A parts).
 
 Events, each stamped with the first checkpoint at which it holds and whether it holds at every
 later checkpoint (`persists`). "Teacher circuit nodes" are the teacher's T = 0.20 circuit. A
@@ -172,12 +173,18 @@ def checkpoint_rows(record: CheckpointRecord) -> tuple[Checkpoint, list[dict], d
             "worst_drop_ratio": r.worst_drop.ratio,
             "ld_student": r.logit_diff["student"], "ld_teacher": r.logit_diff["teacher"]}
     rows = []
+    attribution = record.attribution
+    drops = attribution.estimated_drop() if attribution is not None else {}
     for node, value in infl.items():
         teacher, similarity = s2t.get(node, ("", float("nan")))
-        rows.append({"step": r.step, "node": node, "influence": value,
-                     "in_circuit": (node in circuit) if circuit is not None else None,
-                     "matched_teacher_node": teacher, "similarity": similarity,
-                     "teacher_influence": r.influence["teacher"].get(teacher, float("nan"))})
+        row = {"step": r.step, "node": node, "influence": value,
+               "in_circuit": (node in circuit) if circuit is not None else None,
+               "matched_teacher_node": teacher, "similarity": similarity,
+               "teacher_influence": r.influence["teacher"].get(teacher, float("nan"))}
+        if attribution is not None:  # columns only in runs that record attribution scores
+            row |= {"attribution": attribution.scores.get(node, float("nan")),
+                    "attribution_drop": drops.get(node, float("nan"))}
+        rows.append(row)
     return checkpoint, rows, step
 
 
@@ -206,8 +213,13 @@ def _write_csv(path: Path, rows: list[dict], append: bool) -> None:
     import csv
 
     new = not (append and path.exists())
+    if new:
+        fields = list(dict.fromkeys(k for row in rows for k in row))
+    else:  # appended rows keep the file's columns (a run's steps all record the same ones)
+        with open(path, newline="") as fh:
+            fields = next(csv.reader(fh))
     with open(path, "w" if new else "a", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
         if new:
             writer.writeheader()
         writer.writerows(rows)

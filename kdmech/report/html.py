@@ -15,7 +15,7 @@ from kdmech.report.collect import StudentRecord, collect
 from kdmech.report.heatmap import save_influence_png
 from kdmech.report.replicates import (FORMATS, LEVEL, METRICS, differences, group_by_capacity, has_replicates,
                                       to_rows)
-from kdmech.report.timeline import PICTURES, student_timeline
+from kdmech.report.timeline import picture_names, student_timeline
 from kdmech.run_layout import RunLayout
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}
@@ -238,6 +238,8 @@ PICTURE_NOTES = {
     "matching_flow": "each active student node (left) to its best teacher match (right) at every checkpoint",
     "alignment_parts": "A and its head and MLP parts over training",
     "events": "restructuring events from their first step; a bar runs on while the event persists",
+    "attribution_over_steps": "the student's estimated drop per node and step by gradient attribution "
+                              "(−100·score / LD); red boxes: in the circuit",
 }
 
 
@@ -257,7 +259,7 @@ def _restructuring(root: Path, records: list[StudentRecord]) -> str:
             f'{_img(layout.timeline(r.name) / f"{p}.png", f"{p} {r.name}")}</a>'
             f'<figcaption>{html.escape(p.replace("_", " "))}: {html.escape(PICTURE_NOTES[p])} '
             f'(<a href="../timeline/{html.escape(r.name)}/{p}.png">full size</a>)</figcaption></figure>'
-            for p in PICTURES)
+            for p in picture_names(layout, r.name))
         ev = [[e["first_step"], shown_kind(e), "yes" if e["persists"] else "no", e["detail"]] for e in t["events"]]
         parts.append(f'<h3 id="restructuring-{html.escape(r.name)}">{html.escape(r.name)}</h3>' + pictures
                      + (_table(["first step", "event", "persists", "what (teacher → student)"], ev)

@@ -10,6 +10,8 @@ from kdmech.report import timeline_figures as figs
 from kdmech.run_layout import RunLayout
 
 PICTURES = ("influence_over_steps", "matching_flow", "alignment_parts", "events")
+OPTIONAL_PICTURES = ("attribution_over_steps",)
+"""Drawn only for runs that record them (attribution scores: `--analysis.attribution_scores`)."""
 
 
 def student_timeline(layout: RunLayout, name: str, rules: Rules = Rules()) -> dict:
@@ -23,11 +25,18 @@ def student_timeline(layout: RunLayout, name: str, rules: Rules = Rules()) -> di
     figs.matching_flow(h, out_dir / "matching_flow.png", rules.min_influence)
     figs.alignment_parts(h, out_dir / "alignment_parts.png")
     figs.event_timeline(h, events, out_dir / "events.png")
+    if not figs.attribution_over_steps(h, out_dir / "attribution_over_steps.png"):
+        (out_dir / "attribution_over_steps.png").unlink(missing_ok=True)  # from an earlier run
     record = {"student": h.name, "teacher_circuit": h.teacher_circuit, "functions": h.functions,
               "rules": rules.__dict__, "events": [e.to_json() for e in events]}
     (out_dir / "events.json").write_text(json.dumps(record, indent=1))
     return record
 
 
+def picture_names(layout: RunLayout, name: str) -> list[str]:
+    """The timeline's pictures of this student: every one of PICTURES, and the optional ones drawn."""
+    return [*PICTURES, *(p for p in OPTIONAL_PICTURES if (layout.timeline(name) / f"{p}.png").exists())]
+
+
 def picture_paths(layout: RunLayout, name: str) -> list:
-    return [layout.timeline(name) / f"{p}.png" for p in PICTURES]
+    return [layout.timeline(name) / f"{p}.png" for p in picture_names(layout, name)]

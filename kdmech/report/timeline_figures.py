@@ -46,6 +46,35 @@ def influence_over_steps(h: RunHistory, path) -> None:
     _save(fig, path)
 
 
+def attribution_over_steps(h: RunHistory, path) -> bool:
+    """Step × node heatmap of the student's estimated drop by attribution (−100·s / LD_full,
+    `attribution.watch`), circuit members outlined in red; False (nothing drawn) when the run
+    recorded no attribution scores."""
+    rows = [r for r in h.rows if "attribution_drop" in r and r["attribution_drop"] not in ("", None)]
+    if not rows:
+        return False
+    steps = sorted({int(r["step"]) for r in rows})
+    nodes = sorted({r["node"] for r in rows}, key=Node.parse)
+    grid = np.full((len(nodes), len(steps)), np.nan)
+    member = np.zeros_like(grid, dtype=bool)
+    for r in rows:
+        i, j = nodes.index(r["node"]), steps.index(int(r["step"]))
+        grid[i, j] = float(r["attribution_drop"])
+        member[i, j] = r["in_circuit"] in (True, "True")
+    bound = max(float(np.nanmax(np.abs(grid))) if np.isfinite(grid).any() else 1.0, 1e-9)
+    fig, ax = plt.subplots(figsize=(max(5, 0.6 * len(steps) + 2), max(3, 0.28 * len(nodes) + 1)))
+    im = ax.imshow(grid, aspect="auto", cmap="RdBu_r", vmin=-bound, vmax=bound)
+    for i, j in zip(*np.nonzero(member)):
+        ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, ec="red", lw=2))
+    ax.set_xticks(range(len(steps)), [str(s) for s in steps])
+    ax.set_yticks(range(len(nodes)), nodes, fontsize=7)
+    ax.set_xlabel("step")
+    ax.set_title(f"{h.name}: estimated drop by attribution (% of LD; red box: in the circuit)", fontsize=10)
+    fig.colorbar(im, ax=ax, label="−100·score / LD_full")
+    _save(fig, path)
+    return True
+
+
 def matching_flow(h: RunHistory, path, min_influence: float = 5.0) -> None:
     """One column per checkpoint: active student nodes (left) to their teacher matches
     (right); line width = similarity; teacher circuit nodes in red."""

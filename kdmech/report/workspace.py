@@ -4,7 +4,8 @@ only keys kdmech's runs log (kdmech.tracking.WandbSink, kdmech.wandb_restructuri
 kdmech.run_summary), so the test builds it and checks every key against an offline run's.
 
 Sections: alignment over training (A, A_heads, A_mlp; grouped by capacity, so seeds of one
-capacity draw one band), per-node influence (one line per node, teacher and student), circuits
+capacity draw one band), per-node influence (one line per node, teacher and student), per-node
+attribution (runs that record attribution scores), circuits
 (size, completeness, per-node membership), worst single-node drop, capacity (final/A against
 final/parameter_ratio across runs), the restructuring pictures (media panels with a step
 slider), the events and matching tables; the runs table shows the final/* columns."""
@@ -18,7 +19,7 @@ CAPACITY_CONFIG = "kdmech.capacity"
 """The W&B config key holding a student run's capacity name (kdmech.commands.distill)."""
 MEDIA_KEYS = ["timeline/influence_over_steps", "timeline/matching_flow", "timeline/alignment_parts",
               "timeline/events", "analysis/influence"]
-TABLE_KEYS = ["timeline/event_table", "analysis/matching", "analysis/nodes"]
+TABLE_KEYS = ["timeline/event_table", "analysis/matching", "analysis/nodes", "analysis/attribution"]
 FINAL_COLUMNS = ["A", "A_heads", "A_mlp", "parameter_ratio", "parameters", "worst_drop", "worst_drop_ratio",
                  "circuit_nodes", "logit_diff", "top1"]
 assert set(FINAL_COLUMNS) <= set(FINAL_KEYS)
@@ -41,6 +42,9 @@ def _sections(ws, wr) -> list:
         ws.Section(name="Influence per node", is_open=True, panels=[
             _lines(wr, "student influence per node (%)", [], regex=r"^influence/student/.*"),
             _lines(wr, "teacher influence per node (%)", [], regex=r"^influence/teacher/.*")]),
+        ws.Section(name="Attribution per node", is_open=True, panels=[
+            _lines(wr, "student estimated drop by attribution per node (%; runs with attribution_scores)", [],
+                   regex=r"^attribution/student/.*")]),
         ws.Section(name="Circuits", is_open=True, panels=[
             _lines(wr, "circuit size (nodes)", ["circuit/student_nodes", "circuit/teacher_nodes"]),
             _lines(wr, "student circuit completeness (%)", ["circuit/student_completeness"]),

@@ -14,8 +14,8 @@ own modules, hooks added) carries the attribution:
   an MLP's input and the final residual; `head_writes(l, dz)` maps a change of the heads'
   outputs [.., H·d_head] to each head's residual write [.., H, d] (no bias).
 
-A new family (Llama: GQA, RMSNorm) is one file with these methods and one `register_adapter`
-line in `adapters.py`.
+A new family is one file with these methods (`gpt2_adapter`, `bert_adapter`, `llama_adapter`:
+grouped-query attention, RMSNorm) and one `register_adapter` line in `adapters.py`.
 """
 
 from __future__ import annotations

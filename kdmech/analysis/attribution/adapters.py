@@ -10,12 +10,13 @@ import copy
 
 import torch
 
-from kdmech.analysis.attribution import bert_adapter, gpt2_adapter
+from kdmech.analysis.attribution import bert_adapter, gpt2_adapter, llama_adapter
 from kdmech.analysis.attribution.adapter import ADAPTERS, AttributionAdapter, register_adapter
 from kdmech.errors import KdmechError
 
 register_adapter("gpt2", gpt2_adapter.make)
 register_adapter("bert", bert_adapter.make)
+register_adapter("llama", llama_adapter.make)
 
 
 def adapter_for(family: str, model, dtype: torch.dtype = torch.float32) -> AttributionAdapter:

@@ -5,12 +5,15 @@
   (`verified.verified_circuit`);
 - `auto`: `eap-ig` when exact discovery would take more than `AUTO_EXACT_FORWARDS` forwards by
   `estimated_exact_forwards`, else `exact`.
+
+With `exact_agreement`, a circuit found by attribution is compared with exact pruning's at the
+same threshold (which this then also runs): the Jaccard index of their nodes and of their edges.
 """
 
 from __future__ import annotations
 
 from kdmech.analysis.ablation.engine import AblationEngine
-from kdmech.analysis.attribution.agreement import rank_agreement
+from kdmech.analysis.attribution.agreement import jaccard, rank_agreement
 from kdmech.analysis.attribution.paths import engine_adapter, node_attribution
 from kdmech.analysis.attribution.verified import verified_circuit
 from kdmech.analysis.circuit import Circuit, discover, require_positive_metric
@@ -44,13 +47,15 @@ class CircuitFinder:
     """`finder(engine, threshold, edges, progress) → Circuit` by `method`; the attribution
     scores of an engine are computed once and serve every threshold. With the engine's exact
     single-node `influence` (a profile has it), the circuit's `discovery` records their rank
-    agreement."""
+    agreement; with `exact_agreement`, its Jaccard index with exact pruning's circuit."""
 
     def __init__(self, method: str = "exact", ig_steps: int = 5, dtype: str = "float32",
-                 influence: dict | None = None, sender_source: str = "intact"):
+                 influence: dict | None = None, sender_source: str = "intact",
+                 exact_agreement: bool = False):
         self.method, self.ig_steps, self.dtype = method, ig_steps, dtype
         self.sender_source = sender_source
         """Path patching's sender activations (`circuit.path_patching`)."""
+        self.exact_agreement = exact_agreement
         self.influence = influence or {}
         """id(engine) → its exact `Influence`."""
         self._scores: dict = {}
@@ -60,7 +65,7 @@ class CircuitFinder:
         """The finder of an `AnalysisOptions`, with the exact influence of `profiles`' engines."""
         return cls(options.discovery, options.ig_steps, options.attribution_dtype,
                    {id(p.engine): p.influence for p in profiles if p.engine is not None},
-                   options.sender_source)
+                   options.sender_source, getattr(options, "exact_agreement", False))
 
     def scores(self, engine: AblationEngine, method: str):
         """(adapter, node scores) of `engine`, kept for the two latest engines (teacher, student)."""
@@ -83,8 +88,20 @@ class CircuitFinder:
         circuit = verified_circuit(engine, scores, threshold, edges, progress, adapter, self.sender_source)
         circuit.discovery["dtype"] = self.dtype
         circuit.discovery["requested"] = self.method
-        exact: Influence | None = self.influence.get(id(engine))
-        if exact is not None:
-            circuit.discovery["agreement"] = rank_agreement(scores.by_node(), exact)
+        influence: Influence | None = self.influence.get(id(engine))
+        agreement = rank_agreement(scores.by_node(), influence) if influence is not None else {}
+        if self.exact_agreement:
+            agreement |= circuit_agreement(circuit, discover(engine, threshold, edges, None, self.sender_source))
+        if agreement:
+            circuit.discovery["agreement"] = agreement
         circuit.discovery["node_scores"] = scores.by_node()
         return circuit
+
+
+def circuit_agreement(found: Circuit, exact: Circuit) -> dict:
+    """The Jaccard index of two circuits' nodes and (when both pruned edges) edges, and exact
+    pruning's circuit size."""
+    both = found.edges_pruned and exact.edges_pruned
+    return {"jaccard_nodes": jaccard(found.nodes, exact.nodes),
+            "jaccard_edges": jaccard(found.edges, exact.edges) if both else None,
+            "exact_nodes": exact.nodes, "exact_edges": len(exact.edges) if exact.edges_pruned else None}
