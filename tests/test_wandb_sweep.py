@@ -281,5 +281,6 @@ def test_options_inside_lists_are_written_as_plain_values():
     from kdmech.run_config import plain
 
     assert plain({"capacities": [CapacitySpec(depth=0.5), CapacitySpec(depth=0.25, width=0.5)], "out": Path("o")}) == {
-        "capacities": [{"depth": 0.5, "width": 1.0, "heads": 1.0}, {"depth": 0.25, "width": 0.5, "heads": 1.0}],
+        "capacities": [{"depth": 0.5, "width": 1.0, "heads": 1.0, "params": None, "rounds": 1},
+                       {"depth": 0.25, "width": 0.5, "heads": 1.0, "params": None, "rounds": 1}],
         "out": "o"}
