@@ -233,8 +233,9 @@ def distill_students(teacher: str, out: Path, capacities: list[CapacitySpec],
     if finished:  # --resume of a run that ended: nothing redone, no W&B run
         return []
     # one MLP method for every student (docs/method.md §7.2)
-    analysis = replace(analysis, mlp_similarity=resolve_mlp_method(
-        analysis.mlp_similarity, [c.width for c in capacities]))
+    # (a capacity in parameters picks its width later: unknown here, as a sweep's drawn widths)
+    widths = None if any(c.params is not None for c in capacities) else [c.width for c in capacities]
+    analysis = replace(analysis, mlp_similarity=resolve_mlp_method(analysis.mlp_similarity, widths))
     options = {**(options or {}), "analysis": analysis}
     config = resolved(command, options | ({"names": names} if "names" in options else {}))
     teacher_model, tokenizer, kind = load_lm(teacher)

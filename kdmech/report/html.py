@@ -168,6 +168,8 @@ def _birth_rows(records: list[StudentRecord]) -> list[list]:
         imp = r.importance
         ranking = (f"{imp['metric']}: blocks by importance {imp['layer_ranking']} (scores "
                    f"{', '.join(f'{b:.3g}' for b in imp['blocks'])}) on {imp['data']}" if imp else "–")
+        if imp and r.birth_round and r.birth_round[0] > 1:
+            ranking += " — of the previous round's student, in its own layers"
         heads = "; ".join(f"L{i}←T{r.layer_map.get(i, '?')}.H{h}" for i, h in r.heads_kept.items()) or "–"
         rows.append([r.name, r.init or "?", f"{r.birth_round[0]} of {r.birth_round[1]}" if r.birth_round else "–",
                      f"{r.param_ratio:.4f}", str([int(t) for t in r.layer_map.values()]) if r.layer_map else "none",
