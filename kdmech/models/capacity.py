@@ -92,10 +92,11 @@ def provenance(tc, capacity: CapacitySpec, init: str, seed: int, shape: dict, la
             "shape": shape, "layer_map": {str(i): t for i, t in enumerate(layers)}, "heads_kept": {}, "tensors": {}}
 
 
-def heads_kept(layers: list[int], n_head_t: int, n_head_s: int, d_head_t: int, d_head_s: int, importance=None,
-               group_size: int = 1) -> dict[str, list[int]]:
-    """Student layer → the teacher heads it copies: the most important (importance) or the
-    first ones; none where a head cannot be sliced (wider than the teacher's)."""
+def heads_kept(layers: list[int], n_head_t: int, n_head_s: int, d_head_t: int, d_head_s: int,
+               importance=None) -> dict[str, list[int]]:
+    """Student layer → the teacher heads it copies: the most important (importance; whole KV
+    groups under GQA) or the first ones; none where a head cannot be sliced (wider than the
+    teacher's)."""
     if d_head_s > d_head_t:
         return {}
     return {str(i): (importance.kept_heads(t, n_head_s) if importance is not None else list(range(n_head_s)))

@@ -1,9 +1,12 @@
 """Importance of a teacher's blocks and width components on calibration data (Minitron).
 
 Depth: each block in turn is replaced by the identity (its output := its input) and the final
-hidden states of the bypassed model are compared with the intact model's, over the real
-(attention-mask) tokens: normalised MSE, mean‖h' − h‖² / mean‖h‖², or the cosine variant,
+hidden states of the bypassed model (the base model's last hidden state: after the final norm,
+BERT's last encoder output) are compared with the intact model's over the real
+(attention-mask) tokens: normalised MSE, Σ‖h' − h‖² / Σ‖h‖², or the cosine variant,
 mean(1 − cos(h', h)). A block whose removal moves the output most is the most important.
+Every score is accumulated over batches of calibration sequences, so it does not depend on the
+batch size.
 
 Width: mean absolute activation over the real tokens of
 - each attention head (and each dimension of a head): the input of the attention output
