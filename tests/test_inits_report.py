@@ -1,6 +1,7 @@
 """The inits of one capacity compared across seeds (kdmech.report.inits): grouping by init as
 by seed, the call-out rule on A, the worst drop and the circuit size, circuit agreement
-(Jaccard of node sets) against the seeds' own, and the report's Initialisation section."""
+(Jaccard of node sets, nodes named by the teacher component they were copied from) against the
+seeds' own."""
 
 from types import SimpleNamespace
 
@@ -8,7 +9,7 @@ import pytest
 
 from kdmech.analysis.pair import NodeDrop, WorstDrop
 from kdmech.report.collect import StudentRecord
-from kdmech.report.inits import born_with, compare_inits, jaccard
+from kdmech.report.inits import born_with, circuit_origins, circuits_text, compare_inits, jaccard
 from kdmech.report.replicates import group_by_capacity
 
 
@@ -22,15 +23,18 @@ def _record(init, seed, a, worst, nodes, layers, heads=None):
                          heads_kept=heads or {str(i): [0, 1] for i in range(len(layers))})
 
 
+EVERY_K = {"0": [0, 1], "1": [0, 1]}
+IMPORTANCE = {"0": [2, 3], "1": [0, 2]}
 RECORDS = [
-    # every_k: A ≈ 0.50, circuits agree with each other
-    _record("every_k", 0, 0.50, 40.0, ["L0.H0", "L1.MLP"], [0, 3]),
-    _record("every_k", 1, 0.52, 42.0, ["L0.H0", "L1.MLP"], [0, 3]),
-    _record("every_k", 2, 0.51, 90.0, ["L0.H0", "L1.MLP", "L1.H1"], [0, 3]),
-    # importance: A ≈ 0.80 (beyond the spread), worst drop within it, a different circuit
-    _record("importance", 0, 0.80, 60.0, ["L0.MLP", "L1.H2"], [0, 1], {"0": [2, 3], "1": [0, 2]}),
-    _record("importance", 1, 0.81, 45.0, ["L0.MLP", "L1.H2"], [0, 1], {"0": [2, 3], "1": [0, 2]}),
-    _record("importance", 2, 0.82, 70.0, ["L0.MLP", "L1.H2", "L0.H0"], [0, 1], {"0": [2, 3], "1": [0, 2]}),
+    # every_k (teacher layers 0, 3; heads 0, 1): A ≈ 0.50; circuits T0.H0, T3.MLP (+ T3.H1)
+    _record("every_k", 0, 0.50, 40.0, ["L0.H0", "L1.MLP"], [0, 3], EVERY_K),
+    _record("every_k", 1, 0.52, 42.0, ["L0.H0", "L1.MLP"], [0, 3], EVERY_K),
+    _record("every_k", 2, 0.51, 90.0, ["L0.H0", "L1.MLP", "L1.H1"], [0, 3], EVERY_K),
+    # importance (layers 0, 1; heads 2, 3 and 0, 2): A ≈ 0.80 (beyond the spread), worst drop within
+    # it; the same student names L0.H0 and L1.MLP, born from other teacher components
+    _record("importance", 0, 0.80, 60.0, ["L0.H0", "L1.MLP"], [0, 1], IMPORTANCE),
+    _record("importance", 1, 0.81, 45.0, ["L0.H0", "L1.MLP"], [0, 1], IMPORTANCE),
+    _record("importance", 2, 0.82, 70.0, ["L0.H0", "L1.MLP", "L0.MLP"], [0, 1], IMPORTANCE),
 ]
 
 
@@ -49,12 +53,14 @@ def test_inits_are_grouped_like_seeds_and_compared_beyond_the_seed_spread():
     # circuit size 2.33 ± 1.43 on both → not
     assert [(d.metric, d.low.init, d.high.init) for d in c.differences] == [("A", "every_k", "importance")]
     (circ,) = c.circuits
-    # within every_k: J(s0,s1)=1, J(s0,s2)=J(s1,s2)=2/3 → 7/9; within importance the same;
-    # between, nine pairs: only importance s2 shares a node (L0.H0) — with every_k s0 and s1
-    # (1 of 4 nodes each) and s2 (1 of 5); the other six pairs share none
+    assert circuit_origins(RECORDS[2]) == ["T0.H0", "T3.H1", "T3.MLP"]
+    assert circuit_origins(RECORDS[5]) == ["T0.H2", "T0.MLP", "T1.MLP"]
+    # within each init: J(s0,s1)=1, J(s0,s2)=J(s1,s2)=2/3 → 7/9; between: the two inits share no
+    # teacher component although their student node names coincide
     assert circ.within_a == pytest.approx(7 / 9) and circ.within_b == pytest.approx(7 / 9)
-    assert circ.between == pytest.approx((2 * 0.25 + 0.2) / 9)
+    assert circ.between == 0.0
     assert circ.beyond_spread and "changes the circuit beyond the seed spread" in circ.text()
+    assert circuits_text(groups[0]) == "{T0.H0, T3.MLP} ×2 | {T0.H0, T3.H1, T3.MLP}"
     assert c.to_json()["differences"] == [{"metric": "A", "lower": "every_k", "higher": "importance"}]
 
 
@@ -66,5 +72,6 @@ def test_one_init_per_capacity_compares_nothing_and_labels_stay():
 def test_born_with_names_the_teacher_layers_and_heads():
     groups = group_by_capacity(RECORDS)
     assert born_with(groups[1]) == ("[0, 1]", "L0←T0.H[2, 3]; L1←T1.H[0, 2]")
-    rnd = _record("random", 0, 0.1, 1.0, [], [])
+    rnd = _record("random", 0, 0.1, 1.0, ["L0.H1"], [], {})
     assert born_with(group_by_capacity([rnd])[0]) == ("none (random)", "none (random)")
+    assert circuit_origins(rnd) == ["L0.H1"]  # nothing copied: the student's own name

@@ -13,7 +13,7 @@ from kdmech.report import capacity_figures as figs
 from kdmech.report import plots
 from kdmech.report.collect import StudentRecord, collect
 from kdmech.report.heatmap import save_influence_png
-from kdmech.report.inits import born_with, compare_inits
+from kdmech.report.inits import born_with, circuits_text, compare_inits
 from kdmech.report.replicates import (FORMATS, LEVEL, METRICS, differences, group_by_capacity, has_replicates,
                                       to_rows)
 from kdmech.report.timeline import PICTURES, student_timeline
@@ -190,14 +190,14 @@ def _init_section(records: list[StudentRecord]) -> str:
     parts = [births]
     for c in comparisons:
         rows = [[g.init, g.n, ", ".join("?" if s is None else str(s) for s in g.seeds), *born_with(g)]
-                + [g.stats[m].text(FORMATS[m]) for m in METRICS] for g in c.groups]
+                + [g.stats[m].text(FORMATS[m]) for m in METRICS] + [circuits_text(g)] for g in c.groups]
         named = [f"{METRICS[d.metric]}: {d.low.init} {d.low.stats[d.metric].text(FORMATS[d.metric])} &lt; "
                  f"{d.high.init} {d.high.stats[d.metric].text(FORMATS[d.metric])}" for d in c.differences]
         named += [html.escape(ch.text()) for ch in c.circuits if ch.beyond_spread]
         within = [html.escape(ch.text()) for ch in c.circuits if not ch.beyond_spread]
         parts.append(f'<h3 id="inits-{html.escape(c.label)}">{html.escape(c.label)}: inits compared</h3>'
                      + _table(["init", "n", "seeds", "teacher layers kept", "teacher heads kept"]
-                              + list(METRICS.values()), rows)
+                              + list(METRICS.values()) + ["circuits (teacher origin)"], rows)
                      + "<p>Where the init changes A, the worst drop or the circuit beyond the seed spread:</p>"
                      + ("<ul>" + "".join(f"<li>{x}</li>" for x in named) + "</ul>" if named else
                         "<p>nowhere: every difference between inits lies within the seed spread.</p>")
@@ -205,7 +205,9 @@ def _init_section(records: list[StudentRecord]) -> str:
     return "".join(parts) + (
         f'<p class="note">Mean [two-sided {LEVEL:.0%} Student t interval across seeds]; a difference between inits '
         f'is named only where both have ≥ 2 seeds and their intervals do not overlap. Circuit agreement: Jaccard '
-        f'index of the circuits\' node sets (T = 0.20, student layers); an init changes the circuit beyond the seed '
+        f'index of the circuits\' node sets (T = 0.20), each node named by the teacher component it was '
+        f'copied from (T&lt;layer&gt;.H&lt;head&gt;, T&lt;layer&gt;.MLP; its student name where nothing was '
+        f'copied); an init changes the circuit beyond the seed '
         f'spread where its circuits agree less with the other init\'s than each init\'s seeds agree among '
         f'themselves. Heads: L&lt;student layer&gt;←T&lt;teacher layer&gt;.H[teacher heads].</p>')
 

@@ -6,11 +6,15 @@ two or more inits (every_k, first_k, importance, random), its inits are compared
 
 What is compared, each by the replicates' call-out rule (both inits have ≥ 2 seeds and their
 95% Student t intervals do not overlap): A, the student's worst single-node drop and its
-circuit size at T = 0.20. And the circuit itself: the agreement of two circuits is the Jaccard
-index of their node sets, |a ∩ b| / |a ∪ b| (1 for two empty circuits), nodes named in the
-student's own layers; an init changes the circuit beyond the seed spread where the mean
-agreement between its seeds' circuits and the other init's is below the mean agreement among
-each init's own seeds (both with ≥ 2 seeds). This is a descriptive rule, not a test.
+circuit size at T = 0.20. And the circuit itself: each circuit node is named by the teacher
+component it was born from (student L1.H0 copied from teacher layer 3's head 2 is T3.H2, its
+MLP T3.MLP; a node with nothing copied, as under init random, keeps its student name), so two
+inits whose students keep different teacher heads have different circuits even where the
+student names agree. The agreement of two circuits is the Jaccard index of those node sets,
+|a ∩ b| / |a ∪ b| (1 for two empty circuits); an init changes the circuit beyond the seed
+spread where the mean agreement between its seeds' circuits and the other init's is below the
+mean agreement among each init's own seeds (both with ≥ 2 seeds). This is a descriptive rule,
+not a test.
 
 Per init the teacher layers and heads its students were born with (provenance.json) are shown:
 the same for every seed of an init unless a seed-dependent init (random) copied none.
@@ -23,6 +27,8 @@ from itertools import combinations, product
 
 import numpy as np
 
+from kdmech.analysis.nodes import Node
+from kdmech.report.collect import StudentRecord
 from kdmech.report.replicates import CapacityGroup, Difference, circuit_node_names, differences
 
 INIT_METRICS = ("A", "worst_drop", "circuit_nodes")
@@ -34,8 +40,27 @@ def jaccard(a: list[str], b: list[str]) -> float:
     return 1.0 if not (sa | sb) else len(sa & sb) / len(sa | sb)
 
 
+def origin(record: StudentRecord, name: str) -> str:
+    """The teacher component a student node was copied from (T<layer>.H<head> or T<layer>.MLP),
+    or the node's own name when nothing was copied."""
+    node, layer = Node.parse(name), str(Node.parse(name).layer)
+    if layer not in record.layer_map:
+        return name
+    teacher_layer = record.layer_map[layer]
+    if not node.is_head:
+        return f"T{teacher_layer}.MLP"
+    heads = record.heads_kept.get(layer)
+    return f"T{teacher_layer}.H{heads[node.head]}" if heads and node.head < len(heads) else name
+
+
+def circuit_origins(record: StudentRecord) -> list[str] | None:
+    """The record's circuit (T = 0.20) in teacher-origin names, sorted; None without a circuit."""
+    nodes = circuit_node_names(record)
+    return None if nodes is None else sorted(origin(record, n) for n in nodes)
+
+
 def _circuits(group: CapacityGroup) -> list[list[str]]:
-    return [c for c in (circuit_node_names(r) for r in group.records) if c is not None]
+    return [c for c in (circuit_origins(r) for r in group.records) if c is not None]
 
 
 def _within(group: CapacityGroup) -> float | None:
@@ -109,6 +134,14 @@ def compare_inits(groups: list[CapacityGroup]) -> list[InitComparison]:
         label = gs[0].label.rsplit(" (", 1)[0]
         out.append(InitComparison(label, tuple(gs), tuple(differences(gs, INIT_METRICS)), tuple(changes)))
     return out
+
+
+def circuits_text(group: CapacityGroup) -> str:
+    """The group's circuits in teacher-origin names, each distinct one once, with its seed count."""
+    seen: dict[tuple, int] = {}
+    for c in _circuits(group):
+        seen[tuple(c)] = seen.get(tuple(c), 0) + 1
+    return " | ".join(f"{{{', '.join(c)}}}" + (f" ×{k}" if k > 1 else "") for c, k in seen.items()) or "–"
 
 
 def born_with(group: CapacityGroup) -> tuple[str, str]:
