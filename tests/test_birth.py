@@ -136,3 +136,23 @@ def test_refusals_in_one_line(tmp_path, capsys):
     assert "capacity rounds 2 is for `kdmech distill`" in capsys.readouterr().err
     assert main(["distill", "--teacher", "x", "--out", str(tmp_path / "o"), "--capacity.params", "1.5"]) == 2
     assert "capacity params 1.5 is outside (0, 1]" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_llama_importance_student_analysed_and_in_the_report(trained_llama_teacher, tmp_path):
+    """On a trained tiny Llama (4 query heads in 2 KV groups): the importance student with its
+    checkpoint analyses, its birth in the W&B config and in the report's Initialisation section."""
+    from kdmech.report.html import write_report
+
+    out = tmp_path / "run"
+    assert main(["distill", "--teacher", str(trained_llama_teacher), "--out", str(out), "--init", "importance",
+                 "--name", "l", "--capacity.depth", "0.5", "--capacity.heads", "0.5", "--wandb", "offline",
+                 *QUICK, *ANALYSIS]) == 0
+    prov = _prov(out, "l")
+    assert all(h in ([0, 1], [2, 3]) for h in prov["heads_kept"].values())
+    assert (out / "analysis" / "l" / "step_2.json").exists()
+    assert _wandb_birth(out)["l"]["importance"]["layer_ranking"] == prov["importance"]["layer_ranking"]
+    page = write_report(out).read_text()
+    section = page[page.index('id="initialisation"'):page.index('id="alignment-over-training"')]
+    heads = "; ".join(f"L{i}←T{prov['layer_map'][i]}.H{h}" for i, h in prov["heads_kept"].items())
+    assert str(prov["importance"]["layer_ranking"]) in section and heads in section
