@@ -99,17 +99,26 @@ NOT_IN_NAME = ("teacher", "out", "name", "wandb", "progress", "resume", "group",
 
 def point_name(point: dict) -> str:
     """A sweep point's folder and run name, the same offline and under a W&B agent: the
-    capacity, the seed, and a short hash of every other value the point sets (swept or fixed),
-    e.g. `d0.5-w1-h0.5-s1-3fa9c2`. Points that differ in any value get different names; seeds
-    of one configuration share everything but their `-s<N>` (kdmech.report.replicates)."""
+    capacity (`p<params>` for a capacity in parameters), the init when the point sets one, the
+    seed, and a short hash of every other value the point sets (swept or fixed), e.g.
+    `d0.5-w1-h0.5-s1-3fa9c2` or `d0.5-w1-h1-importance-s0`. Points that differ in any value get
+    different names; seeds of one configuration share everything but their `-s<N>`, inits of one
+    configuration everything but their init (kdmech.report.replicates)."""
     depth, width = point.get("capacity.depth", 0.5), point.get("capacity.width", 1.0)
     heads = point.get("capacity.heads", 1.0)
-    name = f"d{depth:g}-w{width:g}-h{heads:g}-s{point.get('training.seed', 0)}"
-    rest = {k: v for k, v in point.items() if k not in NOT_IN_NAME
-            and k not in ("capacity.depth", "capacity.width", "capacity.heads", "training.seed")}
+    name = (f"p{point['capacity.params']:g}" if point.get("capacity.params") is not None
+            else f"d{depth:g}-w{width:g}-h{heads:g}")
+    if "init" in point:
+        name += f"-{point['init']}"
+    name += f"-s{point.get('training.seed', 0)}"
+    rest = {k: v for k, v in point.items() if k not in NOT_IN_NAME and k not in NAMED}
     if rest:
         name += "-" + hashlib.sha1(json.dumps(rest, sort_keys=True).encode()).hexdigest()[:6]
     return name
+
+
+NAMED = ("capacity.depth", "capacity.width", "capacity.heads", "capacity.params", "init", "training.seed")
+"""Options a point's name spells out (the rest are hashed)."""
 
 
 def agent_point() -> dict | None:

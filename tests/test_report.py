@@ -12,7 +12,7 @@ from kdmech.commands.analyze import AnalyzeOptions, analyze
 from kdmech.report.html import write_report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-SECTIONS = ["Summary", "Alignment over training", "Capacity ratio", "Influence: teacher beside each student",
+SECTIONS = ["Summary", "Initialisation", "Alignment over training", "Capacity ratio", "Influence: teacher beside each student",
             "Circuits side by side", "Matching", "Noise validation", "Distribution shift", "Restructuring"]
 
 

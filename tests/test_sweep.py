@@ -48,6 +48,11 @@ def test_point_names_and_nesting():
     seed1 = point_name({"capacity.depth": 0.5, "loss.temperature": 2.0, "training.seed": 1, "teacher": "x", "out": "o"})
     assert seed1 == a.replace("-s0-", "-s1-")
     assert point_name({"capacity.depth": 0.25, "capacity.width": 0.5, "training.seed": 2}) == "d0.25-w0.5-h1-s2"
+    # the init is spelled out (inits of one configuration differ only there), a capacity in
+    # parameters is p<fraction>
+    imp = point_name({"capacity.depth": 0.5, "loss.temperature": 2.0, "init": "importance"})
+    assert imp == a.replace("-s0-", "-importance-s0-")
+    assert point_name({"capacity.params": 0.5, "init": "every_k", "training.seed": 1}) == "p0.5-every_k-s1"
     assert nested({"capacity.depth": 0.5, "training.seed": 1}) == {"capacity": {"depth": 0.5}, "training": {"seed": 1}}
 
 

@@ -83,7 +83,7 @@ def test_run_folder_and_offline_run_hold_the_full_config_and_final_summary(agent
     cfg = yaml.safe_load(text)
     assert cfg["teacher"] == points[1]["teacher"] and cfg["name"] == name
     assert cfg["training"]["seed"] == 1 and cfg["training"]["steps"] == 8
-    assert cfg["capacity"] == {"depth": 0.5, "width": 1.0, "heads": 1.0}
+    assert cfg["capacity"] == {"depth": 0.5, "width": 1.0, "heads": 1.0, "params": None, "rounds": 1}
     assert {"loss", "analysis", "data", "trainer", "strategy", "devices", "init", "project"} <= set(cfg)
     # the file is a config `kdmech distill` reads back as it is
     with pytest.raises(SystemExit):
@@ -281,5 +281,6 @@ def test_options_inside_lists_are_written_as_plain_values():
     from kdmech.run_config import plain
 
     assert plain({"capacities": [CapacitySpec(depth=0.5), CapacitySpec(depth=0.25, width=0.5)], "out": Path("o")}) == {
-        "capacities": [{"depth": 0.5, "width": 1.0, "heads": 1.0}, {"depth": 0.25, "width": 0.5, "heads": 1.0}],
+        "capacities": [{"depth": 0.5, "width": 1.0, "heads": 1.0, "params": None, "rounds": 1},
+                       {"depth": 0.25, "width": 0.5, "heads": 1.0, "params": None, "rounds": 1}],
         "out": "o"}

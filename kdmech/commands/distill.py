@@ -30,8 +30,8 @@ import lightning as L
 from kdmech.analysis.checkpoint import shared_teacher_side
 from kdmech.analysis.matching import resolve_mlp_method
 from kdmech.analysis.options import AnalysisSchedule
-from kdmech.analysis.presets import get_preset
 from kdmech.callbacks import CircuitAnalysisCallback
+from kdmech.commands.birth import ImportanceOptions, Parent, birth_config, born, resolve_capacity, task_prompts
 from kdmech.distill.trainer import Devices, ResumableCheckpoint, TrainerOptions, quiet_lightning, resume_point
 from kdmech.run_layout import atomic_dir
 from kdmech.teacher import resolve_teacher
@@ -39,10 +39,10 @@ from kdmech.distill.trainer import trainer as make_trainer
 from kdmech.distill.text import DataOptions, TextDataModule, check_data
 from kdmech.distill import CorpusDataModule, DistillationModule, LossWeights, make_masker
 from kdmech.errors import KdmechError
-from kdmech.models import CapacitySpec, build_student, family_of, load_lm
+from kdmech.models import CapacitySpec, family_of, load_lm
 from kdmech.models.capacity import InitStrategy
+from kdmech.models.rounds import round_shapes
 from kdmech.run_layout import RunLayout
-from kdmech.tasks import check_same_tokenization, get_task
 from kdmech.tasks.filtering import accuracy_and_ld, competent_prompts
 from kdmech.run_config import resolved, write_config_yaml
 from kdmech.sweep import agent_point_name
@@ -87,10 +87,7 @@ class StudentResult:
 def analysis_prompts(teacher, tokenizer, schedule: AnalysisSchedule):
     """The analysis prompts (cloze form, read at [MASK], for masked LMs), filtered by the teacher,
     and the teacher's competence on them (the gate refuses a weak teacher here)."""
-    family = family_of(teacher)
-    texts = get_task(schedule.task, cloze=family.cloze, tokenizer=tokenizer,
-                     **get_preset(schedule.preset).task_options(schedule.task, schedule.per_type)).prompts()
-    prompts = check_same_tokenization(tokenizer, tokenizer, texts, family.kind)
+    prompts = task_prompts(teacher, tokenizer, schedule)
     return competent_prompts(teacher, prompts, schedule.min_teacher_top1, schedule.min_prompts,
                              schedule.allow_weak_teacher, schedule.filter_prompts,
                              max_batch_tokens=schedule.max_batch_tokens)
@@ -98,7 +95,8 @@ def analysis_prompts(teacher, tokenizer, schedule: AnalysisSchedule):
 
 def distill(teacher: str, out: Path, capacity: CapacitySpec = CapacitySpec(),
             name: str | None = None, init: InitStrategy = "every_k",
-            loss: LossWeights = LossWeights(), training: DistillTraining = DistillTraining(),
+            importance: ImportanceOptions = ImportanceOptions(), loss: LossWeights = LossWeights(),
+            training: DistillTraining = DistillTraining(),
             analysis: AnalysisSchedule = AnalysisSchedule(), data: DataOptions = DataOptions(),
             trainer: TrainerOptions = TrainerOptions(), strategy: str = "auto",
             devices: Devices = 1, resume: bool = False, wandb: WandbMode = "auto",
@@ -114,10 +112,15 @@ def distill(teacher: str, out: Path, capacity: CapacitySpec = CapacitySpec(),
             once into out/teacher); BERT teachers get BERT students, masked-LM distillation and
             the cloze form of the task.
         out: Run folder; the student goes to out/students/<name>.
-        capacity: Student size relative to the teacher (ratios in (0, 1]).
-        name: Student name (default: the capacity's name, e.g. d0.5-w1-h1; in a run a W&B
-            sweep agent started, the sweep point's name: every swept value, see kdmech.sweep).
-        init: Initialisation from the teacher: every_k, first_k or random.
+        capacity: Student size relative to the teacher (ratios in (0, 1]; or `params`, a
+            fraction of its parameters; `rounds` to prune and distil in rounds).
+        name: Student name (default: the capacity's name, e.g. d0.5-w1-h1 or p0.5; in a run a
+            W&B sweep agent started, the sweep point's name: every swept value, see
+            kdmech.sweep). With capacity.rounds N > 1 the earlier rounds' students are
+            <name>-round1 .. <name>-round(N-1).
+        init: Initialisation from the teacher: every_k, first_k, random, or importance (the
+            most important blocks, heads, neurons and channels on calibration data; Minitron).
+        importance: How init importance scores the teacher and on what.
         loss: Distillation loss weights and temperature.
         training: Optimisation settings.
         analysis: Checkpoint analysis settings.
@@ -144,12 +147,39 @@ def distill(teacher: str, out: Path, capacity: CapacitySpec = CapacitySpec(),
     teacher = resolve_teacher(teacher, out, wandb, progress)
     options = dict(locals())  # this command's options, as `kdmech distill --config` reads them
     del options["given"]
-    results = distill_students(teacher, out, [capacity], [name], init=init, loss=loss,
+    if capacity.rounds > 1:
+        return _in_rounds(options, given)
+    results = distill_students(teacher, out, [capacity], [name], init=init, importance=importance, loss=loss,
                                training=training, analysis=analysis, data=data, trainer=trainer, strategy=strategy,
                                devices=devices, resume=resume, wandb=wandb, progress=progress, group=group,
                                accelerator=accelerator, num_nodes=num_nodes, project=project, entity=entity,
                                tags=tags, options=options, command="distill", teacher_ref=given)
     return results[0] if results else None  # None on the other ranks of a distributed run, or when finished
+
+
+def _in_rounds(options: dict, given: str) -> StudentResult | None:
+    """--capacity.rounds N: round k prunes round k−1's student (the teacher in round 1) to
+    round k's shape (kdmech.models.rounds) and distils it against the teacher for
+    `training.steps` steps; rounds before the last are students <name>-round<k>, each with its
+    checkpoints, analyses and W&B run. A round that finished is skipped by --resume."""
+    o = dict(options)
+    teacher, out, capacity, name, init = (o.pop(k) for k in ("teacher", "out", "capacity", "name", "init"))
+    if init == "random":
+        raise KdmechError(f"capacity.rounds {capacity.rounds} prunes a model each round, and init random copies "
+                          f"nothing; accepted with rounds: every_k, first_k, importance")
+    teacher_model = load_lm(teacher)[0]
+    target, family = resolve_capacity(teacher_model, capacity), family_of(teacher_model)
+    shapes = round_shapes(family.dims(teacher_model.config), family.shape(teacher_model.config, target),
+                          capacity.rounds)
+    layout, result, n = RunLayout(out), None, len(shapes)
+    for k, shape in enumerate(shapes, 1):
+        student = name if k == n else f"{name}-round{k}"
+        print(f"== pruning round {k} of {n}: {student}, shape {shape}")
+        parent = Parent(layout.student(f"{name}-round{k - 1}") if k > 1 else None, shape, k, n)
+        results = distill_students(teacher, out, [target], [student], init=init, parent=parent, command="distill",
+                                   options=options, teacher_ref=given, **o)
+        result = results[0] if results else result
+    return result
 
 
 def _distillation_module(teacher_model, tokenizer, built: dict, loss: LossWeights,
@@ -165,15 +195,16 @@ def _distillation_module(teacher_model, tokenizer, built: dict, loss: LossWeight
 
 def distill_students(teacher: str, out: Path, capacities: list[CapacitySpec],
                      names: list[str] | None = None, run: str | None = None,
-                     init: InitStrategy = "every_k", loss: LossWeights = LossWeights(),
-                     training: DistillTraining = DistillTraining(),
+                     init: InitStrategy = "every_k", importance: ImportanceOptions = ImportanceOptions(),
+                     loss: LossWeights = LossWeights(), training: DistillTraining = DistillTraining(),
                      analysis: AnalysisSchedule = AnalysisSchedule(), data: DataOptions = DataOptions(),
                      trainer: TrainerOptions = TrainerOptions(), strategy: str = "auto",
                      devices: Devices = 1, resume: bool = False, wandb: WandbMode = "auto",
                      progress: bool = True, group: str | None = None, accelerator: str = "auto",
                      num_nodes: int = 1, project: str = "kdmech", entity: str | None = None,
                      tags: list[str] | None = None, options: dict | None = None,
-                     command: str = "distill-shared", teacher_ref: str | None = None) -> list[StudentResult]:
+                     command: str = "distill-shared", teacher_ref: str | None = None,
+                     parent: Parent | None = None) -> list[StudentResult]:
     """Distil one student per capacity against one teacher forward pass per batch, analyse
     each at checkpoints; the results in the order of `capacities` ([] on ranks other than 0).
 
@@ -185,7 +216,10 @@ def distill_students(teacher: str, out: Path, capacities: list[CapacitySpec],
     W&B config and checkpoints/<run>/config.yaml: `options`, the calling command's own
     arguments, with the resolved MLP similarity and student names (`kdmech <command> --config`
     repeats the run);
-    each student's final numbers to `run.summary` (`final/...`, kdmech.run_summary).
+    each student's final numbers to `run.summary` (`final/...`, kdmech.run_summary); its
+    birth (init, shape, exact parameter ratio, teacher layers and heads kept, the importance
+    ranking) to the W&B config under `kdmech.birth` (kdmech.commands.birth). `parent`: a
+    pruning round's starting model (`distill --capacity.rounds`).
     `--resume` of a run that has finished (its checkpoint at `training.steps`, its students
     saved) says so and returns [] without loading, training or logging anything.
     Other arguments: as in `distill`.
@@ -199,19 +233,21 @@ def distill_students(teacher: str, out: Path, capacities: list[CapacitySpec],
     if finished:  # --resume of a run that ended: nothing redone, no W&B run
         return []
     # one MLP method for every student (docs/method.md §7.2)
-    analysis = replace(analysis, mlp_similarity=resolve_mlp_method(
-        analysis.mlp_similarity, [c.width for c in capacities]))
+    # (a capacity in parameters picks its width later: unknown here, as a sweep's drawn widths)
+    widths = None if any(c.params is not None for c in capacities) else [c.width for c in capacities]
+    analysis = replace(analysis, mlp_similarity=resolve_mlp_method(analysis.mlp_similarity, widths))
     options = {**(options or {}), "analysis": analysis}
     config = resolved(command, options | ({"names": names} if "names" in options else {}))
     teacher_model, tokenizer, kind = load_lm(teacher)
     L.seed_everything(training.seed, verbose=False)
-    built = {n: build_student(teacher_model, c, init, seed=training.seed) for n, c in zip(names, capacities)}
+    built = born(teacher_model, tokenizer, capacities, names, init, training.seed, importance, analysis, data, parent)
     prompts, competence = (analysis_prompts(teacher_model, tokenizer, analysis)
                            if analysis.enabled else (None, None))
     module = _distillation_module(teacher_model, tokenizer, built, loss, training)
     analyses = analysis_callbacks(teacher_model, tokenizer, prompts, competence, analysis, layout, names)
     logger = _logger(layout, run, names, capacities, resume, config,
-                     dict(group=group, mode=wandb, project=project, entity=entity, tags=tags), init)
+                     dict(group=group, mode=wandb, project=project, entity=entity, tags=tags), init,
+                     birth_config(built))
     # Checkpoints are written at the end of a validation (by default at every analysis step),
     # once the step has logged everything: a resumed run logs nothing twice. The trainer's
     # validation loop runs at the gcd of the two cadences; each does its work at its own.
@@ -285,7 +321,7 @@ def _start_run(layout: RunLayout, names: list[str], prompts, logger, run: str, p
 
 
 def _logger(layout: RunLayout, run: str, names: list[str], capacities: list[CapacitySpec], resume: bool,
-            config: dict, wandb: dict, init: str):
+            config: dict, wandb: dict, init: str, birth: dict):
     """The run's W&B logger: named after its student (or `shared-` and every student's name),
     in the group of the run folder (a quickstart's, a sweep's or a distill-shared's: every run
     of one study in one group; `group` overrides it), job type `student`, tagged with each
@@ -294,7 +330,8 @@ def _logger(layout: RunLayout, run: str, names: list[str], capacities: list[Capa
     run_id_file = layout.wandb_run_id(run)
     tags = list(dict.fromkeys([*(wandb.pop("tags") or []), *(f"capacity:{c.name}" for c in capacities),
                                f"init:{init}"]))
-    config = config | {"kdmech": {**config.get("kdmech", {}), "capacity": "+".join(c.name for c in capacities)}}
+    config = config | {"kdmech": {**config.get("kdmech", {}), "capacity": "+".join(c.name for c in capacities),
+                                  "birth": birth}}
     return make_logger(
         layout.wandb, name=run if names == [run] else f"{run}-" + "+".join(names),
         group=wandb.pop("group") or study_group(layout.root), job_type="student",
@@ -334,6 +371,7 @@ def save_student(name, student, provenance, tokenizer, teacher_model, prompts, r
     summarise the student (its forwards on the prompts within `max_batch_tokens`)."""
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     provenance = {**provenance, "parameters": count(student), "teacher_parameters": count(teacher_model)}
+    provenance["parameter_ratio"] = provenance["parameters"] / provenance["teacher_parameters"]
     with atomic_dir(folder) as tmp:
         student.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)

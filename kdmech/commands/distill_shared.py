@@ -15,7 +15,9 @@ from kdmech.distill.trainer import Devices, TrainerOptions
 from kdmech.teacher import resolve_teacher
 from kdmech.commands.distill import DistillTraining, StudentResult, distill_students
 from kdmech.distill.text import DataOptions
+from kdmech.commands.birth import ImportanceOptions
 from kdmech.distill import LossWeights
+from kdmech.errors import KdmechError
 from kdmech.models import CapacitySpec
 from kdmech.models.capacity import InitStrategy
 from kdmech.tracking import WandbMode
@@ -23,6 +25,7 @@ from kdmech.tracking import WandbMode
 
 def distill_shared(teacher: str, out: Path, capacities: list[CapacitySpec],
                    names: list[str] | None = None, init: InitStrategy = "every_k",
+                   importance: ImportanceOptions = ImportanceOptions(),
                    loss: LossWeights = LossWeights(), training: DistillTraining = DistillTraining(),
                    analysis: AnalysisSchedule = AnalysisSchedule(), data: DataOptions = DataOptions(),
                    trainer: TrainerOptions = TrainerOptions(), strategy: str = "auto",
@@ -40,7 +43,9 @@ def distill_shared(teacher: str, out: Path, capacities: list[CapacitySpec],
         out: Run folder (students/<name>, analysis/<name>, checkpoints/shared, wandb/).
         capacities: One student per capacity.
         names: Student names, one per capacity (default: the capacities' names; must differ).
-        init: Initialisation from the teacher: every_k, first_k or random.
+        init: Initialisation from the teacher: every_k, first_k, random or importance (as in
+            `distill`; the teacher is scored once for every student).
+        importance: How init importance scores the teacher and on what.
         loss: Distillation loss weights and temperature.
         training: Optimisation settings (shared by all students).
         analysis: Checkpoint analysis settings (applied to every student; an `auto` MLP
@@ -61,10 +66,16 @@ def distill_shared(teacher: str, out: Path, capacities: list[CapacitySpec],
         entity: W&B entity (user or team; default: the account's default entity).
         tags: W&B tags of the run.
     """
+    rounds = [c.rounds for c in capacities if c.rounds > 1]
+    if rounds:
+        raise KdmechError(f"capacity rounds {rounds[0]} is for `kdmech distill` (one student pruned round by round); "
+                          f"distill-shared trains every student in one run: accepted rounds 1")
     teacher = resolve_teacher(teacher, out, wandb, progress)
     options = dict(locals())  # this command's options, as `kdmech distill-shared --config` reads them
-    return distill_students(teacher, out, capacities, names, run="shared", init=init, loss=loss,
-                            training=training, analysis=analysis, data=data, trainer=trainer, strategy=strategy,
-                            devices=devices, resume=resume, wandb=wandb, progress=progress, group=group,
+    del options["rounds"]
+    return distill_students(teacher, out, capacities, names, run="shared", init=init, importance=importance,
+                            loss=loss, training=training, analysis=analysis, data=data, trainer=trainer,
+                            strategy=strategy, devices=devices, resume=resume, wandb=wandb, progress=progress,
+                            group=group,
                             accelerator=accelerator, num_nodes=num_nodes, project=project, entity=entity,
                             tags=tags, options=options, command="distill-shared")

@@ -46,10 +46,13 @@ def _mlp_method(config: dict, points: list[dict] | None) -> str:
     """The one MLP similarity for every student of the sweep (docs/method.md §7.2): the sweep's
     `analysis.mlp_similarity` (auto unless set to one value) resolved for the widths it visits —
     every point's when the points are known (grid, offline random), else the listed values of
-    `capacity.width`; a width drawn from a distribution (online random/bayes) means cka."""
+    `capacity.width`; a width drawn from a distribution (online random/bayes) or picked from a
+    `capacity.params` means cka."""
     params = config["parameters"]
     method = params.get("analysis.mlp_similarity", {}).get("value", "auto")
-    if points:
+    if points and any(p.get("capacity.params") is not None for p in points):
+        widths = None  # a capacity in parameters picks its width when the teacher is loaded
+    elif points:
         widths = [p.get("capacity.width", 1.0) for p in points]
     else:
         spec = params.get("capacity.width", {"value": 1.0})

@@ -1,37 +1,55 @@
 """BERT students from a BERT teacher (docs/method.md §11.2), with the same CapacitySpec and provenance as
-GPT-2 students: evenly spaced (every_k), first_k or random layers; narrower students take the
-first heads and dimensions of each kept head, of d_model and of d_mlp."""
+GPT-2 students: evenly spaced (every_k), first_k, random or the most important (importance)
+layers; narrower students take the first (importance: the most important) heads and
+dimensions of each kept head, of d_model and of d_mlp."""
 
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict
 
 import torch
 from transformers import BertForMaskedLM
 
 from kdmech.models.capacity import (CapacitySpec, InitStrategy, check_init, copy_from_teacher, head_columns,
-                                    layer_map, ranked_columns)
+                                    heads_kept, layer_map, provenance, ranked_columns)
 
 
-def build_bert_student(teacher: BertForMaskedLM, capacity: CapacitySpec,
-                       init: InitStrategy = "every_k", seed: int = 0, importance=None):
-    """(student BertForMaskedLM, provenance dict); `importance` for init importance."""
-    check_init(init)
-    tc = teacher.config
-    shape = capacity.shape(tc.num_hidden_layers, tc.hidden_size, tc.intermediate_size,
-                           tc.num_attention_heads)
+def bert_dims(config) -> dict[str, int]:
+    """A BERT config's shape, in the keys of `CapacitySpec.shape`."""
+    return {"n_layer": config.num_hidden_layers, "d_model": config.hidden_size, "d_mlp": config.intermediate_size,
+            "n_head": config.num_attention_heads}
+
+
+def bert_shape(config, capacity: CapacitySpec) -> dict[str, int]:
+    return capacity.shape(**bert_dims(config))
+
+
+def bert_config(tc, shape: dict):
+    """The student's config: the teacher's with the student's shape."""
     sc = copy.deepcopy(tc)
     sc.num_hidden_layers, sc.hidden_size = shape["n_layer"], shape["d_model"]
     sc.num_attention_heads, sc.intermediate_size = shape["n_head"], shape["d_mlp"]
+    return sc
+
+
+def build_bert_student(teacher: BertForMaskedLM, capacity: CapacitySpec,
+                       init: InitStrategy = "every_k", seed: int = 0, importance=None, shape: dict | None = None):
+    """(student BertForMaskedLM, provenance dict); `importance` for init importance; `shape`
+    instead of the capacity's."""
+    check_init(init)
+    tc = teacher.config
+    shape = shape or bert_shape(tc, capacity)
+    sc = bert_config(tc, shape)
     torch.manual_seed(seed)
     student = BertForMaskedLM(sc).eval()
     layers = layer_map(tc.num_hidden_layers, sc.num_hidden_layers, init, importance)
-    prov = {"teacher": getattr(tc, "_name_or_path", ""), "capacity": asdict(capacity), "init": init,
-            "seed": seed, "shape": shape, "layer_map": {str(i): t for i, t in enumerate(layers)}, "tensors": {}}
+    prov = provenance(tc, capacity, init, seed, shape, layers)
     if init == "random":
         prov["tensors"] = {n: "random" for n, _ in student.named_parameters()}
         return student, prov
+    n_t, n_s = tc.num_attention_heads, sc.num_attention_heads
+    prov["heads_kept"] = heads_kept(layers, n_t, n_s, tc.hidden_size // n_t, sc.hidden_size // n_s,
+                                    importance if init == "importance" else None)
     if init == "importance":
         prov["importance"] = importance.to_json()
         copy_from_teacher(student, teacher, ".encoder.layer.", layers, _ranked_index(importance, tc, sc, layers), prov)

@@ -14,7 +14,12 @@
 When the student is narrower or has fewer heads, weights are copied by slicing (the first
 heads, and the first dimensions of each kept head, of d_model and of d_mlp); a tensor that
 cannot be sliced from the teacher (a head grown wider than the teacher's) stays random. Every
-student tensor's origin is written to `provenance` — teacher tensor and slice, or "random".
+student tensor's origin is written to `provenance` — teacher tensor and slice, or "random" —
+with the teacher heads each student layer kept (`heads_kept`).
+
+A builder takes the student's `shape` (layers, d_model, d_mlp, heads) from the capacity, or
+given outright (`shape=`): the rounds of iterative pruning (`models/rounds.py`) and a capacity
+in parameters (`models/param_budget.py`) pick shapes themselves.
 """
 
 from __future__ import annotations
@@ -43,6 +48,13 @@ class CapacitySpec:
     """Fraction of d_model and d_mlp."""
     heads: float = 1.0
     """Fraction of attention heads per layer."""
+    params: float | None = None
+    """Fraction of the teacher's parameters (all of them, embeddings counted, as provenance.json's
+    `parameters`); depth, width and heads are then picked by models/param_budget.py's rule
+    (heads kept, width first down to half, then depth) and the shape chosen is printed."""
+    rounds: int = 1
+    """Prune and distil in this many rounds to the target shape, each round a student with its
+    checkpoints and analyses (Minitron's iterative pruning; past ~50% prune in rounds)."""
 
     def __post_init__(self):
         for name in ("depth", "width", "heads"):
@@ -50,9 +62,17 @@ class CapacitySpec:
             if not isinstance(value, (int, float)) or not 0.0 < value <= 1.0:
                 raise KdmechError(f"capacity {name} ratio {value!r} is outside (0, 1]; "
                                   f"a student cannot be larger than its teacher")
+        if self.params is not None and (not isinstance(self.params, (int, float)) or not 0.0 < self.params <= 1.0):
+            raise KdmechError(f"capacity params {self.params!r} is outside (0, 1]: it is a fraction of the "
+                              f"teacher's parameters")
+        if not isinstance(self.rounds, int) or self.rounds < 1:
+            raise KdmechError(f"capacity rounds {self.rounds!r} must be a whole number ≥ 1")
 
     @property
     def name(self) -> str:
+        """d<depth>-w<width>-h<heads>, or p<params> for a capacity in parameters."""
+        if self.params is not None:
+            return f"p{self.params:g}"
         return f"d{self.depth:g}-w{self.width:g}-h{self.heads:g}"
 
     def shape(self, n_layer: int, d_model: int, d_mlp: int, n_head: int) -> dict[str, int]:
@@ -64,6 +84,40 @@ class CapacitySpec:
                               f"its {heads} heads; choose width/heads ratios that divide")
         return {"n_layer": layers, "d_model": width, "d_mlp": max(1, round(self.width * d_mlp)),
                 "n_head": heads}
+
+
+def provenance(tc, capacity: CapacitySpec, init: str, seed: int, shape: dict, layers: list[int]) -> dict:
+    """A student's provenance before its tensors are copied (the same keys in every family)."""
+    return {"teacher": getattr(tc, "_name_or_path", ""), "capacity": asdict(capacity), "init": init, "seed": seed,
+            "shape": shape, "layer_map": {str(i): t for i, t in enumerate(layers)}, "heads_kept": {}, "tensors": {}}
+
+
+def heads_kept(layers: list[int], n_head_t: int, n_head_s: int, d_head_t: int, d_head_s: int,
+               importance=None) -> dict[str, list[int]]:
+    """Student layer → the teacher heads it copies: the most important (importance; whole KV
+    groups under GQA) or the first ones; none where a head cannot be sliced (wider than the
+    teacher's)."""
+    if d_head_s > d_head_t:
+        return {}
+    return {str(i): (importance.kept_heads(t, n_head_s) if importance is not None else list(range(n_head_s)))
+            for i, t in enumerate(layers)}
+
+
+def gpt2_dims(config) -> dict[str, int]:
+    """A GPT-2 config's shape, in the keys of `CapacitySpec.shape`."""
+    return {"n_layer": config.n_layer, "d_model": config.n_embd, "d_mlp": config.n_inner or 4 * config.n_embd,
+            "n_head": config.n_head}
+
+
+def gpt2_shape(config, capacity: CapacitySpec) -> dict[str, int]:
+    return capacity.shape(**gpt2_dims(config))
+
+
+def gpt2_config(tc, shape: dict):
+    """The student's config: the teacher's with the student's shape."""
+    sc = copy.deepcopy(tc)
+    sc.n_layer, sc.n_embd, sc.n_head, sc.n_inner = shape["n_layer"], shape["d_model"], shape["n_head"], shape["d_mlp"]
+    return sc
 
 
 def layer_map(n_teacher: int, n_student: int, init: InitStrategy, importance=None) -> list[int]:
@@ -167,25 +221,22 @@ def _gpt2_ranked_index(imp, tc, sc, layers: list[int]):
 
 
 def build_gpt2_student(teacher: GPT2LMHeadModel, capacity: CapacitySpec,
-                       init: InitStrategy = "every_k", seed: int = 0, importance=None):
+                       init: InitStrategy = "every_k", seed: int = 0, importance=None, shape: dict | None = None):
     """(student, provenance dict) — see module docstring; `importance` (models.importance) for
-    init importance."""
+    init importance; `shape` instead of the capacity's."""
     check_init(init)
     tc: GPT2Config = teacher.config
-    d_mlp_t = tc.n_inner or 4 * tc.n_embd
-    shape = capacity.shape(tc.n_layer, tc.n_embd, d_mlp_t, tc.n_head)
-    sc = copy.deepcopy(tc)
-    sc.n_layer, sc.n_embd, sc.n_head, sc.n_inner = (shape["n_layer"], shape["d_model"],
-                                                    shape["n_head"], shape["d_mlp"])
+    shape = shape or gpt2_shape(tc, capacity)
+    sc = gpt2_config(tc, shape)
     torch.manual_seed(seed)
     student = GPT2LMHeadModel(sc).eval()
     layers = layer_map(tc.n_layer, sc.n_layer, init, importance)
-    prov = {"teacher": getattr(tc, "_name_or_path", ""), "capacity": asdict(capacity),
-            "init": init, "seed": seed, "shape": shape, "layer_map": {str(i): t for i, t in enumerate(layers)},
-            "tensors": {}}
+    prov = provenance(tc, capacity, init, seed, shape, layers)
     if init == "random":
         prov["tensors"] = {n: "random" for n, _ in student.named_parameters()}
         return student, prov
+    prov["heads_kept"] = heads_kept(layers, tc.n_head, sc.n_head, tc.n_embd // tc.n_head, sc.n_embd // sc.n_head,
+                                    importance if init == "importance" else None)
     if init == "importance":
         prov["importance"] = importance.to_json()
         copy_from_teacher(student, teacher, "transformer.h.", layers, _gpt2_ranked_index(importance, tc, sc, layers),

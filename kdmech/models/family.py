@@ -14,9 +14,10 @@ write along one path to one final LayerNorm, which is only true of a pre-LayerNo
 family without it has them refused with its `residual_note` as the reason.
 
 Adding a family (say Llama):
-1. a student builder `build_<x>_student(teacher, capacity, init, seed) → (student,
-   provenance)` (see `models/capacity.py`) and a `TinySpec` subclass with `build(tokenizer,
-   seed)` (see `models/tiny.py`);
+1. a student builder `build_<x>_student(teacher, capacity, init, seed, importance, shape) →
+   (student, provenance)` with its `dims`, `shape` and `student_config` (see
+   `models/capacity.py`), a `WidthTable` for init importance (`models/importance.py`), and a
+   `TinySpec` subclass with `build(tokenizer, seed)` (see `models/tiny.py`);
 2. a `ModelFamily(...)` in `FAMILIES` below, its capabilities declared honestly; its kind
    ("causal" or "masked") picks the prompt form, a new way of reading prompts goes in
    `tasks/forms.py`;
@@ -38,10 +39,10 @@ from typing import Callable
 from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
 
 from kdmech.errors import KdmechError
-from kdmech.models.bert_student import build_bert_student
-from kdmech.models.capacity import build_gpt2_student
+from kdmech.models.bert_student import bert_config, bert_dims, bert_shape, build_bert_student
+from kdmech.models.capacity import build_gpt2_student, gpt2_config, gpt2_dims, gpt2_shape
 from kdmech.models.distilbert import distilbert_to_bert
-from kdmech.models.llama_student import build_llama_student
+from kdmech.models.llama_student import build_llama_student, llama_config, llama_dims, llama_shape
 from kdmech.models.tiny import TinyBertSpec, TinyGPT2Spec, TinySpec
 from kdmech.models.tiny_llama import LLAMA_TYPES, TinyLlamaSpec
 from kdmech.tasks.forms import ModelKind, PromptForm, prompt_form
@@ -62,7 +63,13 @@ class ModelFamily:
     residual_note: str
     """What the residual stream is, in a few words (the reason when probes are refused)."""
     build_student: Callable
-    """(teacher, CapacitySpec, init, seed=) → (student, provenance)."""
+    """(teacher, CapacitySpec, init, seed=, importance=, shape=) → (student, provenance)."""
+    dims: Callable
+    """config → its shape (n_layer, d_model, d_mlp, n_head[, n_kv_head]), the keys of a student's shape."""
+    shape: Callable
+    """(teacher config, CapacitySpec) → the student's shape (refusing shapes the family cannot take)."""
+    student_config: Callable
+    """(teacher config, shape) → the student's config (what `build_student` instantiates)."""
     tiny_teacher: type[TinySpec]
     """The spec class of this family's tiny teacher."""
     tiny_teacher_lr: float = 3e-3
@@ -109,12 +116,14 @@ FAMILIES: dict[str, ModelFamily] = {
     "gpt2": ModelFamily(
         "gpt2", "causal", ("gpt2",), AutoModelForCausalLM, additive_residual=True,
         residual_note="pre-LayerNorm blocks: each adds its writes to the residual stream",
-        build_student=build_gpt2_student, tiny_teacher=TinyGPT2Spec),
+        build_student=build_gpt2_student, dims=gpt2_dims, shape=gpt2_shape, student_config=gpt2_config,
+        tiny_teacher=TinyGPT2Spec),
     "bert": ModelFamily(
         "bert", "masked", ("bert", "distilbert"), AutoModelForMaskedLM, additive_residual=False,
         residual_note="post-LayerNorm blocks: each block's LayerNorm renormalises the sum of "
                       "every path, so no write stays separate",
-        build_student=build_bert_student, tiny_teacher=TinyBertSpec,
+        build_student=build_bert_student, dims=bert_dims, shape=bert_shape, student_config=bert_config,
+        tiny_teacher=TinyBertSpec,
         tiny_teacher_lr=1e-3,  # post-LayerNorm: less stable at GPT-2's rate
         tiny_task="numerals-any-start",
         tiny_task_note="the cloze numerals renumbered to 1..4 always answer 5, which a tiny BERT "
@@ -124,7 +133,8 @@ FAMILIES: dict[str, ModelFamily] = {
     "llama": ModelFamily(
         "llama", "causal", LLAMA_TYPES, AutoModelForCausalLM, additive_residual=True,
         residual_note="pre-RMSNorm blocks: each adds its writes to the residual stream",
-        build_student=build_llama_student, tiny_teacher=TinyLlamaSpec,
+        build_student=build_llama_student, dims=llama_dims, shape=llama_shape, student_config=llama_config,
+        tiny_teacher=TinyLlamaSpec,
         # TransformerLens' start_at_layer still runs the blocks before it (and would need the
         # rotary embeddings): without the runner every ablation set is one full forward
         start_at_layer=False),

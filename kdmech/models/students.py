@@ -7,9 +7,8 @@ from kdmech.models.family import family_of
 
 
 def build_student(teacher, capacity: CapacitySpec, init: InitStrategy = "every_k", seed: int = 0,
-                  importance=None):
-    """(student, provenance) of the teacher's family (see build_gpt2_student / build_bert_student);
-    `importance` (models.importance.Importance) for init importance."""
-    if init == "importance":
-        return family_of(teacher).build_student(teacher, capacity, init, seed=seed, importance=importance)
-    return family_of(teacher).build_student(teacher, capacity, init, seed=seed)
+                  importance=None, shape: dict | None = None):
+    """(student, provenance) of the teacher's family (see build_gpt2_student / build_bert_student /
+    build_llama_student); `importance` (models.importance.Importance) for init importance,
+    `shape` to give the student's shape instead of the capacity's."""
+    return family_of(teacher).build_student(teacher, capacity, init, seed=seed, importance=importance, shape=shape)

@@ -36,6 +36,13 @@ class StudentRecord:
     layer_map: dict = field(default_factory=dict)
     """Student layer → the teacher layer it was copied from (provenance.json; empty for a
     random init)."""
+    heads_kept: dict = field(default_factory=dict)
+    """Student layer → the teacher heads it copied (provenance.json; empty for a random init
+    and for folders written before it was recorded)."""
+    importance: dict | None = None
+    """init importance: how the teacher was scored (metric, calibration data, layer ranking)."""
+    birth_round: tuple[int, int] | None = None
+    """(round, rounds) of a student pruned in rounds (`--capacity.rounds`)."""
 
     @property
     def final(self) -> PairAnalysis:
@@ -71,6 +78,13 @@ def _summary_params(layout: RunLayout) -> dict[str, tuple[int, int]]:
     return out
 
 
+def _importance_summary(imp: dict | None) -> dict | None:
+    """What the report shows of an importance ranking (the full scores stay in provenance.json)."""
+    if not imp:
+        return None
+    return {k: imp.get(k) for k in ("metric", "data", "tokens", "layer_ranking", "blocks")}
+
+
 def collect(root: str | Path) -> list[StudentRecord]:
     layout = RunLayout(root)
     if not layout.analysis_root.is_dir():
@@ -91,7 +105,9 @@ def collect(root: str | Path) -> list[StudentRecord]:
             circuit=circuits.to_json() if circuits else None,
             pair=json.loads(pair_file.read_text()) if pair_file.exists() else None,
             folder=layout.analysis(name), seed=record_seed(name, prov), init=prov.get("init", ""),
-            layer_map=prov.get("layer_map", {}) if prov.get("init") != "random" else {}))
+            layer_map=prov.get("layer_map", {}) if prov.get("init") != "random" else {},
+            heads_kept=prov.get("heads_kept", {}), importance=_importance_summary(prov.get("importance")),
+            birth_round=(prov["round"], prov["rounds"]) if "round" in prov else None))
     if not records:
         raise KdmechError(f"{str(root)!r} holds no analysed students (analysis/<name>/step_<N>.json)")
     return sorted(records, key=lambda r: r.param_ratio)

@@ -13,6 +13,7 @@ from kdmech.report import capacity_figures as figs
 from kdmech.report import plots
 from kdmech.report.collect import StudentRecord, collect
 from kdmech.report.heatmap import save_influence_png
+from kdmech.report.inits import born_with, circuits_text, compare_inits
 from kdmech.report.replicates import (FORMATS, LEVEL, METRICS, differences, group_by_capacity, has_replicates,
                                       to_rows)
 from kdmech.report.timeline import picture_names, student_timeline
@@ -98,10 +99,12 @@ def write_report(root: str | Path) -> Path:
     (out / "replicates.json").write_text(json.dumps(
         {"level": LEVEL, "capacities": to_rows(groups),
          "differences": [{"metric": d.metric, "lower": d.low.label, "higher": d.high.label}
-                         for d in differences(groups)]}, indent=1))
+                         for d in differences(groups)],
+         "inits": [c.to_json() for c in compare_inits(groups)]}, indent=1))
     noise = figs.noise_curves(records, out / "noise.png")
     sections = [
         ("Summary", _summary_section(records)),
+        ("Initialisation", _init_section(records)),
         ("Alignment over training", _img(out / "alignment_over_steps.png", "A over steps")),
         ("Capacity ratio", _img(out / "capacity.png", "metrics vs capacity ratio")),
         ("Influence: teacher beside each student", _influence_section(records, out)),
@@ -157,6 +160,56 @@ def _replicates(records: list[StudentRecord]) -> str:
               f'only where it exceeds the seed spread: both capacities have ≥ 2 seeds and their '
               f'{LEVEL:.0%} intervals do not overlap.</p>'
             + '<h4 id="replicate-differences">Differences beyond the seed spread</h4>' + called)
+
+
+def _birth_rows(records: list[StudentRecord]) -> list[list]:
+    rows = []
+    for r in records:
+        imp = r.importance
+        ranking = (f"{imp['metric']}: blocks by importance {imp['layer_ranking']} (scores "
+                   f"{', '.join(f'{b:.3g}' for b in imp['blocks'])}) on {imp['data']}" if imp else "–")
+        if imp and r.birth_round and r.birth_round[0] > 1:
+            ranking += " — of the previous round's student, in its own layers"
+        heads = "; ".join(f"L{i}←T{r.layer_map.get(i, '?')}.H{h}" for i, h in r.heads_kept.items()) or "–"
+        rows.append([r.name, r.init or "?", f"{r.birth_round[0]} of {r.birth_round[1]}" if r.birth_round else "–",
+                     f"{r.param_ratio:.4f}", str([int(t) for t in r.layer_map.values()]) if r.layer_map else "none",
+                     heads, ranking])
+    return rows
+
+
+def _init_section(records: list[StudentRecord]) -> str:
+    """Each student's birth (init, round, exact parameter ratio, teacher layers and heads kept,
+    the importance ranking), and where a capacity has several inits their comparison across
+    seeds (kdmech.report.inits)."""
+    births = _table(["student", "init", "round", "params ratio", "teacher layers kept", "teacher heads kept",
+                     "importance ranking"], _birth_rows(records))
+    comparisons = compare_inits(group_by_capacity(records))
+    if not comparisons:
+        return births + '<p class="note">One init per capacity: no comparison of inits (a sweep over ' \
+                        '<code>init</code> at one capacity gives it, e.g. sweeps/init.yaml).</p>'
+    parts = [births]
+    for c in comparisons:
+        rows = [[g.init, g.n, ", ".join("?" if s is None else str(s) for s in g.seeds), *born_with(g)]
+                + [g.stats[m].text(FORMATS[m]) for m in METRICS] + [circuits_text(g)] for g in c.groups]
+        named = [f"{METRICS[d.metric]}: {d.low.init} {d.low.stats[d.metric].text(FORMATS[d.metric])} &lt; "
+                 f"{d.high.init} {d.high.stats[d.metric].text(FORMATS[d.metric])}" for d in c.differences]
+        named += [html.escape(ch.text()) for ch in c.circuits if ch.beyond_spread]
+        within = [html.escape(ch.text()) for ch in c.circuits if not ch.beyond_spread]
+        parts.append(f'<h3 id="inits-{html.escape(c.label)}">{html.escape(c.label)}: inits compared</h3>'
+                     + _table(["init", "n", "seeds", "teacher layers kept", "teacher heads kept"]
+                              + list(METRICS.values()) + ["circuits (teacher origin)"], rows)
+                     + "<p>Where the init changes A, the worst drop or the circuit beyond the seed spread:</p>"
+                     + ("<ul>" + "".join(f"<li>{x}</li>" for x in named) + "</ul>" if named else
+                        "<p>nowhere: every difference between inits lies within the seed spread.</p>")
+                     + ("<p class='note'>" + "<br>".join(within) + "</p>" if within else ""))
+    return "".join(parts) + (
+        f'<p class="note">Mean [two-sided {LEVEL:.0%} Student t interval across seeds]; a difference between inits '
+        f'is named only where both have ≥ 2 seeds and their intervals do not overlap. Circuit agreement: Jaccard '
+        f'index of the circuits\' node sets (T = 0.20), each node named by the teacher component it was '
+        f'copied from (T&lt;layer&gt;.H&lt;head&gt;, T&lt;layer&gt;.MLP; its student name where nothing was '
+        f'copied); an init changes the circuit beyond the seed '
+        f'spread where its circuits agree less with the other init\'s than each init\'s seeds agree among '
+        f'themselves. Heads: L&lt;student layer&gt;←T&lt;teacher layer&gt;.H[teacher heads].</p>')
 
 
 def _influence_section(records: list[StudentRecord], out: Path) -> str:

@@ -3,9 +3,12 @@ training seeds of each metric the report shows.
 
 Grouping. Students are replicates of one another when they share the capacity (depth, width,
 heads ratios), the initialisation, and every other swept value — for a sweep point named by
-`kdmech.sweep.point_name` (`d0.5-w1-h1-s1[-<hash of the point's other values>]`) that is the
-name with its `-s<N>` seed token removed; a name that does not start with the capacity's own
-name (a hand-picked `--name`) is grouped by capacity and initialisation alone.
+`kdmech.sweep.point_name` (`d0.5-w1-h1[-<init>]-s1[-<hash of the point's other values>]`) that
+is the name with its `-s<N>` seed token and its init token removed (the init is grouped on
+from provenance.json); a name that does not start with the capacity's own name (a hand-picked
+`--name`) is grouped by capacity and initialisation alone. When the students span several
+inits, a group's label ends in its init (`d0.5-w1-h1 (importance)`); kdmech.report.inits
+compares the inits of one capacity.
 
 Statistics. Per group and metric, over the seeds that have the metric: n, the mean and the
 two-sided 95% Student t interval, mean ± t(0.975, n − 1) · s / √n with s the sample standard
@@ -52,19 +55,25 @@ FORMATS = {"A": ".3f", "worst_drop": ".1f", "worst_ratio": ".2f", "severity": ".
 REFERENCE_THRESHOLD = 0.20
 
 
-def circuit_nodes(record: StudentRecord) -> int | None:
-    """Nodes of the student's circuit at the reference threshold: the last checkpoint circuit,
-    else the pair analysis' threshold sweep; None when neither has one."""
+def circuit_node_names(record: StudentRecord) -> list[str] | None:
+    """The nodes of the student's circuit at the reference threshold: the last checkpoint
+    circuit, else the pair analysis' threshold sweep; None when neither has one."""
     c = record.circuit
     if c and "student" in c and abs(c.get("threshold", REFERENCE_THRESHOLD) - REFERENCE_THRESHOLD) < 1e-9:
-        return len(c["student"]["nodes"])
+        return list(c["student"]["nodes"])
     sweep = (record.pair or {}).get("circuit", {}).get("student")
     if sweep:
         ref = sweep.get("reference_threshold", REFERENCE_THRESHOLD)
         for circ in sweep.get("circuits", []):
             if abs(circ["threshold"] - ref) < 1e-9:
-                return len(circ["nodes"])
+                return list(circ["nodes"])
     return None
+
+
+def circuit_nodes(record: StudentRecord) -> int | None:
+    """The size of `circuit_node_names` (None without a circuit)."""
+    nodes = circuit_node_names(record)
+    return None if nodes is None else len(nodes)
 
 
 def metric_values(record: StudentRecord) -> dict[str, float | None]:
@@ -154,7 +163,7 @@ def _variant(record: StudentRecord) -> str:
     if not record.name.startswith(cap_name):
         return ""
     rest = [t for t in record.name[len(cap_name):].split("-") if t]
-    return "-".join(t for t in rest if not (t[:1] == "s" and t[1:].isdigit()))
+    return "-".join(t for t in rest if not (t[:1] == "s" and t[1:].isdigit()) and t != record.init)
 
 
 @dataclass(frozen=True)
@@ -166,13 +175,15 @@ class CapacityGroup:
     init: str
     records: tuple[StudentRecord, ...]
     stats: dict[str, Interval] = field(default_factory=dict)
+    show_init: bool = False
+    """The label names the init (the students compared span several inits)."""
 
     @property
     def label(self) -> str:
         name = _capacity_name(self.capacity)
         if not name:
             return self.variant  # no provenance: the student's own name
-        return name + (f"-{self.variant}" if self.variant else "")
+        return name + (f"-{self.variant}" if self.variant else "") + (f" ({self.init})" if self.show_init else "")
 
     @property
     def n(self) -> int:
@@ -195,12 +206,12 @@ def group_by_capacity(records: list[StudentRecord], level: float = LEVEL) -> lis
         c = r.capacity
         key = (c.get("depth"), c.get("width"), c.get("heads"), _variant(r), r.init)
         groups.setdefault(key, []).append(r)
-    out = []
+    out, several_inits = [], len({r.init for r in records}) > 1
     for (_, _, _, variant, init), rs in groups.items():
         rs = sorted(rs, key=lambda r: (r.seed is None, r.seed if r.seed is not None else 0, r.name))
         values = [metric_values(r) for r in rs]
         out.append(CapacityGroup(rs[0].capacity, variant, init, tuple(rs),
-                                 {m: interval([v[m] for v in values], level) for m in METRICS}))
+                                 {m: interval([v[m] for v in values], level) for m in METRICS}, several_inits))
     return sorted(out, key=lambda g: (g.param_ratio, g.label))
 
 
