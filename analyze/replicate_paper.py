@@ -3,9 +3,10 @@
 Exactly as docs/method.md describes: 128 prompts per type, the teacher filter, mean ablation, node
 circuits at T = 20% (with path-patched edges), sensitivity over heads and MLPs, and the
 alignment metric — printed beside the paper's reference values. The same pair is analysed
-again under the `authors` preset (their conventions: A from zero-ablation influence, their MLP
-score, pooled clamped sensitivity with their bootstrap) and both sets of numbers are printed
-side by side. Needs the hub weights (or local folders of the same kind):
+again under the `authors` preset (their conventions: A as the task's notebook computes it — on
+numerals their mean ablation, heads below 0.95 similarity counted twice, 2-decimal rounding, their
+MLP score with LAPACK's eigenvector signs — pooled clamped sensitivity with their bootstrap)
+and both sets of numbers are printed side by side. Needs the hub weights (or local folders of the same kind):
 
     python analyze/replicate_paper.py                       # gpt2 vs distilgpt2 from the hub
     python analyze/replicate_paper.py --family bert         # bert-base-uncased vs distilbert-base-uncased
@@ -212,7 +213,7 @@ def main(argv=None) -> int:
         options = AnalyzeOptions(per_type=128, filter_prompts=True, thresholds=(0.2,), preset=preset, dtype=dtype)
         try:
             results[preset] = analyze(teacher, student, args.out / preset if i else args.out, "numerals",
-                                      analyses, options, progress=not args.no_progress)
+                                      analyses, options, progress=not args.no_progress).to_json()
         except KdmechError as e:
             if i == 0:
                 print(f"replicate_paper: error: {e}", file=sys.stderr)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from kdmech.tracking import JournaledWandbLogger, artifact_name
+from kdmech.run_layout import EVAL_JSON
 
 
 ARTIFACT = "wandb-artifact://"
@@ -35,7 +36,7 @@ def teacher_ref(logger, teacher: str) -> str | None:
     `teacher-<group>:latest`; a hub model has none."""
     if teacher.startswith(ARTIFACT):
         return teacher[len(ARTIFACT):]
-    if (Path(teacher) / "eval.json").exists():
+    if (Path(teacher) / EVAL_JSON).exists():
         return f"{teacher_artifact(logger.experiment.group or '')}:latest"
     return None
 

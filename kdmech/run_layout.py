@@ -1,18 +1,7 @@
-"""The one place that knows a run folder's layout (quickstart, distill, distill-shared, sweep):
-
-    teacher/                         the tiny teacher (train-teacher's output)
-    students/<name>/                 save_pretrained student + tokenizer + provenance.json
-    checkpoints/<name>/last.ckpt     Lightning checkpoint for --resume (+ previous.ckpt, the W&B
-                                     run id and wandb_history.jsonl, the journal of its rows)
-    analysis/<name>/step_<N>.json    a checkpoint's pair analysis (CheckpointRecord)
-    analysis/<name>/circuit_step_<N>.json   its circuits and probes, at circuit steps
-    analysis/<name>/prompts.json     the exact analysis prompts
-    analysis/<name>/history.csv, steps.csv  the restructuring history
-    pair-analysis/<name>/analysis.json      `kdmech analyze` of the final student
-    timeline/<name>/                 events.json and the restructuring pictures
-    report/report.html               the capacity report
-    summary.json | sweep.json        the run's final table / the sweep's state
-    wandb/                           W&B runs (offline-run-*)
+"""The one place that knows a run folder's layout (quickstart, distill, distill-shared, sweep)
+and the names of the files a model folder or an analysis folder holds. `ENTRIES` is the
+layout as a table; `describe()` prints it (the README's Output block is that text, checked by
+a test), and `RunLayout` has a path for every entry.
 """
 
 from __future__ import annotations
@@ -22,6 +11,65 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+
+# Files inside the folders one command writes (also outside a run folder: `train-teacher --out`,
+# `distill --out`, `analyze --out`)
+EVAL_JSON = "eval.json"
+"""A trained teacher's held-out scores (train-teacher)."""
+PROVENANCE_JSON = "provenance.json"
+"""A student's origin: every tensor's teacher source, capacity, init, seed (distill)."""
+CONFIG_YAML = "config.yaml"
+"""The resolved options of the run that wrote the folder (`--config` repeats it)."""
+ANALYSIS_JSON = "analysis.json"
+"""`kdmech analyze`'s result (kdmech.analysis.analyze_result)."""
+PROMPTS_JSON = "prompts.json"
+"""The exact analysis prompts (kdmech.tasks.PromptSet)."""
+EVENTS_JSON = "events.json"
+"""A student's restructuring events (kdmech timeline)."""
+REPORT_HTML = "report.html"
+LAST_CKPT, PREVIOUS_CKPT = "last.ckpt", "previous.ckpt"
+
+ENTRIES: tuple[tuple[str, str], ...] = (
+    ("teacher/", "the tiny teacher: model + tokenizer + eval.json (held-out top-1, LD) + config.yaml"),
+    ("students/<name>/", "model + tokenizer + provenance.json (origin of every tensor) + config.yaml"),
+    ("checkpoints/<name>/last.ckpt", "Lightning checkpoint for --resume, at every analysis step (+ previous.ckpt)"),
+    ("checkpoints/<name>/config.yaml", "the run's resolved options: `kdmech distill --config` repeats it"),
+    ("checkpoints/<name>/wandb_run_id", "the W&B run id a resume continues"),
+    ("checkpoints/<name>/wandb_history.jsonl", "the journal of every W&B row (an exact offline resume)"),
+    ("analysis/<name>/prompts.json", "exact token ids of clean/corrupted prompts, answers, positions"),
+    ("analysis/<name>/step_<N>.json", "logit_diff, influence, matching, alignment, worst_drop, options"),
+    ("analysis/<name>/circuit_step_<N>.json", "circuits (nodes, edges) and probes at circuit steps"),
+    ("analysis/<name>/influence_step_<N>.png", "teacher beside student heatmap"),
+    ("analysis/<name>/history.csv", "the restructuring history: a row per analysed step and student node"),
+    ("analysis/<name>/steps.csv", "a row per analysed step: A and its parts, LDs, worst-drop ratio"),
+    ("pair-analysis/<name>/", "`kdmech analyze` of the final student: analysis.json, prompts.json, PNGs"),
+    ("timeline/<name>/", "events.json and the restructuring pictures (kdmech timeline)"),
+    ("report/", "report.html, the capacity report, and its PNGs"),
+    ("summary.json", "the final table as JSON (quickstart, distill-shared)"),
+    ("sweep.json", "a sweep's points and their state (sweeps only)"),
+    ("wandb/offline-run-*", "one W&B run per model and analysis; a study's in one group"),
+)
+"""Every path of a run folder (relative, `<name>` a student, `<N>` a step) and what it holds."""
+
+
+def describe(root: str = "runs/quickstart/") -> str:
+    """The run folder's layout as text (the README's Output block)."""
+    width = max(len(path) for path, _ in ENTRIES) + 3
+    return "\n".join([root] + [f"  {path:<{width}}{what}" for path, what in ENTRIES])
+
+
+def entry_pattern(path: str) -> re.Pattern:
+    """A regex matching an `ENTRIES` path and everything inside it."""
+    rx = re.escape(path.rstrip("/")).replace(re.escape("<name>"), r"[^/]+").replace(re.escape("<N>"), r"\d+")
+    return re.compile(rx.replace(re.escape("*"), r"[^/]*") + "(/.*)?$")
+
+
+def unlisted(root: str | Path) -> list[str]:
+    """Files under the run folder `root` that no `ENTRIES` path covers (lock files aside)."""
+    root, patterns = Path(root), [entry_pattern(path) for path, _ in ENTRIES]
+    files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    return [f for f in files if not f.endswith(".lock") and not any(p.match(f) for p in patterns)]
+
 
 _STEP = re.compile(r"^(?:circuit_)?step_(\d+)\.json$")
 
@@ -44,15 +92,26 @@ class RunLayout:
     def teacher(self) -> Path:
         return self.root / "teacher"
 
+    @property
+    def teacher_eval(self) -> Path:
+        return self.teacher / EVAL_JSON
+
     def student(self, name: str) -> Path:
         return self.root / "students" / name
+
+    def provenance(self, name: str) -> Path:
+        return self.student(name) / PROVENANCE_JSON
+
+    def student_config(self, name: str) -> Path:
+        """The copy of the run's config.yaml kept with the student."""
+        return self.student(name) / CONFIG_YAML
 
     def checkpoints(self, name: str) -> Path:
         return self.root / "checkpoints" / name
 
     def run_config(self, name: str) -> Path:
         """The run's resolved options (`--config` repeats the run; kdmech.run_config)."""
-        return self.checkpoints(name) / "config.yaml"
+        return self.checkpoints(name) / CONFIG_YAML
 
     def wandb_run_id(self, name: str) -> Path:
         return self.checkpoints(name) / "wandb_run_id"
@@ -84,7 +143,7 @@ class RunLayout:
         return self.analysis(name) / f"influence_step_{step}.png"
 
     def prompts_json(self, name: str) -> Path:
-        return self.analysis(name) / "prompts.json"
+        return self.analysis(name) / PROMPTS_JSON
 
     def history_csv(self, name: str) -> Path:
         return self.analysis(name) / "history.csv"
@@ -109,6 +168,12 @@ class RunLayout:
     def pair_analysis(self, name: str) -> Path:
         return self.root / "pair-analysis" / name
 
+    def pair_analysis_json(self, name: str) -> Path:
+        return self.pair_analysis(name) / ANALYSIS_JSON
+
+    def events_json(self, name: str) -> Path:
+        return self.timeline(name) / EVENTS_JSON
+
     def timeline(self, name: str) -> Path:
         return self.root / "timeline" / name
 
@@ -120,6 +185,10 @@ class RunLayout:
     @property
     def report(self) -> Path:
         return self.root / "report"
+
+    @property
+    def report_html(self) -> Path:
+        return self.report / REPORT_HTML
 
     @property
     def summary(self) -> Path:

@@ -53,7 +53,7 @@ def log_finals(logger, results: list, layout, prefixed: bool, step: int, teacher
         prefix = f"final/{r.name}/" if prefixed else "final/"
         logger.experiment.summary.update({prefix + k: v for k, v in final_summary(r, layout, r.name).items()})
         files = sorted(layout.analysis(r.name).glob("*.json")) + [
-            f for f in (layout.student(r.name) / "provenance.json", layout.student(r.name) / "config.yaml")
+            f for f in (layout.provenance(r.name), layout.student_config(r.name))
             if f.exists()]
         logger.log_files_artifact(f"analysis-{r.name}", "analysis", files, step,
                                   {"student": r.name, "result": _plain(r)})

@@ -28,6 +28,7 @@ from pathlib import Path
 import yaml
 
 from kdmech.errors import KdmechError
+from kdmech.run_layout import RunLayout
 
 SAMPLERS = {"grid", "random", "bayes"}
 
@@ -153,7 +154,7 @@ class SweepState:
     """sweep.json: finished points and their results, rewritten atomically after each."""
 
     def __init__(self, out: Path, name: str, points: list[dict]):
-        self.path = out / "sweep.json"
+        self.path = RunLayout(out).sweep_state
         self.data = json.loads(self.path.read_text()) if self.path.exists() else {}
         self.data.update({"name": name, "points": points})
         self.data.setdefault("done", {})

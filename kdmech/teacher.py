@@ -25,7 +25,7 @@ from kdmech.models.family import get_family
 from kdmech.tasks import NumeralTask, tokenize_prompts
 from kdmech.tasks.filtering import accuracy_and_ld
 from kdmech.run_config import resolved, write_config_yaml
-from kdmech.run_layout import RunLayout, atomic_dir
+from kdmech.run_layout import CONFIG_YAML, EVAL_JSON, RunLayout, atomic_dir
 from kdmech.lineage import log_model, study_group, teacher_artifact
 from kdmech.tracking import WandbMode, begin_run, finish, make_logger
 from kdmech.validation import check_out_dir
@@ -121,8 +121,8 @@ def _save(out: Path, net, tokenizer, scores: dict, config_yaml: Path) -> None:
     with atomic_dir(out) as tmp:
         net.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        (tmp / "eval.json").write_text(json.dumps(scores, indent=1))
-        shutil.copyfile(config_yaml, tmp / "config.yaml")
+        (tmp / EVAL_JSON).write_text(json.dumps(scores, indent=1))
+        shutil.copyfile(config_yaml, tmp / CONFIG_YAML)
 
 
 def train_teacher(out: Path, tiny: TinySpec = TinySpec(),
@@ -209,9 +209,9 @@ def resolve_teacher(teacher: str, out: Path, wandb: str = "auto", progress: bool
     <out>/teachers/; a hub name or folder stays as it is."""
     if teacher == TINY:
         check_out_dir(out)
-        folder = Path(out) / "teacher"
+        folder = RunLayout(out).teacher
         with _locked(Path(out) / ".teacher.lock"):
-            if not (folder / "eval.json").exists():
+            if not RunLayout(out).teacher_eval.exists():
                 print(f"== training the tiny teacher into {folder}")
                 train_teacher(folder, wandb=wandb, wandb_dir=out, progress=progress)
         return str(folder)

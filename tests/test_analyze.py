@@ -8,6 +8,7 @@ import torch
 
 from kdmech.analysis import boot, corrupted_activations, profile
 from kdmech.analysis.ablation.engine import AblationEngine
+from kdmech.analysis.analyze_result import AnalyzeResult
 from kdmech.analysis.noise import add_weight_noise, summarise
 from kdmech.analysis.probes import logit_attribution, similar_member_scores
 from kdmech.cli import main
@@ -52,6 +53,22 @@ def test_analysis_json_has_every_section_with_its_options(analysed):
     assert {row["shift"] for row in r["shift"]} >= {"in-distribution", "longer-6", "range-20-40", "words"}
     assert {p.name for p in analysed.iterdir()} >= {"analysis.json", "prompts.json", "influence.png",
                                                      "circuits.png", "sensitivity.png", "noise.png", "shift.png"}
+
+
+def test_analysis_json_reads_back_as_the_typed_result_unchanged(analysed):
+    raw = json.loads((analysed / "analysis.json").read_text())
+    r = AnalyzeResult.load(analysed / "analysis.json")
+    assert json.loads(json.dumps(r.to_json())) == raw  # every key, in the file's order too
+    assert list(r.to_json()) == list(raw)
+    assert r.A == raw["alignment"]["A"] and list(r.A_ci95) == raw["alignment"]["ci95"]["A"]
+    assert r.severity("teacher", "mlps") == raw["sensitivity"]["teacher"]["mlps"]["severity"]
+    assert r.worst_drop.student.node == raw["worst_drop"]["student"]["node"]
+    ref = [c for c in raw["circuit"]["student"]["circuits"] if c["threshold"] == 0.2]
+    assert r.reference_circuit("student") == ref[0]
+    # an older or newer file: unknown keys are kept, absent sections are None
+    partial = {k: v for k, v in raw.items() if k not in ("noise", "shift", "probes")} | {"later": 1}
+    back = AnalyzeResult.from_json(partial)
+    assert back.noise is None and back.severity() is not None and back.to_json()["later"] == 1
 
 
 def test_alignment_falls_as_noise_grows(analysed):
@@ -126,7 +143,9 @@ def test_paper_replication_runs_on_local_models_of_the_same_kind(pair, tmp_path)
     # Both presets side by side; the authors run beside the kdmech one (tests/test_presets.py).
     assert "the two presets" in proc.stdout and "influence feeding A" in proc.stdout
     authors = json.loads((tmp_path / "rep" / "authors" / "analysis.json").read_text())
-    assert authors["options"]["preset"] == "authors" and authors["alignment"]["ablation"] == "zero"
+    # numerals: their numeral notebook's ablation (mean; their IOI/QA notebooks zero)
+    assert authors["options"]["preset"] == "authors" and authors["alignment"]["ablation"] == "mean"
+    assert authors["alignment"]["inputs"]["conventions"]["source"] == "seq_alignment_metric.ipynb"
 
 
 def test_paper_replication_without_hub_weights_fails_cleanly(tmp_path):

@@ -109,6 +109,8 @@ CASES = [
     ("unknown preset", ["analyze", T, GOOD, S, GOOD, "--analysis.preset", "bogus", O, "{out}"], "Expected a typing.Literal['kdmech', 'authors']. Got value: bogus"),
     ("unknown init", ["distill", T, GOOD, "--init", "weird", O, "{out}"], "Expected a typing.Literal"),
     ("unknown family", ["quickstart", O, "{out}", "--family", "gpt3"], "Got value: gpt3"),
+    ("teacher of another family", ["quickstart", O, "{out}", "--family", "llama", "--teacher", GOOD],
+     "is a gpt2 model, not of --family llama; pass --family gpt2"),
     # output folders
     ("--out is a file (analyze)", ["analyze", T, GOOD, S, GOOD, O, "{file}"], "is an existing file"),
     ("--out is a file (distill)", ["distill", T, GOOD, O, "{file}"], "is an existing file"),

@@ -92,7 +92,7 @@ def test_analyze_with_allow_weak_teacher_marks_its_json(random_teacher, tmp_path
 
     r = analyze(str(random_teacher), str(random_teacher), tmp_path / "a", analyses=["influence"],
                 analysis=AnalyzeOptions(per_type=4, filter_prompts=False, allow_weak_teacher=True, n_boot=10),
-                progress=False, wandb="disabled")
+                progress=False, wandb="disabled").to_json()
     saved = json.loads((tmp_path / "a" / "analysis.json").read_text())
     assert r["teacher_weak"] and saved["teacher_weak"] is True
     assert saved["teacher_competence"]["n_prompts"] == 12

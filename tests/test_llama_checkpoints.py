@@ -131,7 +131,7 @@ def test_llama31_to_a_minitron_depth_student_by_folder(folders, tmp_path):
     student.save_pretrained(tmp_path / "minitron")
     tok.save_pretrained(tmp_path / "minitron")
     r = analyze(str(folders["llama3.1"]), str(tmp_path / "minitron"), tmp_path / "out",
-                analyses=["influence", "matching"], analysis=QUICK, progress=False, wandb="disabled")
+                analyses=["influence", "matching"], analysis=QUICK, progress=False, wandb="disabled").to_json()
     assert student.config.num_key_value_heads == 2 and student.config.rope_parameters["rope_type"] == "llama3"
     assert len(r["influence"]["teacher"]) == 4 * 9 and len(r["influence"]["student"]) == 2 * 9
     assert {m["student"] for m in r["matching"]["pairs"]} == {f"L{l}.H{h}" for l in range(2) for h in range(8)} | {
@@ -145,7 +145,8 @@ def test_a_qwen3_analysed_against_itself_scores_one(folders, tmp_path, dtype):
     the read-out and scores in float32); the prompts end in Qwen's space token 220."""
     folder = str(folders["qwen3"])
     r = analyze(folder, folder, tmp_path / "out", analyses=["influence", "matching"],
-                analysis=AnalyzeOptions(**{**QUICK.__dict__, "dtype": dtype}), progress=False, wandb="disabled")
+                analysis=AnalyzeOptions(**{**QUICK.__dict__, "dtype": dtype}), progress=False,
+                wandb="disabled").to_json()
     assert r["alignment"]["A"] == pytest.approx(1.0, abs=1e-6)
     assert r["options"]["dtype"] == dtype
     prompts = json.loads((tmp_path / "out" / "prompts.json").read_text())
@@ -155,7 +156,7 @@ def test_a_qwen3_analysed_against_itself_scores_one(folders, tmp_path, dtype):
         model, _, _ = load_lm(folder, dtype)
         assert model.dtype == torch.bfloat16
         r32 = analyze(folder, folder, tmp_path / "out32", analyses=["influence", "matching"], analysis=QUICK,
-                      progress=False, wandb="disabled")
+                      progress=False, wandb="disabled").to_json()
         ld, ld32 = r["logit_diff"]["teacher"], r32["logit_diff"]["teacher"]
         assert isinstance(ld, float) and ld == pytest.approx(ld32, rel=0.05, abs=0.05)
 

@@ -17,6 +17,7 @@ from kdmech.cli import main
 from kdmech.commands.distill import AnalysisSchedule, DistillTraining
 from kdmech.commands.quickstart import quickstart
 from kdmech.models import CapacitySpec, build_llama_student, load_causal_lm
+from kdmech.run_layout import unlisted
 from kdmech.tasks import PromptSet
 
 NAME = "d0.5-w1-h1"
@@ -42,6 +43,7 @@ def test_llama_quickstart_writes_the_output_contract(llama_run, trained_llama_te
                    "report", "wandb"):
         assert (out / folder).is_dir(), folder
     assert (out / "report" / "report.html").stat().st_size > 10_000
+    assert unlisted(out) == []  # every file is one RunLayout (and the README's Output block) names
     assert list((out / "analysis" / NAME).glob("influence_step_*.png"))
     assert list((out / "timeline" / NAME).glob("*.png"))
     student = json.loads((out / "students" / NAME / "config.json").read_text())

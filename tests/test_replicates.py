@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from kdmech.analysis.analyze_result import AnalyzeResult
 from kdmech.analysis.pair import NodeDrop, WorstDrop
 from kdmech.report.collect import StudentRecord, record_seed
 from kdmech.report.replicates import Interval, differences, group_by_capacity, has_replicates, interval
@@ -50,10 +51,16 @@ def test_a_difference_is_called_out_only_beyond_the_seed_spread():
     assert Interval((1.0, 1.0)).exceeds_spread(Interval((2.0, 2.0)))
 
 
+def _pair(**sections) -> AnalyzeResult:
+    """A pair analysis holding only `sections` (the rest empty)."""
+    drop = WorstDrop(NodeDrop("L1.H0", 5.0), NodeDrop("L0.H0", 5.0), 1.0)
+    return AnalyzeResult("t", "s", "numerals", False, {}, 0, {}, [], {}, {}, {}, {}, drop, **sections)
+
+
 def _record(name, depth, a, ld, worst=10.0, seed=None, severity=None):
     final = SimpleNamespace(alignment=SimpleNamespace(A=a), logit_diff={"student": ld, "teacher": 5.0},
                             worst_drop=WorstDrop(NodeDrop("L1.H0", 5.0), NodeDrop("L0.H0", worst), worst / 5.0))
-    pair = {"sensitivity": {"student": {"heads": {"severity": severity}}}} if severity is not None else None
+    pair = _pair(sensitivity={"student": {"heads": {"severity": severity}}}) if severity is not None else None
     return StudentRecord(name=name, capacity={"depth": depth, "width": 1.0, "heads": 1.0}, parameters=None,
                          teacher_parameters=None, steps=[final], pair=pair, seed=seed, init="every_k")
 
@@ -91,8 +98,8 @@ def test_a_hand_picked_name_groups_by_capacity_and_circuit_size_is_read_at_t_020
     assert circuit_nodes(mine) == 2
     # no checkpoint circuit: the pair analysis' threshold sweep, at its reference threshold
     mine.circuit = None
-    mine.pair = {"circuit": {"student": {"reference_threshold": 0.2, "circuits": [
-        {"threshold": 0.1, "nodes": ["a"]}, {"threshold": 0.2, "nodes": ["a", "b", "c"]}]}}}
+    mine.pair = _pair(circuit={"student": {"reference_threshold": 0.2, "circuits": [
+        {"threshold": 0.1, "nodes": ["a"]}, {"threshold": 0.2, "nodes": ["a", "b", "c"]}]}})
     assert circuit_nodes(mine) == 3
 
 

@@ -109,7 +109,7 @@ def test_analyze_of_the_teacher_against_itself_gives_A_one(trained_teacher, tmp_
     for method in ("svd3", "cka"):
         options = AnalyzeOptions(per_type=32, mlp_similarity=method, n_boot=20)
         r = analyze(str(teacher), str(teacher), tmp_path / method,
-                    analyses=["influence", "matching"], analysis=options, progress=False, wandb="disabled")
+                    analyses=["influence", "matching"], analysis=options, progress=False, wandb="disabled").to_json()
         assert r["matching"]["options"]["mlp_similarity"] == method
         assert all(p["similarity"] == pytest.approx(1.0, abs=1e-5) for p in r["matching"]["pairs"])
         assert r["alignment"]["A"] == pytest.approx(1.0, abs=1e-5)

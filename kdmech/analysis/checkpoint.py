@@ -2,7 +2,9 @@
 the quickstart, sweeps): profile the student, compare it with the teacher's once-computed side,
 apply the preset, and at circuit steps discover both circuits and run the probes.
 
-Pure: models and prompts in, a `CheckpointRecord` out; no Lightning, no W&B, no files.
+Models and prompts in, a `CheckpointRecord` out; no Lightning, no W&B. Its one file is the
+teacher side's disk cache (`kdmech.analysis.teacher_cache`; `KDMECH_CACHE=off` turns it off),
+read back only for the same teacher weights, prompts and options.
 """
 
 from __future__ import annotations

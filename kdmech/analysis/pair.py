@@ -3,9 +3,7 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 
 import numpy as np
@@ -71,13 +69,6 @@ class PairAnalysis:
                    WorstDrop.from_json(d["worst_drop"]), d.get("options", {}), d.get("merges", {}),
                    d.get("similarity", {}),
                    d.get("teacher_competence", {}), d.get("alignment_inputs", {}), d.get("sign_range"))
-
-    def save(self, path: str | Path) -> None:
-        path = Path(path)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.to_json(), indent=1))
-        tmp.replace(path)
-
 
 @dataclass(frozen=True)
 class NodeDrop:

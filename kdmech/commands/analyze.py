@@ -6,7 +6,6 @@ alignment, noise, shift, probes — each with its options), DIR/prompts.json and
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from kdmech.analysis.alignment import alignment_ci
+from kdmech.analysis.analyze_result import AnalyzeResult
 from kdmech.analysis.attribution.discovery import CircuitFinder
 from kdmech.analysis.checkpoint import TeacherSide, analyze_checkpoint, run_probes, shared_teacher_side
 from kdmech.analysis.circuit import REFERENCE_THRESHOLD, threshold_sweep
@@ -25,7 +25,7 @@ from kdmech.analysis.pruning_orders import pruning_orders
 from kdmech.analysis.probes import first_token_divergence
 from kdmech.analysis.sensitivity import pooled_sensitivity, sensitivity
 from kdmech.analysis.shift import distribution_shift, rows_to_json
-from kdmech.run_layout import atomic_dir
+from kdmech.run_layout import ANALYSIS_JSON, PROMPTS_JSON, atomic_dir
 from kdmech.errors import KdmechError
 from kdmech.models import load_lm
 from kdmech.report import plots
@@ -55,13 +55,17 @@ class _Pair:
     kind: str
     prompts: object
     competence: object
+    teacher: str = ""
+    student: str = ""
+    shapes: dict | None = None
+    """who → (layers, heads) of its attention patterns, for the circuit picture."""
 
 
 def analyze(teacher: str, student: str, out: Path, task: str = "numerals",
             analyses: list[str] = list(ANALYSES),  # noqa: B006 - jsonargparse needs a literal
             analysis: AnalyzeOptions = AnalyzeOptions(), progress: bool = True,
             device: str = "auto", wandb: WandbMode = "auto", project: str = "kdmech",
-            entity: str | None = None, tags: list[str] | None = None) -> dict:
+            entity: str | None = None, tags: list[str] | None = None) -> AnalyzeResult:
     """Analyse a teacher–student pair (influence, circuits, matching, alignment and more).
 
     Influence, sensitivity, circuits, matching, alignment, noise validation, distribution shift
@@ -101,15 +105,29 @@ def analyze(teacher: str, student: str, out: Path, task: str = "numerals",
     wanted = set(analyses) | {"influence", "matching"}
     start, out = time.perf_counter(), Path(out)
     pair = _load_pair(teacher, student, task, analysis, preset, where)
+    result = _analyse(pair, wanted, analysis, preset, progress)
+    result.wall_seconds = time.perf_counter() - start
 
+    with atomic_dir(out) as tmp:
+        pair.prompts.save(tmp / PROMPTS_JSON)
+        result.save(tmp / ANALYSIS_JSON)
+        _plots(tmp, result, pair.shapes)
+    signs = result.sign_range
+    print(f"analysis of {student} against {teacher} on {result.task} ({result.n_prompts} "
+          f"prompts) written to {out} in {result.wall_seconds:.0f}s: A "
+          f"{result.A:.3f} [{result.A_ci95[0]:.3f}, {result.A_ci95[1]:.3f}]"
+          + (f" (over eigenvector signs {signs[0]:.3f}–{signs[1]:.3f})" if signs else "")
+          + f", worst drop student/teacher {result.worst_drop.ratio:.2f}")
+    log_analysis(out, result, options, wandb, project, entity, tags)
+    return result
+
+
+def _analyse(pair: _Pair, wanted: set, analysis: AnalyzeOptions, preset, progress: bool) -> AnalyzeResult:
+    """Both models' profiles, what every analysis holds, and the optional analyses `wanted`."""
     steps = {"profiles": 2, "sensitivity": 1, "circuit": 2 * len(analysis.thresholds),
              "noise": len(analysis.noise_sigmas) * analysis.noise_seeds, "shift": 8, "probes": 1}
     bar = tqdm(total=sum(v for k, v in steps.items() if k == "profiles" or k in wanted),
                desc="kdmech analyze", disable=not progress, unit="step")
-    result: dict = {"teacher": teacher, "student": student, "task": pair.prompts.task,
-                    "teacher_weak": pair.competence.weak,
-                    "teacher_competence": pair.competence.to_json(), "n_prompts": len(pair.prompts),
-                    "options": asdict(analysis), "analyses": sorted(wanted)}
     bar.set_postfix_str("teacher profile")
     shared = shared_teacher_side(pair.t_model, pair.prompts, analysis)  # one profile per teacher and process
     if "side" not in shared:
@@ -121,23 +139,14 @@ def analyze(teacher: str, student: str, out: Path, task: str = "numerals",
     record, sp, student_side = analyze_checkpoint(side, pair.s_model, pair.s_tok, pair.prompts, step=0)
     sides = (side.alignment or tp, student_side or sp)  # what A read of each model
     bar.update()
-    result.update(_pair_results(record.pair, tp, sp, sides, analysis, preset))
-    result.update(_optional_analyses(wanted, pair, tp, sp, record.pair, sides, analysis, preset, bar))
+    pair.shapes = {who: (prof.patterns.shape[0], prof.patterns.shape[1]) for who, prof in (("teacher", tp),
+                                                                                           ("student", sp))}
+    result = AnalyzeResult(
+        teacher=pair.teacher, student=pair.student, task=pair.prompts.task, teacher_weak=pair.competence.weak,
+        teacher_competence=pair.competence.to_json(), n_prompts=len(pair.prompts), options=asdict(analysis),
+        analyses=sorted(wanted), **_pair_results(record.pair, tp, sp, sides, analysis, preset),
+        **_optional_analyses(wanted, pair, tp, sp, record.pair, sides, analysis, preset, bar))
     bar.close()
-    result["wall_seconds"] = time.perf_counter() - start
-
-    with atomic_dir(out) as tmp:
-        pair.prompts.save(tmp / "prompts.json")
-        (tmp / "analysis.json").write_text(json.dumps(result, indent=1))
-        _plots(tmp, result, tp, sp)
-    signs = record.pair.sign_range
-    print(f"analysis of {student} against {teacher} on {pair.prompts.task} ({len(pair.prompts)} "
-          f"prompts) written to {out} in {result['wall_seconds']:.0f}s: A "
-          f"{record.pair.alignment.A:.3f} [{result['alignment']['ci95']['A'][0]:.3f}, "
-          f"{result['alignment']['ci95']['A'][1]:.3f}]"
-          + (f" (over eigenvector signs {signs['A'][0]:.3f}–{signs['A'][1]:.3f})" if signs else "")
-          + f", worst drop student/teacher {record.pair.worst_drop.ratio:.2f}")
-    log_analysis(out, result, options, wandb, project, entity, tags)
     return result
 
 
@@ -158,7 +167,7 @@ def _load_pair(teacher: str, student: str, task: str, options: AnalyzeOptions, p
                                             options.min_prompts, options.allow_weak_teacher,
                                             options.filter_prompts,
                                             max_batch_tokens=options.max_batch_tokens)
-    return _Pair(t_model, t_tok, s_model, s_tok, kind, prompts, competence)
+    return _Pair(t_model, t_tok, s_model, s_tok, kind, prompts, competence, teacher, student)
 
 
 def _pair_results(pair, tp, sp, sides, options: AnalyzeOptions, preset) -> dict:
@@ -178,7 +187,7 @@ def _pair_results(pair, tp, sp, sides, options: AnalyzeOptions, preset) -> dict:
         "alignment": {**pair.alignment.to_json(), "ablation": pair.options["alignment_ablation"],
                       "ci95": ci, "inputs": pair.alignment_inputs, "sign_range": pair.sign_range,
                       "logit_diff": {"teacher": sides[0].metric, "student": sides[1].metric}},
-        "worst_drop": pair.worst_drop.to_json()}
+        "worst_drop": pair.worst_drop}
 
 
 def _optional_analyses(wanted: set, p: _Pair, tp, sp, pair, sides, options: AnalyzeOptions,
@@ -238,19 +247,16 @@ def _probes(tp, sp, pair, tokenizer) -> dict:
     return out
 
 
-def _plots(folder: Path, r: dict, tp, sp) -> None:
-    save_influence_png(folder / "influence.png", r["influence"]["teacher"], r["influence"]["student"],
-                       f"{r['task']}: single-node {r['influence']['ablation']}-ablation influence")
-    if "circuit" in r:
-        ref = {who: next(c for c in r["circuit"][who]["circuits"] if abs(c["threshold"] - REFERENCE_THRESHOLD) < 1e-9)
-               for who in ("teacher", "student")}
-        matched = {m["student"]: m["teacher"] for m in r["matching"]["pairs"]}
-        shapes = {"teacher": (tp.patterns.shape[0], tp.patterns.shape[1]),
-                  "student": (sp.patterns.shape[0], sp.patterns.shape[1])}
+def _plots(folder: Path, r: AnalyzeResult, shapes: dict) -> None:
+    save_influence_png(folder / "influence.png", r.influence["teacher"], r.influence["student"],
+                       f"{r.task}: single-node {r.influence['ablation']}-ablation influence")
+    if r.circuit is not None:
+        ref = {who: r.reference_circuit(who) for who in ("teacher", "student")}
+        matched = {m["student"]: m["teacher"] for m in r.matching["pairs"]}
         plots.circuits_png(folder / "circuits.png", ref, shapes, matched)
-    if "sensitivity" in r:
-        plots.sensitivity_png(folder / "sensitivity.png", r["influence"]["teacher"], r["influence"]["student"])
-    if "noise" in r:
-        plots.noise_png(folder / "noise.png", r["noise"])
-    if "shift" in r:
-        plots.shift_png(folder / "shift.png", r["shift"])
+    if r.sensitivity is not None:
+        plots.sensitivity_png(folder / "sensitivity.png", r.influence["teacher"], r.influence["student"])
+    if r.noise is not None:
+        plots.noise_png(folder / "noise.png", r.noise)
+    if r.shift is not None:
+        plots.shift_png(folder / "shift.png", r.shift)

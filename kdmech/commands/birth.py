@@ -21,6 +21,7 @@ from kdmech.models.importance import DepthMetric, Importance, importance
 from kdmech.models.param_budget import count_parameters, params_capacity
 from kdmech.models.rounds import compose
 from kdmech.tasks import check_same_tokenization, get_task
+from kdmech.run_layout import PROVENANCE_JSON
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,7 @@ def born(teacher, tokenizer, capacities: list[CapacitySpec], names: list[str], i
     source, parent_prov = teacher, None
     if parent is not None and parent.folder is not None:
         source = load_lm(str(parent.folder))[0]
-        parent_prov = json.loads((parent.folder / "provenance.json").read_text())
+        parent_prov = json.loads((parent.folder / PROVENANCE_JSON).read_text())
     scores = score(source, tokenizer, analysis, data, options) if init == "importance" else None
     built, total = {}, count_parameters(teacher)
     for name, capacity in zip(names, capacities):

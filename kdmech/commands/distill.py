@@ -33,7 +33,7 @@ from kdmech.analysis.options import AnalysisSchedule
 from kdmech.callbacks import CircuitAnalysisCallback
 from kdmech.commands.birth import ImportanceOptions, Parent, birth_config, born, resolve_capacity, task_prompts
 from kdmech.distill.trainer import Devices, ResumableCheckpoint, TrainerOptions, quiet_lightning, resume_point
-from kdmech.run_layout import atomic_dir
+from kdmech.run_layout import CONFIG_YAML, PROVENANCE_JSON, atomic_dir
 from kdmech.teacher import resolve_teacher
 from kdmech.distill.trainer import trainer as make_trainer
 from kdmech.distill.text import DataOptions, TextDataModule, check_data
@@ -375,9 +375,9 @@ def save_student(name, student, provenance, tokenizer, teacher_model, prompts, r
     with atomic_dir(folder) as tmp:
         student.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        (tmp / "provenance.json").write_text(json.dumps(provenance, indent=1))
+        (tmp / PROVENANCE_JSON).write_text(json.dumps(provenance, indent=1))
         if config_yaml is not None and config_yaml.exists():
-            shutil.copyfile(config_yaml, tmp / "config.yaml")
+            shutil.copyfile(config_yaml, tmp / CONFIG_YAML)
     scores = (accuracy_and_ld(student, prompts, max_batch_tokens) if prompts is not None
               else {"logit_diff": float("nan"), "top1": float("nan")})
     final = results[-1] if results else None

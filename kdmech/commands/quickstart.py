@@ -14,6 +14,7 @@ import json
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Literal
 
 from kdmech.analysis.circuit import Circuit
@@ -27,7 +28,7 @@ from kdmech.commands.timeline import timeline
 from kdmech.teacher import HELD_OUT_SEED, TeacherTraining, train_teacher
 from kdmech.errors import KdmechError
 from kdmech.models import CapacitySpec, TinySpec, load_lm
-from kdmech.models.family import get_family
+from kdmech.models.family import family_of, get_family
 from kdmech.lineage import study_group
 from kdmech.report.html import write_report
 from kdmech.report.wandb_report import log_report
@@ -57,7 +58,7 @@ def _circuit_text(c: Circuit | None) -> str:
 def _teacher(layout: RunLayout, family: str, sizes: TinySpec, training: TeacherTraining,
              fresh: bool, wandb: WandbMode, progress: bool, where: dict) -> dict:
     """The tiny teacher's eval.json: trained into layout.teacher, or reused from there."""
-    saved_eval = layout.teacher / "eval.json"
+    saved_eval = layout.teacher_eval
     if not fresh and saved_eval.exists():
         saved = json.loads(saved_eval.read_text()).get("family", "gpt2")
         if saved != family:
@@ -73,14 +74,21 @@ def _teacher(layout: RunLayout, family: str, sizes: TinySpec, training: TeacherT
     return train_teacher(layout.teacher, sizes, training, wandb, layout.root, progress, family, **where)
 
 
-def _check_given_teacher(teacher: str, family: str, kind: str | None) -> None:
-    """A `--teacher` of the other family than `--family` is refused (the family sets the
-    distillation loss and the task's form)."""
+def _check_given_teacher(teacher: str, family: str, kind: str | None, actual: str | None = None) -> None:
+    """A `--teacher` of another family than `--family` is refused (the family sets the
+    distillation loss, the student's construction and the task's form). `actual`: the
+    teacher's family when known (a local folder's is read from its config.json)."""
     wanted = get_family(family).kind
     if kind is not None and kind != wanted:
         other = "bert" if kind == "masked" else "gpt2"
         raise KdmechError(f"--teacher {teacher!r} is a {kind} LM, not a {wanted} one as --family "
                           f"{family} needs; pass --family {other}")
+    config = Path(teacher) / "config.json"
+    if actual is None and config.is_file():
+        actual = family_of(SimpleNamespace(model_type=json.loads(config.read_text()).get("model_type"))).name
+    if actual is not None and actual != family:
+        raise KdmechError(f"--teacher {teacher!r} is a {actual} model, not of --family {family}; "
+                          f"pass --family {actual}")
 
 
 def _given_teacher(teacher: str, family: str) -> dict:
@@ -88,7 +96,7 @@ def _given_teacher(teacher: str, family: str) -> dict:
     with the held-out top-1 and LD that train-teacher reports, on the same prompts."""
     fam = get_family(family)
     net, tokenizer, kind = load_lm(teacher)
-    _check_given_teacher(teacher, family, kind)
+    _check_given_teacher(teacher, family, kind, family_of(net).name)
     task = NumeralTask(seed=HELD_OUT_SEED, cloze=fam.cloze, renumber=False)
     scores = accuracy_and_ld(net, tokenize_prompts(task.fit_to(tokenizer).prompts(), tokenizer, fam.kind))
     print(f"== using the teacher {teacher} (held-out top-1 {scores['top1']:.3f}); no tiny teacher trained")

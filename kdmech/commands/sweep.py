@@ -120,7 +120,7 @@ def sweep(config_file: Path, out: Path | None = None, count: int | None = None,
     finished = [n for n in layout.analysed_students() if layout.student(n).is_dir()]
     if pair_analyses:
         for name in finished:
-            if not (layout.pair_analysis(name) / "analysis.json").exists():
+            if not layout.pair_analysis_json(name).exists():
                 print(f"== pair analysis of {name}")
                 plan = pair_analysis_plan(_run_schedule(layout, name, mlp_method))
                 analyze(teacher, str(layout.student(name)), layout.pair_analysis(name), plan.task,

@@ -17,6 +17,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from kdmech.distill.progress import StepProgressBar
 from kdmech.errors import KdmechError
+from kdmech.run_layout import LAST_CKPT, PREVIOUS_CKPT
 
 
 def quiet_lightning() -> None:
@@ -94,7 +95,7 @@ def trainer(max_steps: int, logger=None, callbacks=(), strategy: str = "auto", d
                      num_sanity_val_steps=0, gradient_clip_val=gradient_clip_val)
 
 
-LAST, PREVIOUS = "last.ckpt", "previous.ckpt"
+LAST, PREVIOUS = LAST_CKPT, PREVIOUS_CKPT
 
 
 class ResumableCheckpoint(ModelCheckpoint):

@@ -37,11 +37,10 @@ def versus_ratio(records: list[StudentRecord], path) -> None:
         _versus_ratio_replicates(groups, records, path)
         return
     x = np.array([r.param_ratio for r in records])
-    sev = [r.pair["sensitivity"]["student"]["heads"]["severity"] if r.pair and "sensitivity" in r.pair
-           else np.nan for r in records]
+    sev = [r.pair.severity() if r.pair and r.pair.sensitivity else np.nan for r in records]
     fig, axes = _axes(not np.all(np.isnan(sev)))
     a = [r.final.alignment.A for r in records]
-    ci = [r.pair["alignment"]["ci95"]["A"] if r.pair else [v, v] for r, v in zip(records, a)]
+    ci = [r.pair.A_ci95 if r.pair else [v, v] for r, v in zip(records, a)]
     axes[0].errorbar(x, a, yerr=np.abs(np.array(ci).T - a), fmt="o-", capsize=3)
     axes[0].set_title("A (95% CI over prompts)")
     worst = [r.final.worst_drop.student.value for r in records]
@@ -141,12 +140,12 @@ def _versus_ratio_replicates(groups: list[CapacityGroup], records: list[StudentR
 
 
 def noise_curves(records: list[StudentRecord], path) -> bool:
-    with_noise = [r for r in records if r.pair and "noise" in r.pair]
+    with_noise = [r for r in records if r.pair and r.pair.noise]
     if not with_noise:
         return False
     fig, ax = plt.subplots(figsize=(7, 4))
     for r in with_noise:
-        n = r.pair["noise"]
+        n = r.pair.noise
         sig = np.array(n["sigmas"])
         x = np.where(sig > 0, sig, sig[sig > 0].min() / 3)
         ax.plot(x, n["A_mean"], "o-", label=f"{r.name} (ρ {n['spearman_rho']:.2f}, plateau {n['plateau']:.3f})")

@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kdmech.analysis.analyze_result import AnalyzeResult
 from kdmech.analysis.pair import PairAnalysis
 from kdmech.analysis.record import CheckpointRecord, last_circuits
 from kdmech.errors import KdmechError
@@ -26,7 +27,7 @@ class StudentRecord:
     steps: list[PairAnalysis]
     circuit: dict | None = None
     """The last circuit_step_<N>.json."""
-    pair: dict | None = None
+    pair: AnalyzeResult | None = None
     """pair-analysis/<name>/analysis.json, when present."""
     folder: Path = field(default_factory=Path)
     seed: int | None = None
@@ -93,17 +94,17 @@ def collect(root: str | Path) -> list[StudentRecord]:
     params = _summary_params(layout)
     records = []
     for name in layout.analysed_students():
-        prov_file = layout.student(name) / "provenance.json"
+        prov_file = layout.provenance(name)
         prov = json.loads(prov_file.read_text()) if prov_file.exists() else {}
         checkpoints = CheckpointRecord.load_all(layout, name)
         circuits = last_circuits(checkpoints)
-        pair_file = layout.pair_analysis(name) / "analysis.json"
+        pair_file = layout.pair_analysis_json(name)
         p, tp = params.get(name, (prov.get("parameters"), prov.get("teacher_parameters")))
         records.append(StudentRecord(
             name=name, capacity=prov.get("capacity", {}), parameters=p, teacher_parameters=tp,
             steps=[c.pair for c in checkpoints],
             circuit=circuits.to_json() if circuits else None,
-            pair=json.loads(pair_file.read_text()) if pair_file.exists() else None,
+            pair=AnalyzeResult.load(pair_file) if pair_file.exists() else None,
             folder=layout.analysis(name), seed=record_seed(name, prov), init=prov.get("init", ""),
             layer_map=prov.get("layer_map", {}) if prov.get("init") != "random" else {},
             heads_kept=prov.get("heads_kept", {}), importance=_importance_summary(prov.get("importance")),

@@ -12,9 +12,9 @@ import tempfile
 from pathlib import Path
 
 from kdmech.errors import KdmechError
-from kdmech.run_layout import RunLayout
+from kdmech.run_layout import CONFIG_YAML, PROVENANCE_JSON, RunLayout
 
-STUDENT_FILES = ("provenance.json", "config.yaml")
+STUDENT_FILES = (PROVENANCE_JSON, CONFIG_YAML)
 """Artifact files that belong in students/<name>/ (the rest go to analysis/<name>/)."""
 
 

@@ -17,7 +17,7 @@ from kdmech.report.inits import born_with, circuits_text, compare_inits
 from kdmech.report.replicates import (FORMATS, LEVEL, METRICS, differences, group_by_capacity, has_replicates,
                                       to_rows)
 from kdmech.report.timeline import picture_names, student_timeline
-from kdmech.run_layout import RunLayout
+from kdmech.run_layout import REPORT_HTML, RunLayout
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
@@ -69,8 +69,8 @@ def _summary_rows(records: list[StudentRecord]) -> list[list]:
     rows = []
     for r in records:
         f, c = r.final, r.capacity
-        ci = r.pair["alignment"]["ci95"]["A"] if r.pair else None
-        sev = r.pair["sensitivity"]["student"]["heads"]["severity"] if r.pair and "sensitivity" in r.pair else None
+        ci = r.pair.A_ci95 if r.pair else None
+        sev = r.pair.severity() if r.pair else None
         circ = r.circuit["student"] if r.circuit and "student" in r.circuit else None
         rows.append([r.name, c.get("depth", "?"), c.get("width", "?"), c.get("heads", "?"),
                      f"{r.param_ratio:.2f}", _f(f.logit_diff["student"], ".2f"),
@@ -121,7 +121,7 @@ def write_report(root: str | Path) -> Path:
             f"<style>{STYLE}</style></head><body><h1>kdmech report: {html.escape(str(root))}</h1>"
             f"<p class='note'>{len(records)} students; generated {time.strftime('%Y-%m-%d %H:%M')}</p>"
             f"{_weak_banner(records)}{body}</body></html>")
-    path = out / "report.html"
+    path = out / REPORT_HTML
     path.write_text(page)
     return path
 
@@ -263,10 +263,10 @@ def _ld(x: float) -> str:
 
 
 def _shift_table(records: list[StudentRecord]) -> str:
-    with_shift = [r for r in records if r.pair and "shift" in r.pair]
+    with_shift = [r for r in records if r.pair and r.pair.shift]
     if not with_shift:
         return "<p>No pair analysis with distribution shift in this folder.</p>"
-    shifts = with_shift[0].pair["shift"]
+    shifts = with_shift[0].pair.shift
     header = ["shift", "settings", "teacher top-1 / LD"] + [f"{r.name} top-1 / LD" for r in with_shift]
     cell = lambda d, err: f"{d['top1']:.2f} / {_ld(d['logit_diff'])}" if d else f"not run: {err[:60]}"  # noqa: E731
     rows, failed = [], []
@@ -275,7 +275,7 @@ def _shift_table(records: list[StudentRecord]) -> str:
         failed += [t["shift"]] if weak else []
         settings = ", ".join(f"{k}={v}" for k, v in t.get("settings", {}).items()) or "–"
         rows.append([t["shift"] + (" †" if weak else ""), settings, cell(t["teacher"], t["error"])]
-                    + [cell(r.pair["shift"][i]["student"], r.pair["shift"][i]["error"]) for r in with_shift])
+                    + [cell(r.pair.shift[i]["student"], r.pair.shift[i]["error"]) for r in with_shift])
     note = (f'<p class="note">top-1 on the shifted prompts and the mean logit difference (correct − wrong '
             f'answer; an LD that rounds to zero is printed 0.00, without a sign). † {len(failed)} of '
             f'{len(shifts)} shifts: the teacher itself is below top-1 0.5 there ({html.escape(", ".join(failed))}); '
@@ -304,7 +304,7 @@ def _restructuring(root: Path, records: list[StudentRecord]) -> str:
     layout = RunLayout(root)
     timelines, parts = {}, []
     for r in records:
-        events = layout.timeline(r.name) / "events.json"
+        events = layout.events_json(r.name)
         t = timelines[r.name] = (json.loads(events.read_text()) if events.exists()
                                  else student_timeline(layout, r.name))
         pictures = "".join(

@@ -61,13 +61,8 @@ def circuit_node_names(record: StudentRecord) -> list[str] | None:
     c = record.circuit
     if c and "student" in c and abs(c.get("threshold", REFERENCE_THRESHOLD) - REFERENCE_THRESHOLD) < 1e-9:
         return list(c["student"]["nodes"])
-    sweep = (record.pair or {}).get("circuit", {}).get("student")
-    if sweep:
-        ref = sweep.get("reference_threshold", REFERENCE_THRESHOLD)
-        for circ in sweep.get("circuits", []):
-            if abs(circ["threshold"] - ref) < 1e-9:
-                return list(circ["nodes"])
-    return None
+    ref = record.pair.reference_circuit("student") if record.pair and record.pair.circuit else None
+    return list(ref["nodes"]) if ref else None
 
 
 def circuit_nodes(record: StudentRecord) -> int | None:
@@ -79,13 +74,12 @@ def circuit_nodes(record: StudentRecord) -> int | None:
 def metric_values(record: StudentRecord) -> dict[str, float | None]:
     """The record's value of every metric in METRICS (None where it was not computed)."""
     f = record.final
-    sens = (record.pair or {}).get("sensitivity")
     nodes = circuit_nodes(record)
     return {
         "A": f.alignment.A,
         "worst_drop": f.worst_drop.student.value,
         "worst_ratio": f.worst_drop.ratio,
-        "severity": sens["student"]["heads"]["severity"] if sens else None,
+        "severity": record.pair.severity() if record.pair else None,
         "ld": f.logit_diff["student"],
         "circuit_nodes": None if nodes is None else float(nodes),
     }

@@ -7,7 +7,7 @@ import json
 
 from kdmech.analysis.restructuring import Rules, find_events, load_history, write_history
 from kdmech.report import timeline_figures as figs
-from kdmech.run_layout import RunLayout
+from kdmech.run_layout import EVENTS_JSON, RunLayout
 
 PICTURES = ("influence_over_steps", "matching_flow", "alignment_parts", "events")
 OPTIONAL_PICTURES = ("attribution_over_steps",)
@@ -29,7 +29,7 @@ def student_timeline(layout: RunLayout, name: str, rules: Rules = Rules()) -> di
         (out_dir / "attribution_over_steps.png").unlink(missing_ok=True)  # from an earlier run
     record = {"student": h.name, "teacher_circuit": h.teacher_circuit, "functions": h.functions,
               "rules": rules.__dict__, "events": [e.to_json() for e in events]}
-    (out_dir / "events.json").write_text(json.dumps(record, indent=1))
+    (out_dir / EVENTS_JSON).write_text(json.dumps(record, indent=1))
     return record
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from kdmech.analysis.analyze_result import AnalyzeResult
 from kdmech.report.collect import StudentRecord, collect
 from kdmech.report.replicates import METRICS, group_by_capacity, has_replicates, metric_values
 from kdmech.run_config import resolved
@@ -49,7 +50,7 @@ def report_event_rows(root: Path) -> list[list]:
 
     layout, rows = RunLayout(root), []
     for name in layout.analysed_students():
-        path = layout.timeline(name) / "events.json"
+        path = layout.events_json(name)
         if path.exists():
             rows += event_rows(json.loads(path.read_text())["events"], name)
     return rows
@@ -118,14 +119,14 @@ def log_report(root: str | Path, name: str, mode: str = "auto", project: str = "
     if has_replicates(group_by_capacity(records)):
         columns, rows = replicate_rows(records)
         logged["replicates"] = wandb.Table(columns=columns, data=rows)
-    html = root / "report" / "report.html"
+    html = RunLayout(root).report_html
     if html.exists():
         logged["report"] = wandb.Html(html.read_text())
     run.log(logged)
     finish()
 
 
-def log_analysis(out: str | Path, result: dict, options: dict, mode: str = "auto", project: str = "kdmech",
+def log_analysis(out: str | Path, result: AnalyzeResult, options: dict, mode: str = "auto", project: str = "kdmech",
                  entity: str | None = None, tags: list[str] | None = None) -> None:
     """One `analyze` run (its files in `out`/wandb): the pair's headline numbers in run.summary
     (A and its parts with the bootstrap interval, LDs, worst drops, circuit sizes, severity),
@@ -137,12 +138,12 @@ def log_analysis(out: str | Path, result: dict, options: dict, mode: str = "auto
 
     out = Path(out)
     in_run = out.parent.name == "pair-analysis"  # a quickstart's or sweep's: that study's group
-    run = _init(out, Path(str(result["student"])).name, "analyze", mode, project, entity, tags,
+    run = _init(out, Path(str(result.student)).name, "analyze", mode, project, entity, tags,
                 resolved("analyze", options), study_group(out.parent.parent) if in_run else None)
     if run is None:
         return
     run.summary.update(analysis_summary(result))
-    pairs = result["matching"]["pairs"]
+    pairs = result.matching["pairs"]
     if pairs:
         columns = list(pairs[0])
         run.log({"matching": wandb.Table(columns=columns, data=[[p[c] for c in columns] for p in pairs])})
@@ -151,21 +152,21 @@ def log_analysis(out: str | Path, result: dict, options: dict, mode: str = "auto
     finish()
 
 
-def analysis_summary(result: dict) -> dict:
+def analysis_summary(result: AnalyzeResult) -> dict:
     """The headline numbers of an analysis.json, flat, for run.summary."""
-    a, wd = result["alignment"], result["worst_drop"]
+    a, wd = result.alignment, result.worst_drop
     out = {"A": a["A"], "A_heads": a["A_heads"], "A_mlp": a["A_mlp"],
-           "A_ci95_low": a["ci95"]["A"][0], "A_ci95_high": a["ci95"]["A"][1],
-           "logit_diff_teacher": result["logit_diff"]["teacher"], "logit_diff_student": result["logit_diff"]["student"],
-           "worst_drop_student": wd["student"]["value"], "worst_drop_teacher": wd["teacher"]["value"],
-           "worst_drop_ratio": wd["ratio"], "n_prompts": result["n_prompts"], "teacher_weak": result["teacher_weak"]}
-    if a.get("sign_range"):  # the authors' MLP score: A over the eigenvector sign choices
-        out["A_sign_range_low"], out["A_sign_range_high"] = a["sign_range"]["A"]
-    for who, sweep in result.get("circuit", {}).items():
-        ref = next((c for c in sweep["circuits"] if abs(c["threshold"] - sweep["reference_threshold"]) < 1e-9), None)
+           "A_ci95_low": result.A_ci95[0], "A_ci95_high": result.A_ci95[1],
+           "logit_diff_teacher": result.logit_diff["teacher"], "logit_diff_student": result.logit_diff["student"],
+           "worst_drop_student": wd.student.value, "worst_drop_teacher": wd.teacher.value,
+           "worst_drop_ratio": wd.ratio, "n_prompts": result.n_prompts, "teacher_weak": result.teacher_weak}
+    if result.sign_range:  # the authors' MLP score: A over the eigenvector sign choices
+        out["A_sign_range_low"], out["A_sign_range_high"] = result.sign_range
+    for who in result.circuit or {}:
+        ref = result.reference_circuit(who)
         if ref is not None:
             out[f"circuit_nodes_{who}"] = len(ref["nodes"])
-    if "sensitivity" in result:
-        out["severity_heads_student"] = result["sensitivity"]["student"]["heads"]["severity"]
-        out["severity_heads_teacher"] = result["sensitivity"]["teacher"]["heads"]["severity"]
+    if result.sensitivity is not None:
+        out["severity_heads_student"] = result.severity("student")
+        out["severity_heads_teacher"] = result.severity("teacher")
     return {k: _number(v) for k, v in out.items()}
