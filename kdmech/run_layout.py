@@ -32,7 +32,8 @@ LAST_CKPT, PREVIOUS_CKPT = "last.ckpt", "previous.ckpt"
 ENTRIES: tuple[tuple[str, str], ...] = (
     ("teacher/", "the tiny teacher: model + tokenizer + eval.json (held-out top-1, LD) + config.yaml"),
     ("students/<name>/", "model + tokenizer + provenance.json (origin of every tensor) + config.yaml"),
-    ("checkpoints/<name>/last.ckpt", "Lightning checkpoint for --resume, at every analysis step (+ previous.ckpt)"),
+    ("checkpoints/<name>/last.ckpt", "Lightning checkpoint for --resume, at every analysis step"),
+    ("checkpoints/<name>/previous.ckpt", "the one before, the fallback if last.ckpt is cut off"),
     ("checkpoints/<name>/config.yaml", "the run's resolved options: `kdmech distill --config` repeats it"),
     ("checkpoints/<name>/wandb_run_id", "the W&B run id a resume continues"),
     ("checkpoints/<name>/wandb_history.jsonl", "the journal of every W&B row (an exact offline resume)"),
@@ -47,7 +48,7 @@ ENTRIES: tuple[tuple[str, str], ...] = (
     ("report/", "report.html, the capacity report, and its PNGs"),
     ("summary.json", "the final table as JSON (quickstart, distill-shared)"),
     ("sweep.json", "a sweep's points and their state (sweeps only)"),
-    ("wandb/offline-run-*", "one W&B run per model and analysis; a study's in one group"),
+    ("wandb/", "offline-run-*: one W&B run per model and analysis, a study's in one group"),
 )
 """Every path of a run folder (relative, `<name>` a student, `<N>` a step) and what it holds."""
 

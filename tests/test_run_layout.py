@@ -37,7 +37,7 @@ def test_no_other_module_spells_a_run_file_name():
     ("analysis/<name>/step_<N>.json", "analysis/d0.5-w1-h1/circuit_step_40.json", False),
     ("analysis/<name>/step_<N>.json", "analysis/a/b/step_40.json", False),
     ("students/<name>/", "students/d0.5-w1-h1/model.safetensors", True),
-    ("wandb/offline-run-*", "wandb/offline-run-20261206_1/files/config.yaml", True),
+    ("wandb/", "wandb/offline-run-20261206_1/files/config.yaml", True),
     ("summary.json", "summary.json.tmp", False),
 ])
 def test_entry_patterns(path, example, matches):
@@ -57,7 +57,7 @@ def test_every_entry_has_a_path_method(tmp_path):
              layout.run_config("n"), layout.wandb_run_id("n"), layout.wandb_journal("n"), layout.prompts_json("n"),
              layout.step_json("n", 3), layout.circuit_json("n", 3), layout.influence_png("n", 3),
              layout.history_csv("n"), layout.steps_csv("n"), layout.pair_analysis("n"), layout.timeline("n"),
-             layout.report, layout.summary, layout.sweep_state, layout.wandb / "wandb" / "offline-run-x"}
+             layout.report, layout.summary, layout.sweep_state, layout.wandb / "wandb" / "offline-run-x", layout.checkpoints("n") / run_layout.PREVIOUS_CKPT}
     rel = {p.relative_to(tmp_path).as_posix() for p in paths}
     for entry, _ in ENTRIES:
         assert any(entry_pattern(entry).match(r) for r in rel), entry
