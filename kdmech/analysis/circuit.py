@@ -236,14 +236,22 @@ def discover(engine: AblationEngine, threshold: float = 0.20, edges: bool = True
     nodes, passes = prune_nodes(engine, threshold, progress=progress)
     refused = engine.residual_refusal(EDGES) if edges else ""
     edge_list = prune_edges(engine, nodes, threshold, progress, sender_source) if edges and not refused else []
+    return measured_circuit(engine, threshold, nodes, passes, edge_list, edges and not refused, refused,
+                            sender_source)
+
+
+def measured_circuit(engine: AblationEngine, threshold: float, nodes: set[Node], passes: int, edge_list: list,
+                     edges_pruned: bool, refused: str, sender_source: str, discovery: dict | None = None) -> Circuit:
+    """A found circuit with its exact completeness and faithfulness (whatever found it)."""
     everything = set(engine.bridged.nodes)
     return Circuit(
         threshold=threshold, nodes=[n.name for n in sorted(nodes)], edges=edge_list,
         completeness=retained_with_only(engine, nodes),
         faithfulness=retained_with_only(engine, everything - nodes),
-        passes=passes, ablation=engine.kind.value,
-        edges_pruned=edges and not refused, edge_nodes=[n.name for n in edge_nodes(edge_list)],
-        edges_note=f"{refused}; the node-level circuit stands" if refused else "", sender_source=sender_source)
+        passes=passes, ablation=engine.kind.value, edges_pruned=edges_pruned,
+        edge_nodes=[n.name for n in edge_nodes(edge_list)],
+        edges_note=f"{refused}; the node-level circuit stands" if refused else "",
+        sender_source=sender_source, **({"discovery": discovery} if discovery is not None else {}))
 
 
 @dataclass(frozen=True)

@@ -57,3 +57,16 @@ class Node:
 def all_nodes(n_layers: int, n_heads: int) -> list[Node]:
     return [n for layer in range(n_layers)
             for n in [*(Node(layer, h) for h in range(n_heads)), Node(layer)]]
+
+
+def ablation_plan(nodes) -> tuple[dict[int, list[int]], set[int]]:
+    """(layer → its heads among `nodes`, the layers whose MLP is among them): what a runner
+    replaces, layer by layer."""
+    heads_at: dict[int, list[int]] = {}
+    mlps = set()
+    for node in nodes:
+        if node.is_head:
+            heads_at.setdefault(node.layer, []).append(node.head)
+        else:
+            mlps.add(node.layer)
+    return heads_at, mlps

@@ -30,7 +30,7 @@ from kdmech.analysis.ablation.reference import row_chunks
 from kdmech.analysis.ablation.contract import readout_at
 from kdmech.analysis.ablation.run_state import RunState, keep, rows_of
 from kdmech.analysis.edges import Receiver
-from kdmech.analysis.nodes import Node
+from kdmech.analysis.nodes import Node, ablation_plan
 from kdmech.tasks.metric import task_metric
 
 
@@ -44,17 +44,6 @@ def supported(model) -> bool:
 def make(model, clean: torch.Tensor, batch_rows: int | None = None) -> "GPT2Runner | None":
     """The registry's factory (`runners.register_runner`)."""
     return GPT2Runner(model, clean, batch_rows) if supported(model) else None
-
-
-def _ablation_plan(nodes) -> tuple[dict[int, list[int]], set[int]]:
-    heads_at: dict[int, list[int]] = {}
-    mlps = set()
-    for node in nodes:
-        if node.is_head:
-            heads_at.setdefault(node.layer, []).append(node.head)
-        else:
-            mlps.add(node.layer)
-    return heads_at, mlps
 
 
 class GPT2Runner:
@@ -82,7 +71,7 @@ class GPT2Runner:
         activation path patching needs cached (see `RunState`); computed `self.chunks` rows at
         a time."""
         all_ids = self.clean_ids if ids is None else ids
-        heads_at, mlps = _ablation_plan(nodes)
+        heads_at, mlps = ablation_plan(nodes)
         state = RunState([], [], [], [], None, heads_at, mlps, z_new, mlp_new)
         n = self.clean_ids.shape[0]
         final = []
@@ -137,7 +126,7 @@ class GPT2Runner:
         """Residual after the last block at each prompt's position, with `nodes` ablated.
         `z_new(layer)` → replacement head outputs [N, T, d]; `mlp_new(layer)` → [N, T, d].
         With `rows`, for those prompt rows only (`positions` are theirs)."""
-        heads_at, mlps = _ablation_plan(nodes)
+        heads_at, mlps = ablation_plan(nodes)
         start = min(n.layer for n in nodes)
         clean = self.clean if rows is None else self.clean.rows(rows)
         z_new, mlp_new = rows_of(z_new, rows), rows_of(mlp_new, rows)

@@ -34,7 +34,7 @@ import torch
 from kdmech.analysis.ablation.contract import readout_at
 from kdmech.analysis.ablation.run_state import RunState, keep, rows_of
 from kdmech.analysis.edges import Receiver
-from kdmech.analysis.nodes import Node
+from kdmech.analysis.nodes import Node, ablation_plan
 from kdmech.tasks.metric import task_metric
 
 REFERENCE_BATCH = 64
@@ -53,17 +53,6 @@ def supported(model) -> bool:
 def make(model, clean: torch.Tensor, batch_rows: int | None = None) -> "LlamaRunner | None":
     """The registry's factory (`runners.register_runner`)."""
     return LlamaRunner(model, clean, batch_rows) if supported(model) else None
-
-
-def ablation_plan(nodes) -> tuple[dict[int, list[int]], set[int]]:
-    heads_at: dict[int, list[int]] = {}
-    mlps = set()
-    for node in nodes:
-        if node.is_head:
-            heads_at.setdefault(node.layer, []).append(node.head)
-        else:
-            mlps.add(node.layer)
-    return heads_at, mlps
 
 
 @dataclass

@@ -23,8 +23,8 @@ from __future__ import annotations
 from kdmech.analysis.ablation.engine import AblationEngine
 from kdmech.analysis.attribution.paths import edge_attribution
 from kdmech.analysis.attribution.scores import AttributionScores
-from kdmech.analysis.circuit import EDGES, Circuit, path_patching, prune_nodes, retained_with_only
-from kdmech.analysis.edges import Edge, edge_nodes
+from kdmech.analysis.circuit import EDGES, Circuit, measured_circuit, path_patching, prune_nodes, retained_with_only
+from kdmech.analysis.edges import Edge
 from kdmech.analysis.nodes import Node
 
 EDGE_ROUND = 16
@@ -97,14 +97,7 @@ def verified_circuit(engine: AblationEngine, scores: AttributionScores, threshol
     if edges and not refused:
         e_scores = edge_attribution(engine, nodes, scores.method, scores.ig_steps, adapter)
         edge_list, edges_checked = verify_edges(engine, nodes, e_scores, threshold, sender_source)
-    everything = set(engine.bridged.nodes)
     record = {"method": scores.method, "ig_steps": scores.ig_steps, "candidate_nodes": len(candidate),
               "prefix_checks": prefix_checks, "pruning_checks": visited[0], "edges_checked": edges_checked}
-    return Circuit(
-        threshold=threshold, nodes=[n.name for n in sorted(nodes)], edges=edge_list,
-        completeness=retained_with_only(engine, nodes),
-        faithfulness=retained_with_only(engine, everything - nodes),
-        passes=passes, ablation=engine.kind.value,
-        edges_pruned=edges and not refused, edge_nodes=[n.name for n in edge_nodes(edge_list)],
-        edges_note=f"{refused}; the node-level circuit stands" if refused else "", discovery=record,
-        sender_source=sender_source)
+    return measured_circuit(engine, threshold, nodes, passes, edge_list, edges and not refused, refused,
+                            sender_source, record)
