@@ -12,7 +12,6 @@ docs/method.md §5.5) against independent computations with plain Hugging Face h
   depend on the memory budget.
 """
 
-from contextlib import contextmanager
 
 import pytest
 import torch
@@ -24,19 +23,7 @@ from kdmech.analysis.attribution.discovery import CircuitFinder
 from kdmech.analysis.attribution.paths import node_attribution
 from kdmech.analysis.circuit import path_patching, retained_with_only
 from kdmech.analysis.profile import profile
-
-
-@contextmanager
-def hooked(*handles):
-    try:
-        yield
-    finally:
-        for h in handles:
-            h.remove()
-
-
-def rms_norm(norm, x):
-    return norm.weight * (x / (x.pow(2).mean(-1, keepdim=True) + norm.variance_epsilon).sqrt())
+from hf_oracle import hooked, rms_norm
 
 
 def engine_of(model, tokenizer, prompts, swap=True, **kw):

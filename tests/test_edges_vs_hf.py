@@ -8,7 +8,6 @@ input is `mlp`'s input, i.e. ln_2 of the residual after attention; the final res
 input of `ln_f`.
 """
 
-from contextlib import contextmanager
 
 import pytest
 import torch
@@ -20,25 +19,9 @@ from kdmech.analysis.ablation.engine import AblationEngine
 from kdmech.models import load_causal_lm
 from kdmech.tasks import NumeralTask, tokenize_prompts
 from kdmech.tasks.filtering import filter_by_teacher
+from hf_oracle import hooked, mean_ld
 
 THRESHOLD = 0.20
-
-
-@contextmanager
-def hooked(*handles):
-    try:
-        yield
-    finally:
-        for h in handles:
-            h.remove()
-
-
-def mean_ld(model, prompts) -> float:
-    with torch.no_grad():
-        logits = model(input_ids=prompts.clean).logits
-    rows = torch.arange(len(prompts))
-    at = logits[rows, prompts.positions]
-    return (at[rows, prompts.answers] - at[rows, prompts.wrong_answers]).mean().item()
 
 
 def record(model, ids):

@@ -8,7 +8,6 @@ MLP's input is `mlp`'s input, the RMSNorm of the residual after attention; the f
 is the input of `model.norm`. RMSNorm is written out here: w · x / sqrt(mean(x²) + eps).
 """
 
-from contextlib import contextmanager
 
 import pytest
 import torch
@@ -19,29 +18,9 @@ from kdmech.analysis.ablation.engine import AblationEngine
 from kdmech.models import load_causal_lm
 from kdmech.tasks import NumeralTask, tokenize_prompts
 from kdmech.tasks.filtering import filter_by_teacher
+from hf_oracle import hooked, mean_ld, rms_norm
 
 THRESHOLD = 0.20
-
-
-@contextmanager
-def hooked(*handles):
-    try:
-        yield
-    finally:
-        for h in handles:
-            h.remove()
-
-
-def rms_norm(norm, x):
-    return norm.weight * (x / (x.pow(2).mean(-1, keepdim=True) + norm.variance_epsilon).sqrt())
-
-
-def mean_ld(model, prompts) -> float:
-    with torch.no_grad():
-        logits = model(input_ids=prompts.clean).logits
-    rows = torch.arange(len(prompts))
-    at = logits[rows, prompts.positions]
-    return (at[rows, prompts.answers] - at[rows, prompts.wrong_answers]).mean().item()
 
 
 def record(model, ids):
