@@ -118,6 +118,7 @@ def test_paper_replication_script_takes_the_llama_pair(trained_llama_teacher, tm
     assert proc.returncode == 0, proc.stderr[-2000:]
     r = json.loads((tmp_path / "rep" / "analysis.json").read_text())
     assert r["options"]["dtype"] == "bfloat16"
-    assert "authors L22.H15 82.1%" in proc.stdout and "authors L15.H22 25.7%" in proc.stdout
+    # the authors' scores as printed: 82.08 and 25.65 (a float just below 25.65) at one decimal
+    assert "authors L22.H15 82.1%" in proc.stdout and "authors L15.H22 25.6%" in proc.stdout
     worst = max(r["influence"]["teacher"], key=r["influence"]["teacher"].get)
     assert f"{worst} {r['influence']['retained']['teacher'][worst]:.1f}%" in proc.stdout
