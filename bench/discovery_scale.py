@@ -292,7 +292,8 @@ def main():
     jac = {r[0]: r[4]["jaccard_nodes"] for r in agreement_rows if r[1] == "eap-ig"}
     gpt2 = speed.get(shapes[0][0])
     print("BENCH discovery_scale: " + ", ".join(
-        [f"eap-ig {gpt2:.1f}× faster than exact at GPT-2-small shape ({n} prompts; target ≥ 20×)"] * (gpt2 is not None)
+        ([f"eap-ig {gpt2:.1f}× faster than exact at GPT-2-small shape ({n} prompts; target ≥ 20×)"]
+         if gpt2 is not None else [])
         + [f"Llama shape {v:.1f}×" for k, v in speed.items() if k != shapes[0][0]]
         + [f"eap-ig Jaccard vs exact on the trained {k} teacher {v:.2f}" for k, v in jac.items()]
         + (["(target ≥ 0.8)"] if jac else [])))
