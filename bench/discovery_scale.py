@@ -33,7 +33,7 @@ On the 2-core CPU the quick part 1 is long too: exact discovery at GPT-2-small s
 (with 200 edges sampled) and EAP's verified discovery had not finished after 35 more minutes —
 its edge verification path-patches edges until a round of 16 keeps none, which on a random-weight
 model with thousands of similar edges is most of them. The 20× target is for a GPU and a better
-stopping rule; see the closing note of this round.
+stopping rule (stop once the remaining edges' estimates clear the limit by a calibrated margin).
 """
 
 import argparse
