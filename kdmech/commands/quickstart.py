@@ -14,7 +14,6 @@ import json
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Literal
 
 from kdmech.analysis.circuit import Circuit
@@ -76,16 +75,13 @@ def _teacher(layout: RunLayout, family: str, sizes: TinySpec, training: TeacherT
 
 def _check_given_teacher(teacher: str, family: str, kind: str | None, actual: str | None = None) -> None:
     """A `--teacher` of another family than `--family` is refused (the family sets the
-    distillation loss, the student's construction and the task's form). `actual`: the
-    teacher's family when known (a local folder's is read from its config.json)."""
+    distillation loss, the student's construction and the task's form): its kind before
+    loading, its family (`actual`) once `_given_teacher` has loaded it."""
     wanted = get_family(family).kind
     if kind is not None and kind != wanted:
         other = "bert" if kind == "masked" else "gpt2"
         raise KdmechError(f"--teacher {teacher!r} is a {kind} LM, not a {wanted} one as --family "
                           f"{family} needs; pass --family {other}")
-    config = Path(teacher) / "config.json"
-    if actual is None and config.is_file():
-        actual = family_of(SimpleNamespace(model_type=json.loads(config.read_text()).get("model_type"))).name
     if actual is not None and actual != family:
         raise KdmechError(f"--teacher {teacher!r} is a {actual} model, not of --family {family}; "
                           f"pass --family {actual}")
