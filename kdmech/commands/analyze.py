@@ -18,6 +18,7 @@ from kdmech.analysis.attribution.discovery import CircuitFinder
 from kdmech.analysis.checkpoint import TeacherSide, analyze_checkpoint, run_probes, shared_teacher_side
 from kdmech.analysis.circuit import REFERENCE_THRESHOLD, threshold_sweep
 from kdmech.analysis.noise import noise_curve
+from kdmech.analysis.nodes import Node
 from kdmech.analysis.options import AnalyzeOptions
 from kdmech.analysis.conventions import alignment_influence
 from kdmech.analysis.presets import alignment_side, get_preset
@@ -57,8 +58,6 @@ class _Pair:
     competence: object
     teacher: str = ""
     student: str = ""
-    shapes: dict | None = None
-    """who → (layers, heads) of its attention patterns, for the circuit picture."""
 
 
 def analyze(teacher: str, student: str, out: Path, task: str = "numerals",
@@ -111,7 +110,7 @@ def analyze(teacher: str, student: str, out: Path, task: str = "numerals",
     with atomic_dir(out) as tmp:
         pair.prompts.save(tmp / PROMPTS_JSON)
         result.save(tmp / ANALYSIS_JSON)
-        _plots(tmp, result, pair.shapes)
+        _plots(tmp, result)
     signs = result.sign_range
     print(f"analysis of {student} against {teacher} on {result.task} ({result.n_prompts} "
           f"prompts) written to {out} in {result.wall_seconds:.0f}s: A "
@@ -139,8 +138,6 @@ def _analyse(pair: _Pair, wanted: set, analysis: AnalyzeOptions, preset, progres
     record, sp, student_side = analyze_checkpoint(side, pair.s_model, pair.s_tok, pair.prompts, step=0)
     sides = (side.alignment or tp, student_side or sp)  # what A read of each model
     bar.update()
-    pair.shapes = {who: (prof.patterns.shape[0], prof.patterns.shape[1]) for who, prof in (("teacher", tp),
-                                                                                           ("student", sp))}
     result = AnalyzeResult(
         teacher=pair.teacher, student=pair.student, task=pair.prompts.task, teacher_weak=pair.competence.weak,
         teacher_competence=pair.competence.to_json(), n_prompts=len(pair.prompts), options=asdict(analysis),
@@ -247,12 +244,19 @@ def _probes(tp, sp, pair, tokenizer) -> dict:
     return out
 
 
-def _plots(folder: Path, r: AnalyzeResult, shapes: dict) -> None:
+def _shape(influence: dict) -> tuple[int, int]:
+    """(layers, heads) of a model, from the nodes its influence names."""
+    nodes = [Node.parse(name) for name in influence]
+    return max(n.layer for n in nodes) + 1, max(n.head for n in nodes if n.is_head) + 1
+
+
+def _plots(folder: Path, r: AnalyzeResult) -> None:
     save_influence_png(folder / "influence.png", r.influence["teacher"], r.influence["student"],
                        f"{r.task}: single-node {r.influence['ablation']}-ablation influence")
     if r.circuit is not None:
         ref = {who: r.reference_circuit(who) for who in ("teacher", "student")}
         matched = {m["student"]: m["teacher"] for m in r.matching["pairs"]}
+        shapes = {who: _shape(r.influence[who]) for who in ("teacher", "student")}
         plots.circuits_png(folder / "circuits.png", ref, shapes, matched)
     if r.sensitivity is not None:
         plots.sensitivity_png(folder / "sensitivity.png", r.influence["teacher"], r.influence["student"])
