@@ -252,3 +252,39 @@ def test_exact_agreement_is_the_jaccard_with_exact_pruning(gpt2_engine):
     e, f = ({tuple(x.to_json()) for x in circuit.edges} for circuit in (c, exact))
     assert agreement["jaccard_edges"] == pytest.approx(len(e & f) / len(e | f) if e | f else 1.0)
     assert agreement["exact_nodes"] == exact.nodes and agreement["exact_edges"] == len(exact.edges)
+
+
+def with_edge_estimates(scores, estimate):
+    """`scores` with every edge score replaced by estimate(edge) (0 where the sender is not
+    upstream)."""
+    from kdmech.analysis.edges import Edge, upstream
+    table = torch.zeros_like(scores.edge_scores)
+    for i, s in enumerate(scores.nodes):
+        for j, r in enumerate(scores.receivers):
+            if upstream(s, r):
+                table[i, j] = estimate(Edge(s, r))
+    return replace(scores, edge_scores=table)
+
+
+@pytest.mark.parametrize("estimates", ["exact", "reversed"])
+def test_edge_verification_stops_by_its_calibrated_margin(gpt2_engine, estimates):
+    """With estimates equal to the exact path-patched change, verification keeps exactly §5.2's
+    edges and stops after the round holding the last of them; with estimates reversed (the most
+    harmful edges ranked last), the margin grows and it still finds every one of §5.2's edges."""
+    from kdmech.analysis.attribution.verified import EDGE_ROUND, verify_edges
+    from kdmech.analysis.circuit import path_patching, prune_edges
+
+    e = gpt2_engine
+    nodes = set(e.bridged.nodes)  # the whole model: 83 edges, 13 of them kept at T = 0.05
+    exact = path_patching(e, nodes)
+    sign = 1 if estimates == "exact" else -1
+    scores = with_edge_estimates(edge_attribution(e, nodes, "eap"),
+                                 lambda edge: sign * (exact.scores.get(edge, exact.baseline) - exact.baseline))
+    kept, checked, margin = verify_edges(e, nodes, scores, 0.05)
+    expected = prune_edges(e, nodes, 0.05)
+    assert set(kept) == set(expected) and len(kept) == len(expected) and 0 < len(expected) < len(exact.scores)
+    if estimates == "exact":
+        assert margin < 1e-5
+        assert checked == min(len(exact.scores), EDGE_ROUND * -(-len(expected) // EDGE_ROUND))
+    else:
+        assert margin > 0.1

@@ -191,35 +191,59 @@ def _sender_activations(engine: AblationEngine, outside: list[Node], sender_sour
     return (lambda layer: paired[Node(layer, 0).hook].flatten(2)), (lambda layer: paired[Node(layer).hook])
 
 
+class PathPatcher:
+    """Path patching (see module docstring) of one node circuit: the circuit state and the
+    baseline are computed once, then `score` path-patches any of its edges, in as many calls
+    as wanted (attribution's edge verification checks them a round at a time)."""
+
+    def __init__(self, engine: AblationEngine, circuit: set[Node], sender_source: str = "intact"):
+        self.circuit = set(circuit)
+        self.runner = runner = engine.residual_runner(EDGES)
+        self.prompts = p = engine.prompts
+        outside = [n for n in engine.bridged.nodes if n not in circuit]
+        state = engine.ablated_state(outside)
+        z_of, mlp_of = _sender_activations(engine, outside, sender_source)
+        self.baseline = chunked_metric(runner, lambda sl: readout_at(
+            state.resid_final if sl is None else state.resid_final[sl], p.positions if sl is None else p.positions[sl]),
+            p, engine.row_chunks).mean().item()
+        """Mean metric of the node circuit alone (every other node ablated, no edge patched)."""
+        # each patched forward runs on one slice of prompt rows (the engine's memory budget; one
+        # slice without it); an edge's score is the mean over every prompt
+        self.slices = [(sl, state.rows(sl), lambda layer, sl=sl: z_of(layer)[sl],
+                        lambda layer, sl=sl: mlp_of(layer)[sl]) for sl in engine.row_chunks]
+        self.receivers = runner.receivers(self.circuit)
+
+    def edges(self) -> list[Edge]:
+        """Every edge of the circuit: senders in node order, each into its downstream receivers."""
+        return [Edge(s, r) for s in sorted(self.circuit) for r in self.receivers if upstream(s, r)]
+
+    def score(self, edges: list[Edge], progress=None) -> dict[Edge, float]:
+        """Edge → mean metric with that one path patched; a sender's change is computed once
+        per call."""
+        by_sender: dict[Node, list[Edge]] = {}
+        for e in edges:
+            by_sender.setdefault(e.sender, []).append(e)
+        scores = {}
+        for sender, group in by_sender.items():
+            deltas = [self.runner.sender_delta(sender, z_corrupted, mlp_corrupted, st)
+                      for _, st, z_corrupted, mlp_corrupted in self.slices]
+            for e in group:
+                lds = [self.runner.metric(self.runner.patched_path_resid(delta, e.receiver, self.prompts.positions[sl],
+                                                                         st), self.prompts, rows=sl)
+                       for (sl, st, _, _), delta in zip(self.slices, deltas)]
+                scores[e] = torch.cat(lds).mean().item()
+                if progress:
+                    progress(1)
+        return scores
+
+
 def path_patching(engine: AblationEngine, circuit: set[Node], progress=None,
                   only: set[Edge] | None = None, sender_source: str = "intact") -> EdgeScores:
     """Every edge of the node circuit (or of `only`) scored by path patching (see module
     docstring), senders from `sender_source` (intact or circuit_ablated)."""
-    runner = engine.residual_runner(EDGES)
-    p = engine.prompts
-    outside = [n for n in engine.bridged.nodes if n not in circuit]
-    state = engine.ablated_state(outside)
-    z_of, mlp_of = _sender_activations(engine, outside, sender_source)
-    baseline = chunked_metric(runner, lambda sl: readout_at(
-        state.resid_final if sl is None else state.resid_final[sl], p.positions if sl is None else p.positions[sl]),
-        p, engine.row_chunks).mean().item()
-    # each patched forward runs on one slice of prompt rows (the engine's memory budget; one
-    # slice without it); an edge's score is the mean over every prompt
-    slices = [(sl, state.rows(sl), lambda layer, sl=sl: z_of(layer)[sl],
-               lambda layer, sl=sl: mlp_of(layer)[sl]) for sl in engine.row_chunks]
-    scores = {}
-    for sender in sorted(circuit):
-        deltas = [runner.sender_delta(sender, z_corrupted, mlp_corrupted, st)
-                  for _, st, z_corrupted, mlp_corrupted in slices]
-        for receiver in runner.receivers(circuit):
-            if not upstream(sender, receiver) or (only is not None and Edge(sender, receiver) not in only):
-                continue
-            lds = [runner.metric(runner.patched_path_resid(delta, receiver, p.positions[sl], st), p, rows=sl)
-                   for (sl, st, _, _), delta in zip(slices, deltas)]
-            scores[Edge(sender, receiver)] = torch.cat(lds).mean().item()
-            if progress:
-                progress(1)
-    return EdgeScores(baseline, scores)
+    patcher = PathPatcher(engine, circuit, sender_source)
+    edges = [e for e in patcher.edges() if only is None or e in only]
+    return EdgeScores(patcher.baseline, patcher.score(edges, progress))
 
 
 def prune_edges(engine: AblationEngine, circuit: set[Node], threshold: float = 0.20,

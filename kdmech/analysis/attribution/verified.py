@@ -10,10 +10,15 @@
    until one removes nothing, so every kept node is necessary and the circuit keeps ≥ (1 − T) —
    the definition exact pruning meets.
 4. Edges (additive families): the node circuit's edges are scored on the circuit state (§5.2's
-   baseline, senders moving to their paired corrupted outputs), ranked by estimated patched
-   metric, lowest first, and path-patched exactly `EDGE_ROUND` at a time; an edge is kept when
-   its exact path patch leaves the metric below (1 − T)·LD_full (§5.2's rule). Checking stops
-   after the first round in which no edge is kept.
+   baseline, senders moving to their paired corrupted outputs): est_e = baseline + s_e, the
+   estimated patched metric. They are ranked by est_e, lowest first, and path-patched exactly
+   `EDGE_ROUND` at a time (one circuit state for all rounds); an edge is kept when its exact
+   path patch leaves the metric below limit = (1 − T)·LD_full (§5.2's rule). After each round
+   the margin m = max over checked edges of |est_e − exact_e| — the worst error of attribution
+   so far, either way — is updated, and checking stops once the lowest unchecked estimate
+   satisfies est − m ≥ limit: no edge left would be kept even if its estimate were as wrong as
+   the worst one checked. When estimates are poor m grows and every edge is checked (then the
+   edge list is exactly §5.2's).
 
 Completeness and faithfulness are exact.
 """
@@ -23,7 +28,7 @@ from __future__ import annotations
 from kdmech.analysis.ablation.engine import AblationEngine
 from kdmech.analysis.attribution.paths import edge_attribution
 from kdmech.analysis.attribution.scores import AttributionScores
-from kdmech.analysis.circuit import EDGES, Circuit, measured_circuit, path_patching, prune_nodes, retained_with_only
+from kdmech.analysis.circuit import EDGES, Circuit, PathPatcher, measured_circuit, prune_nodes, retained_with_only
 from kdmech.analysis.edges import Edge
 from kdmech.analysis.nodes import Node
 
@@ -58,23 +63,23 @@ def shortest_prefix(engine: AblationEngine, order: list[Node], threshold: float)
 
 
 def verify_edges(engine: AblationEngine, circuit: set[Node], scores: AttributionScores,
-                 threshold: float, sender_source: str = "intact") -> tuple[list[Edge], int]:
-    """Edges kept by exact path patching, checked in attribution order (module docstring, 4),
-    and how many were checked."""
+                 threshold: float, sender_source: str = "intact") -> tuple[list[Edge], int, float]:
+    """Edges kept by exact path patching, checked in attribution order until the stopping rule
+    (module docstring, 4) holds: (kept edges, edges checked, the calibrated margin)."""
     limit = (1 - threshold) * engine.full_metric
-    runner = engine.residual_runner(EDGES)
-    estimated = scores.edges(circuit, runner.receivers(circuit))
+    patcher = PathPatcher(engine, circuit, sender_source)
+    estimated = {e: patcher.baseline + s for e, s in scores.edges(circuit, patcher.receivers).items()}
     order = sorted(estimated, key=lambda e: (estimated[e], e.sender, e.receiver))
-    kept, checked = [], 0
-    for i in range(0, len(order), EDGE_ROUND):
-        batch = set(order[i:i + EDGE_ROUND])
-        exact = path_patching(engine, circuit, only=batch, sender_source=sender_source).scores
+    kept, checked, margin = [], 0, 0.0
+    while checked < len(order):
+        batch = order[checked:checked + EDGE_ROUND]
+        exact = patcher.score(batch)
         checked += len(batch)
-        new = [e for e in order[i:i + EDGE_ROUND] if exact[e] < limit]
-        kept += new
-        if not new:
+        kept += [e for e in batch if exact[e] < limit]
+        margin = max(margin, *(abs(estimated[e] - exact[e]) for e in batch))
+        if checked < len(order) and estimated[order[checked]] - margin >= limit:
             break
-    return kept, checked
+    return kept, checked, margin
 
 
 def verified_circuit(engine: AblationEngine, scores: AttributionScores, threshold: float = 0.20,
@@ -93,11 +98,12 @@ def verified_circuit(engine: AblationEngine, scores: AttributionScores, threshol
     refused = engine.residual_refusal(EDGES) if edges else ""
     if refused == "" and edges and adapter is not None and not adapter.edges:
         refused = engine.family.refusal("edge attribution")
-    edge_list, edges_checked = [], 0
+    edge_list, edges_checked, margin = [], 0, 0.0
     if edges and not refused:
         e_scores = edge_attribution(engine, nodes, scores.method, scores.ig_steps, adapter)
-        edge_list, edges_checked = verify_edges(engine, nodes, e_scores, threshold, sender_source)
+        edge_list, edges_checked, margin = verify_edges(engine, nodes, e_scores, threshold, sender_source)
     record = {"method": scores.method, "ig_steps": scores.ig_steps, "candidate_nodes": len(candidate),
-              "prefix_checks": prefix_checks, "pruning_checks": visited[0], "edges_checked": edges_checked}
+              "prefix_checks": prefix_checks, "pruning_checks": visited[0], "edges_checked": edges_checked,
+              **({"edge_margin": margin} if edges and not refused else {})}
     return measured_circuit(engine, threshold, nodes, passes, edge_list, edges and not refused, refused,
                             sender_source, record)
