@@ -47,7 +47,7 @@ test-slow: $(STAMP)
 
 # Every bench/*.py at its quick default (each has --full for the long version; under 15
 # minutes in all on the 2-core machine except discovery_scale, whose part 1 at GPT-2-small shape
-# takes about an hour on it; `python bench/discovery_scale.py --skip_scale` is seconds);
+# takes about 40 minutes on it; `python bench/discovery_scale.py --skip_scale` is seconds);
 # each prints its own table, then one summary table of
 # every bench's wall time, exit status and BENCH line. Logs in runs/bench/.
 bench: $(STAMP)

@@ -33,9 +33,10 @@ verified circuit's node Jaccard ≥ 0.8 against exact's on both trained teachers
                                               # (hours on 2 cores)
     python bench/discovery_scale.py --skip_scale   # part 2 only: seconds
 
-On the 2-core CPU the quick part 1 takes about an hour: exact discovery at GPT-2-small shape
-≈ 950 s (with 200 edges sampled), and each attribution method about as long, because on these
-random-weight models verification cannot save much: attribution's ranking is weak there (the
+On the 2-core CPU the quick run takes about 40 minutes: exact discovery at GPT-2-small shape
+counts ≈ 1,000 s (its edge time extrapolated from 200 sampled edges; it runs in a few minutes),
+and each attribution method runs about that long for real, because on these random-weight
+models verification cannot save much: attribution's ranking is weak there (the
 shortest passing prefix is the whole model, so exact pruning starts where §5.1 starts) and most
 of the circuit's edges pass §5.2's rule (the circuit's own metric sits just above the limit, so
 almost any edge whose patch lowers it is kept), and each kept edge needs its exact path patch.
