@@ -288,3 +288,22 @@ def test_edge_verification_stops_by_its_calibrated_margin(gpt2_engine, estimates
         assert checked == min(len(exact.scores), EDGE_ROUND * -(-len(expected) // EDGE_ROUND))
     else:
         assert margin > 0.1
+
+
+def test_a_circuits_edge_scores_need_only_the_layers_of_its_heads(gpt2_engine):
+    """Edge attribution of a circuit gives attention receivers to the layers holding its heads
+    only; its edges score as with every layer's receivers in place."""
+    from kdmech.analysis.attribution.paths import circuit_edge_path, engine_adapter
+    from kdmech.analysis.circuit import EDGES
+
+    e = gpt2_engine
+    circuit = {Node(1, 2), Node(0), Node(1)}  # heads in layer 1 only
+    restricted = edge_attribution(e, circuit, "eap-ig", 2)
+    every = attribute(engine_adapter(e), e.prompts, circuit_edge_path(e, circuit), path_points("eap-ig", 2),
+                      e.row_chunks, edges=True, method="eap-ig")
+    assert {r.layer for r in restricted.receivers if r.port in "qkv"} == {1}
+    receivers = e.residual_runner(EDGES).receivers(circuit)
+    a, b = restricted.edges(circuit, receivers), every.edges(circuit, receivers)
+    assert a.keys() == b.keys() and len(a) > 3
+    for edge in a:
+        assert a[edge] == pytest.approx(b[edge], rel=1e-4, abs=1e-6)

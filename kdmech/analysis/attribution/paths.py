@@ -60,9 +60,12 @@ def node_attribution(engine: AblationEngine, method: str = "eap-ig", ig_steps: i
 
 def edge_attribution(engine: AblationEngine, circuit: set[Node], method: str = "eap-ig", ig_steps: int = 5,
                      adapter: AttributionAdapter | None = None) -> AttributionScores:
-    """Edge scores of a node circuit (estimated path-patched metric − circuit baseline)."""
+    """Edge scores of a node circuit (estimated path-patched metric − circuit baseline); only
+    the layers holding a circuit head have their attention inputs as receivers (the others
+    receive no edge of the circuit)."""
     adapter = adapter or engine_adapter(engine)
     if not adapter.edges:
         raise KdmechError(engine.family.refusal("edge attribution"))
     return attribute(adapter, engine.prompts, circuit_edge_path(engine, circuit),
-                     path_points(method, ig_steps), engine.row_chunks, edges=True, method=method)
+                     path_points(method, ig_steps), engine.row_chunks, edges=True, method=method,
+                     attention_layers={n.layer for n in circuit if n.is_head})

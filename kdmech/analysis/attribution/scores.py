@@ -97,19 +97,24 @@ def _layer_mask(nodes, n_layers: int, n_heads: int, device) -> torch.Tensor:
 
 
 def attribute(adapter: AttributionAdapter, prompts: PromptSet, path: Path, alphas: list[float],
-              chunks: list[slice], edges: bool = False, method: str = "eap") -> AttributionScores:
-    """Node (and, with `edges`, edge) scores along `path` at the points `alphas`."""
+              chunks: list[slice], edges: bool = False, method: str = "eap",
+              attention_layers: set[int] | None = None) -> AttributionScores:
+    """Node (and, with `edges`, edge) scores along `path` at the points `alphas`; with
+    `attention_layers`, only those layers' attention inputs are receivers (each one costs its
+    own norm and projection of the residual per receiver), MLP inputs and the final residual
+    always are."""
     L, H = adapter.n_layers, adapter.n_heads
     device = prompts.device
     fixed = _layer_mask(path.fixed, L, H, device)
     moving = (1 - fixed) if path.moving is None else _layer_mask(path.moving, L, H, device) * (1 - fixed)
-    receivers = ([r for l in range(L) for r in [*adapter.attention_receivers(l), Receiver(l, "mlp")]]
-                 + [Receiver.final()] if edges else [])
+    attn = [attention_layers is None or l in attention_layers for l in range(L)]
+    receivers = ([r for l in range(L) for r in [*(adapter.attention_receivers(l) if attn[l] else []),
+                                                Receiver(l, "mlp")]] + [Receiver.final()] if edges else [])
     node_sum = torch.zeros(L, H + 1, device=device)
     edge_sum = torch.zeros(L * (H + 1), len(receivers), device=device) if edges else None
     for sl in chunks:
         for a in alphas:
-            grads, deltas, recv = _one_point(adapter, prompts, path, sl, fixed, moving * a, edges)
+            grads, deltas, recv = _one_point(adapter, prompts, path, sl, fixed, moving * a, edges, attn)
             node_sum += grads
             if edges:
                 edge_sum += _edge_scores(adapter, deltas, recv)
@@ -158,9 +163,10 @@ def _node_hooks(adapter, path, sl, fixed, alpha, deltas, edges):
     return handles
 
 
-def _one_point(adapter, prompts, path, sl, fixed, alpha_values, edges):
+def _one_point(adapter, prompts, path, sl, fixed, alpha_values, edges, attn):
     """One forward-backward at one path point over prompt rows `sl`: (∂ΣM/∂α [L, H+1], sender
-    deltas, receiver-input gradients)."""
+    deltas, receiver-input gradients: per layer, its attention inputs' (None where `attn` is
+    false) and its MLP input's, then the final residual's)."""
     alpha = alpha_values.clone().requires_grad_(True)
     ids, positions = prompts.clean[sl], prompts.positions[sl]
     dtype = next(adapter.model.parameters()).dtype
@@ -171,10 +177,12 @@ def _one_point(adapter, prompts, path, sl, fixed, alpha_values, edges):
         if edges:
             b, t, d = ids.shape[0], ids.shape[1], adapter.model.config.hidden_size
             for l in range(adapter.n_layers):
-                n_in = len(adapter.attention_receivers(l))
-                leaves += [torch.zeros(b, t, n_in, d, dtype=dtype, device=ids.device, requires_grad=True),
-                           torch.zeros(b, t, d, dtype=dtype, device=ids.device, requires_grad=True)]
-                handles += adapter.hook_attention_inputs(l, leaves[-2]) + adapter.hook_mlp_input(l, leaves[-1])
+                if attn[l]:
+                    n_in = len(adapter.attention_receivers(l))
+                    leaves.append(torch.zeros(b, t, n_in, d, dtype=dtype, device=ids.device, requires_grad=True))
+                    handles += adapter.hook_attention_inputs(l, leaves[-1])
+                leaves.append(torch.zeros(b, t, d, dtype=dtype, device=ids.device, requires_grad=True))
+                handles += adapter.hook_mlp_input(l, leaves[-1])
             leaves.append(torch.zeros(b, t, d, dtype=dtype, device=ids.device, requires_grad=True))
             handles += adapter.hook_final_input(leaves[-1])
         with torch.enable_grad():
@@ -183,7 +191,12 @@ def _one_point(adapter, prompts, path, sl, fixed, alpha_values, edges):
     finally:
         for h in handles:
             h.remove()
-    return grads[0], deltas, list(grads[1:])
+    recv, rest = [], list(grads[1:])
+    if edges:
+        for l in range(adapter.n_layers):
+            recv += [rest.pop(0) if attn[l] else None, rest.pop(0)]
+        recv.append(rest.pop(0))
+    return grads[0], deltas, recv
 
 
 def _edge_scores(adapter, deltas: dict, recv: list[torch.Tensor]) -> torch.Tensor:
@@ -194,11 +207,12 @@ def _edge_scores(adapter, deltas: dict, recv: list[torch.Tensor]) -> torch.Tenso
     senders = torch.cat(per_layer, dim=2).float()  # [B, T, S, d]
     cols = []
     for l in range(L):
-        g_attn, g_mlp = recv[2 * l].float(), recv[2 * l + 1].float()
+        g_attn, g_mlp = recv[2 * l], recv[2 * l + 1].float()
         before = l * (H + 1)  # senders of earlier layers
-        s_attn = torch.einsum("btsd,btrd->sr", senders[:, :, :before], g_attn)
+        if g_attn is not None:
+            s_attn = torch.einsum("btsd,btrd->sr", senders[:, :, :before], g_attn.float())
+            cols.append(torch.nn.functional.pad(s_attn, (0, 0, 0, senders.shape[2] - before)))
         s_mlp = torch.einsum("btsd,btd->s", senders[:, :, :before + H], g_mlp)  # + this layer's heads
-        cols.append(torch.nn.functional.pad(s_attn, (0, 0, 0, senders.shape[2] - before)))
         cols.append(torch.nn.functional.pad(s_mlp, (0, senders.shape[2] - before - H))[:, None])
     cols.append(torch.einsum("btsd,btd->s", senders, recv[-1].float())[:, None])
     return torch.cat(cols, dim=1)
