@@ -231,6 +231,7 @@ def teacher_folder(given: str | None, family: str) -> Path:
 
 
 SCALE_TEACHER = Path("runs/bench/teachers/gpt2-12x12x768")
+SCALE_TEACHER_NAME = "gpt2 12×12×768"
 
 
 def scale_teacher() -> Path:
@@ -328,11 +329,11 @@ def main():
     agreement_rows = agreement_part(teachers, 100, args.ig_steps)
     if not args.skip_trained_scale:
         print("part 3: a trained teacher at GPT-2-small shape", flush=True)
-        agreement_rows += agreement_part({"gpt2 12×12×768": scale_teacher()}, n, args.ig_steps)
+        agreement_rows += agreement_part({SCALE_TEACHER_NAME: scale_teacher()}, n, args.ig_steps)
     print_tables(scale_rows, agreement_rows, n, args.ig_steps)
     speed = {r[0]: r[3] for r in scale_rows if r[1] == "eap-ig"}
     jac = {r[0]: r[4]["jaccard_nodes"] for r in agreement_rows if r[1] == "eap-ig"}
-    trained = {r[0]: r[3] for r in agreement_rows if r[1] == "eap-ig" and "×" in r[0]}
+    trained = {r[0]: r[3] for r in agreement_rows if r[1] == "eap-ig" and r[0] == SCALE_TEACHER_NAME}
     gpt2 = speed.get(shapes[0][0])
     print("BENCH discovery_scale: " + ", ".join(
         ([f"eap-ig {gpt2:.1f}× faster than exact at GPT-2-small shape ({n} prompts; target ≥ 20×)"]

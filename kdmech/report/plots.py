@@ -20,15 +20,15 @@ def _save(fig, path) -> None:
 def _xy(name: str, n_heads: int):
     """Where a node or an edge's receiver is drawn; None for the final residual (the logits).
     A KV group's shared k/v input (grouped-query attention) sits at the middle of its layer."""
-    if name.count(".") != 2 and name != "resid_final":
-        node = Node.parse(name)
-        return (node.head if node.is_head else n_heads + 0.5), node.layer
-    receiver = Receiver.parse(name)
-    if receiver.port == "resid":
+    if name == "resid_final":
         return None
-    node = receiver.node
-    if node is None:  # a KV group
-        return (n_heads - 1) / 2, receiver.layer
+    if name.count(".") != 2:
+        node = Node.parse(name)
+    else:
+        receiver = Receiver.parse(name)
+        node = receiver.node
+        if node is None:  # a KV group
+            return (n_heads - 1) / 2, receiver.layer
     return (node.head if node.is_head else n_heads + 0.5), node.layer
 
 

@@ -98,12 +98,12 @@ def verified_circuit(engine: AblationEngine, scores: AttributionScores, threshol
     refused = engine.residual_refusal(EDGES) if edges else ""
     if refused == "" and edges and adapter is not None and not adapter.edges:
         refused = engine.family.refusal("edge attribution")
+    pruned = edges and not refused
     edge_list, edges_checked, margin = [], 0, 0.0
-    if edges and not refused:
+    if pruned:
         e_scores = edge_attribution(engine, nodes, scores.method, scores.ig_steps, adapter)
         edge_list, edges_checked, margin = verify_edges(engine, nodes, e_scores, threshold, sender_source)
     record = {"method": scores.method, "ig_steps": scores.ig_steps, "candidate_nodes": len(candidate),
               "prefix_checks": prefix_checks, "pruning_checks": visited[0], "edges_checked": edges_checked,
-              **({"edge_margin": margin} if edges and not refused else {})}
-    return measured_circuit(engine, threshold, nodes, passes, edge_list, edges and not refused, refused,
-                            sender_source, record)
+              **({"edge_margin": margin} if pruned else {})}
+    return measured_circuit(engine, threshold, nodes, passes, edge_list, pruned, refused, sender_source, record)
